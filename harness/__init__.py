@@ -1,0 +1,67 @@
+"""sam-harness: a benchmarking harness for sharpness-aware minimization and its variants.
+
+The public API for plugin authors. Importing ``harness`` is cheap (no torch): the names that need
+torch (``SharpnessAwareOptimizer``, ``StepInfo``, ...) are loaded on first use, so entry-point
+modules that only register specs stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from harness.errors import (
+    DuplicateNameError,
+    HarnessError,
+    PluginError,
+    ProtocolError,
+    SuiteError,
+    UnknownNameError,
+)
+from harness.hookspecs import hookimpl
+from harness.specs import (
+    DatasetSpec,
+    ExecutorSpec,
+    MetricSpec,
+    ModelSpec,
+    OptimizerSpec,
+    PresetSpec,
+    SchedulerSpec,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SharpnessAwareOptimizer": "harness.optim",
+    "PerturbationScheduler": "harness.optim",
+    "StepInfo": "harness.optim",
+    "StepContext": "harness.optim",
+    "ClassificationData": "harness.data",
+    "Registry": "harness.plugins",
+    "get_plugin_manager": "harness.plugins",
+}
+
+__all__ = [
+    "DatasetSpec",
+    "DuplicateNameError",
+    "ExecutorSpec",
+    "HarnessError",
+    "MetricSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "PluginError",
+    "PresetSpec",
+    "ProtocolError",
+    "SchedulerSpec",
+    "SuiteError",
+    "UnknownNameError",
+    "__version__",
+    "hookimpl",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

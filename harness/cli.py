@@ -1,0 +1,146 @@
+"""The ``harness`` command: run, validate, plugins, report.
+
+Exit codes: 0 every run ok; 1 some run failed or diverged; 2 bad usage or an invalid suite (and
+then nothing trains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from harness.errors import HarnessError
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Benchmark sharpness-aware minimization variants.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train every run of a suite and write Parquet results")
+    run.add_argument("suite", help="path to a suite YAML file")
+    run.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a suite key, e.g. --set epochs=2 --set seeds=[0]")
+    run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
+    run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
+
+    validate = commands.add_parser("validate", help="check a suite and print its expanded runs")
+    validate.add_argument("suite")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    plugins = commands.add_parser("plugins", help="list the registered components and their providers")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    report = commands.add_parser("report", help="summarize a suite's results as a Markdown table")
+    report.add_argument("results", help="a suite's results folder, RESULTS_DIR/<suite>")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``harness`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _run, "validate": _validate, "plugins": _plugins, "report": _report}[args.command](args)
+    except HarnessError as error:  # SuiteError, PluginError, UnknownNameError: nothing has trained
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _load(args: argparse.Namespace):
+    from harness.plugins import Registry
+    from harness.suite import load_suite
+
+    registry = Registry.from_plugins()
+    return registry, load_suite(args.suite, registry, args.overrides)
+
+
+def _print_runs(suite) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"suite {suite.name}: {len(suite.runs)} runs", title_justify="left")
+    for column in ("run_id", "method", "optimizer", "scheduler", "model", "dataset", "noise", "seed", "epochs"):
+        table.add_column(column)
+    for run in suite.runs:
+        table.add_row(
+            run.run_id, run.method, _with_params(run.optimizer, run.optimizer_params),
+            _with_params(run.scheduler, run.scheduler_params), run.model, run.dataset,
+            f"{run.noise_rate:g}", str(run.seed), str(run.epochs),
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def _with_params(name: str, params) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    return f"{name}({shown})" if shown else name
+
+
+def _validate(args: argparse.Namespace) -> int:
+    _, suite = _load(args)
+    _print_runs(suite)
+    print(f"{suite.path}: valid, {len(suite.runs)} runs")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.progress import SuiteProgress
+    from harness.results import finished_run_ids
+    from harness.runner import execute
+
+    registry, suite = _load(args)
+    if args.dry_run:
+        _print_runs(suite)
+        return EXIT_OK
+    done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
+    pending = [run for run in suite.runs if run.run_id not in done]
+    skipped = len(suite.runs) - len(pending)
+    statuses: Counter[str] = Counter()
+    with SuiteProgress(suite.name, pending) as progress:
+        for run in pending:
+            progress.started(run)
+            row = execute(run, registry, args.results_dir, on_epoch=progress.epoch)
+            statuses[row["status"]] += 1
+            progress.finished(run, row)
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
+    print(f"suite {suite.name}: {summary}; {skipped} already finished (skipped); results in {args.results_dir}/{suite.name}")
+    return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from harness.plugins import Registry
+
+    registry = Registry.from_plugins()
+    rows = [
+        {"kind": spec.kind, "name": spec.name, "provider": spec.provider, "version": spec.version,
+         "description": spec.description, "paper": spec.paper}
+        for spec in registry
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("kind", "name", "provider", "version", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(row[c] for c in ("kind", "name", "provider", "version", "description")))
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import accuracy_table
+
+    print(accuracy_table(args.results))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Exceptions of the harness. Every message says what was wrong, where, and what would be right."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HarnessError(Exception):
+    """Base class of every error the harness raises on purpose."""
+
+
+class PluginError(HarnessError):
+    """A plugin could not be loaded, or its registrations contradict another plugin's."""
+
+
+class DuplicateNameError(PluginError):
+    """Two providers registered the same name for the same kind of component."""
+
+
+class UnknownNameError(HarnessError, KeyError):
+    """A name that no plugin registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class SuiteError(HarnessError):
+    """A suite file is invalid. The message names the file, the key path, the value and what was expected."""
+
+
+class ProtocolError(HarnessError):
+    """A plugin broke the step protocol (for example a perturbed step with a single gradient evaluation)."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix naming the closest candidate, or '' when none is close."""
+    matches = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""

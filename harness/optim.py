@@ -1,0 +1,253 @@
+"""The sharpness-aware step protocol (shared/DESIGN.md section 4).
+
+Every optimizer plugin is a ``torch.optim.Optimizer`` whose ``step(closure)`` runs all the
+forward/backward passes it needs through the closure (the PyTorch LBFGS convention). The closure is
+built by the runner (``harness.closure.BatchClosure``): it zeroes gradients, runs forward and
+backward on the same batch, returns the loss, counts its calls, replays the RNG state and freezes
+BatchNorm running statistics after the first pass.
+
+A perturbation scheduler decides, after the first (clean) pass, whether this step perturbs and with
+which radius: ``decide(ctx) -> (perturb, rho)``.
+
+``SharpnessAwareOptimizer`` is the base class of the built-in variants. Its ``step`` is a template:
+
+1. pass 1 at ``w`` gives ``g``; the scheduler decides ``(perturb, rho)`` from a ``StepContext``;
+2. perturbed step: ``ascend`` saves ``w`` into persistent buffers and moves to ``w + e`` (e from
+   ``perturbation``), pass 2 at ``w + e`` gives ``g_s``, ``descend`` restores ``w`` *exactly* by
+   copying the buffers back (every perturbed parameter, whether or not it received a gradient in
+   pass 2: the restore never depends on pass-2 gradients, unlike davda54/sam);
+3. unperturbed step: ``reuse`` may rewrite the gradient from earlier steps (LookSAM);
+4. the base optimizer steps on whatever is in ``p.grad``.
+
+All work on parameter lists uses ``torch._foreach_*`` kernels; the only host synchronization is in
+schedulers whose decision needs one (AE-SAM reads the gradient norm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.errors import ProtocolError
+
+Closure = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a perturbation scheduler sees when it decides.
+
+    step: the optimizer step about to be taken, counted from 0.
+    total_steps: the number of steps the run will take (0 when unknown).
+    lr: the base optimizer's current learning rate (first parameter group).
+    grad_sq_norm: ``||g||^2`` of the clean gradient, a 0-dim tensor on the device; converting it
+        to a Python float synchronizes the host, so only schedulers that need it should.
+    """
+
+    step: int
+    total_steps: int
+    lr: float
+    grad_sq_norm: torch.Tensor
+
+
+@dataclass
+class StepInfo:
+    """What an optimizer reports about the step it just took (``optimizer.last_step``).
+
+    perturbed: whether this step computed a sharpness-aware gradient (a second pass at ``w + e``).
+    rho: the perturbation radius the scheduler chose (0.0 for ERM).
+    extras: cheap diagnostics (``grad_norm``, ``perturbation_norm``, ``surrogate_gap``, ...); values
+        may be device tensors.
+    """
+
+    perturbed: bool
+    rho: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class PerturbationScheduler:
+    """Decides, after the clean pass of every step, whether to perturb and with which rho.
+
+    Subclasses implement ``decide``; stateful ones also override ``state_dict`` and
+    ``load_state_dict`` so an interrupted run resumes on the same trajectory.
+    """
+
+    def decide(self, ctx: StepContext) -> tuple[bool, float]:
+        """Return ``(perturb, rho)`` for the step described by ``ctx``."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (empty for stateless schedulers)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+def _clean_pass(closure: Closure | None) -> torch.Tensor:
+    if closure is None:
+        raise ProtocolError(
+            "sharpness-aware optimizers need a closure: optimizer.step(closure), where closure() zeroes "
+            "gradients, runs forward and backward on the current batch and returns the loss"
+        )
+    with torch.enable_grad():
+        return closure()
+
+
+class SharpnessAwareOptimizer(torch.optim.Optimizer):
+    """Base class of sharpness-aware optimizers (see the module docstring for the step template).
+
+    params: the parameters, the same ones the base optimizer updates.
+    base_optimizer: a ``torch.optim.Optimizer`` over those parameters (SGD, AdamW, LAMB, ...); its
+        ``param_groups`` are shared with this optimizer, so a learning-rate scheduler attached to
+        either one drives both.
+    scheduler: a ``PerturbationScheduler``.
+    hparams: the variant's hyperparameters, kept in ``self.hparams`` and in ``defaults``.
+
+    Subclasses implement ``perturbation`` (and may override ``ascend``, ``descend`` and ``reuse``).
+    The runner sets ``total_steps`` before the first step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        *,
+        base_optimizer: torch.optim.Optimizer,
+        scheduler: PerturbationScheduler,
+        **hparams: Any,
+    ) -> None:
+        super().__init__(params, dict(hparams))
+        own = {id(p) for group in self.param_groups for p in group["params"]}
+        base = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
+        if own != base:
+            raise ValueError(
+                f"{type(self).__name__}: the base optimizer must update exactly the same parameters "
+                f"({len(base)} given to the base optimizer, {len(own)} to the sharpness-aware optimizer)"
+            )
+        self.param_groups = base_optimizer.param_groups
+        self.base_optimizer = base_optimizer
+        self.scheduler = scheduler
+        self.hparams = dict(hparams)
+        self.total_steps = 0
+        self.steps_taken = 0
+        self.last_step: StepInfo | None = None
+        self._params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        self._backup: list[torch.Tensor] | None = None
+
+    def params_with_grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The trainable parameters that hold a gradient, and those gradients."""
+        params = [p for p in self._params if p.grad is not None]
+        return params, [p.grad for p in params]
+
+    @staticmethod
+    def global_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The L2 norm of the concatenation of ``tensors``, as a 0-dim tensor (no host sync)."""
+        if not tensors:
+            return torch.zeros(())
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+    def context(self, grad_norm: torch.Tensor) -> StepContext:
+        """The ``StepContext`` of the step about to be taken."""
+        return StepContext(
+            step=self.steps_taken,
+            total_steps=self.total_steps,
+            lr=float(self.param_groups[0]["lr"]),
+            grad_sq_norm=grad_norm * grad_norm,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Take one step; ``closure`` is called once or more (see the module docstring)."""
+        loss = _clean_pass(closure)
+        params, grads = self.params_with_grads()
+        grad_norm = self.global_norm(grads)
+        perturb, rho = self.scheduler.decide(self.context(grad_norm))
+        if perturb:
+            extras = self.ascend(params, grads, float(rho), grad_norm)
+            with torch.enable_grad():
+                closure()
+            extras.update(self.descend(params, float(rho)))
+        else:
+            extras = self.reuse(params, grads, grad_norm)
+        extras.setdefault("grad_norm", grad_norm)
+        self.base_optimizer.step()
+        self.steps_taken += 1
+        self.last_step = StepInfo(perturbed=bool(perturb), rho=float(rho) if perturb else 0.0, extras=extras)
+        return loss
+
+    def perturbation(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], rho: float, grad_norm: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The perturbation ``e`` (one tensor per parameter in ``params``) to add to the weights."""
+        raise NotImplementedError
+
+    def ascend(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], rho: float, grad_norm: torch.Tensor
+    ) -> dict[str, Any]:
+        """Save the weights and move them to ``w + e``. Returns extras for ``StepInfo``."""
+        if self._backup is None:
+            self._backup = [torch.empty_like(p) for p in self._params]
+        torch._foreach_copy_(self._backup, self._params)
+        perturbation = self.perturbation(params, grads, rho, grad_norm)
+        torch._foreach_add_(params, perturbation)
+        return {"perturbation_norm": self.global_norm(perturbation)}
+
+    def descend(self, params: list[torch.Tensor], rho: float) -> dict[str, Any]:
+        """Restore the weights saved by ``ascend``; ``p.grad`` now holds the perturbed gradient.
+
+        Every trainable parameter is copied back, so the restore is exact and independent of which
+        parameters received a gradient in the second pass. Subclasses that combine gradients (GSAM)
+        do so here, after calling this.
+        """
+        torch._foreach_copy_(self._params, self._backup)
+        return {}
+
+    def reuse(self, params: list[torch.Tensor], grads: list[torch.Tensor], grad_norm: torch.Tensor) -> dict[str, Any]:
+        """On an unperturbed step, optionally rewrite ``p.grad`` (LookSAM). Default: plain gradient."""
+        return {}
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        """Every tensor this optimizer keeps between steps: base optimizer state and own buffers.
+
+        ``optimizer_state_bytes`` in the results is the size of these (shared/DESIGN.md section 7).
+        """
+        held = [t for state in self.base_optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+        return held + list(self._backup or [])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Base optimizer, scheduler and variant state, so a run resumes on the same trajectory."""
+        return {
+            "base_optimizer": self.base_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "steps_taken": self.steps_taken,
+            "variant": self.variant_state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        self.scheduler.load_state_dict(state_dict["scheduler"])
+        self.steps_taken = int(state_dict["steps_taken"])
+        self.load_variant_state_dict(state_dict["variant"])
+
+    def variant_state_dict(self) -> dict[str, Any]:
+        """The variant's own state (LookSAM's g_v, nuSAM's vectors, ...). Default: none."""
+        return {}
+
+    def load_variant_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``variant_state_dict`` returned."""
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every distinct tensor the optimizer holds between steps."""
+    if isinstance(optimizer, SharpnessAwareOptimizer):
+        tensors = optimizer.held_tensors()
+    else:
+        tensors = [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    seen: dict[int, int] = {}
+    for tensor in tensors:
+        seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())

@@ -1,0 +1,313 @@
+"""One ``RunSpec`` -> one training run -> one result row and its history.
+
+``train`` builds the dataset, model, base optimizer (timm's optimizer factory), learning-rate
+schedule (timm's scheduler factory, stepped per update), perturbation scheduler and
+sharpness-aware optimizer from the registry, then trains with the runner-built ``BatchClosure``.
+
+Measurement (shared/DESIGN.md section 7): ``train_time_s`` covers the training loop only;
+evaluation is timed separately (``eval_time_s``). Gradient evaluations are the closure's call
+count and %SAM the share of steps whose ``StepInfo.perturbed`` is true: the harness counts both
+rather than trusting the plugin, and a perturbed step with a single gradient evaluation is a
+``ProtocolError``.
+
+``execute`` wraps ``train``: a run whose loss becomes non-finite ends ``diverged``, one that raises
+ends ``failed`` with the error text, and either way its row is written and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import resource
+import socket
+import statistics
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import harness
+from harness.closure import BatchClosure, batchnorm_modules
+from harness.data import ClassificationData
+from harness.errors import ProtocolError
+from harness.optim import optimizer_state_bytes
+from harness.plugins import Registry
+from harness.results import write_run
+from harness.suite import RunSpec
+from harness.timing import StepTimer, Stopwatch
+
+EpochCallback = Callable[[RunSpec, int, float], None]
+
+
+class Diverged(Exception):
+    """The training loss became non-finite."""
+
+
+@dataclass
+class RunState:
+    """Counters and measurements accumulated while a run trains."""
+
+    steps: int = 0
+    grad_evals: int = 0
+    perturbed_steps: int = 0
+    epochs_completed: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    train_loss: float = math.nan
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    best_test_acc: float = math.nan
+    train_acc: float = math.nan
+    step_times: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    optimizer_state_bytes: int = 0
+    peak_device_bytes: int | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_base_optimizer(model: nn.Module, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    """The base optimizer from timm's factory (``momentum``, ``sgd`` (Nesterov), ``adamw``, ``lamb``...)."""
+    from timm.optim import create_optimizer_v2
+
+    options = dict(settings)
+    name = options.pop("name")
+    return create_optimizer_v2(model, opt=name, **options)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any], epochs: int, steps_per_epoch: int):
+    """A timm learning-rate scheduler stepped after every update (warmup, then decay)."""
+    from timm.scheduler import create_scheduler_v2
+
+    options = dict(settings)
+    name = options.pop("name")
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=name, num_epochs=epochs, step_on_epochs=False, updates_per_epoch=steps_per_epoch, **options
+    )
+    return scheduler
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) of ``model`` in eval mode; restores the mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=inputs.device)
+    correct = torch.zeros((), device=inputs.device, dtype=torch.long)
+    for start in range(0, inputs.shape[0], batch_size):
+        logits = model(inputs[start : start + batch_size])
+        labels = targets[start : start + batch_size]
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    model.train(was_training)
+    count = max(1, inputs.shape[0])
+    return float(loss_sum) / count, float(correct) / count
+
+
+def train(
+    run: RunSpec, registry: Registry, *, state: RunState | None = None, on_epoch: EpochCallback | None = None
+) -> RunState:
+    """Train ``run`` and return its measurements. Raises ``Diverged`` or whatever training raised.
+
+    Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
+    the epochs finished before a failure.
+    """
+    state = state if state is not None else RunState()
+    device = resolve_device(run.device)
+    seed_everything(run.seed)
+    data: ClassificationData = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
+    model: nn.Module = registry.create(
+        "model", run.model, num_classes=data.num_classes, input_shape=data.input_shape, **run.model_params
+    ).to(device)
+    base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
+    scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
+    params = [p for group in base_optimizer.param_groups for p in group["params"]]
+    optimizer = registry.create(
+        "optimizer", run.optimizer, params, base_optimizer=base_optimizer, scheduler=scheduler, **run.optimizer_params
+    )
+    steps_per_epoch = data.steps_per_epoch(run.batch_size)
+    optimizer.total_steps = run.epochs * steps_per_epoch
+    lr_scheduler = build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch)
+    bn_modules = batchnorm_modules(model)
+    shuffle = torch.Generator().manual_seed(run.seed)
+    hooks = registry.manager.hook
+    per_step_hook = bool(hooks.step_finished.get_hookimpls())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    hooks.run_started(run=run)
+
+    timer = StepTimer(device)
+    model.train()
+    for epoch in range(run.epochs):
+        loss_sum = torch.zeros((), device=device)
+        last_rho = 0.0
+        with Stopwatch(device) as train_clock:
+            for inputs, targets in data.train_batches(run.batch_size, shuffle):
+                closure = BatchClosure(model, F.cross_entropy, inputs, targets, bn_modules)
+                timer.start()
+                loss = optimizer.step(closure)
+                timer.stop()
+                lr_scheduler.step_update(num_updates=state.steps + 1)
+                info = optimizer.last_step
+                if info.perturbed and closure.calls < 2:
+                    raise ProtocolError(
+                        f"optimizer {run.optimizer!r} reported a perturbed step after {closure.calls} gradient evaluation"
+                    )
+                state.grad_evals += closure.calls
+                state.perturbed_steps += int(info.perturbed)
+                last_rho = info.rho
+                loss_sum += loss
+                if per_step_hook:
+                    hooks.step_finished(run=run, step=state.steps, info=info)
+                state.steps += 1
+        timer.flush()
+        state.train_time_s += train_clock.total
+        state.train_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(state.train_loss):
+            raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch + 1}")
+        with Stopwatch(device) as eval_clock:
+            state.test_loss, state.test_acc = evaluate(model, data.test_x, data.test_y, run.eval_batch_size)
+        state.eval_time_s += eval_clock.total
+        state.best_test_acc = max(state.test_acc, state.best_test_acc) if state.epochs_completed else state.test_acc
+        state.epochs_completed = epoch + 1
+        state.history.append(
+            {
+                "epoch": epoch + 1,
+                "step": state.steps,
+                "lr": float(base_optimizer.param_groups[0]["lr"]),
+                "rho": last_rho,
+                "train_loss": state.train_loss,
+                "test_loss": state.test_loss,
+                "test_acc": state.test_acc,
+                "train_time_s": state.train_time_s,
+                "sam_fraction": state.perturbed_steps / state.steps,
+                "grad_evals": state.grad_evals,
+            }
+        )
+        if on_epoch is not None:
+            on_epoch(run, epoch + 1, state.test_acc)
+    with Stopwatch(device) as eval_clock:
+        _, state.train_acc = evaluate(model, data.train_x, data.train_y, run.eval_batch_size)
+    state.eval_time_s += eval_clock.total
+    state.step_times = timer.durations
+    state.optimizer_state_bytes = optimizer_state_bytes(optimizer)
+    if device.type == "cuda":
+        state.peak_device_bytes = int(torch.cuda.max_memory_allocated(device))
+    return state
+
+
+def _harness_version() -> str:
+    try:
+        return metadata.version("sam-harness")
+    except metadata.PackageNotFoundError:
+        return harness.__version__
+
+
+def _plugin_versions(run: RunSpec, registry: Registry) -> str:
+    used = {
+        "optimizer": registry.get("optimizer", run.optimizer),
+        "scheduler": registry.get("scheduler", run.scheduler),
+        "model": registry.get("model", run.model),
+        "dataset": registry.get("dataset", run.dataset),
+    }
+    return json.dumps({kind: f"{spec.provider} {spec.version}".strip() for kind, spec in used.items()}, sort_keys=True)
+
+
+def result_row(run: RunSpec, state: RunState, status: str, error: str, started: datetime, registry: Registry) -> dict[str, Any]:
+    """The run's result row (columns of ``harness.results.RUN_SCHEMA``)."""
+    device = resolve_device(run.device)
+    step_median = statistics.median(state.step_times) if state.step_times else None
+    return {
+        "run_id": run.run_id,
+        "suite": run.suite,
+        "method": run.method,
+        "preset": run.preset,
+        "optimizer": run.optimizer,
+        "optimizer_params": json.dumps(dict(run.optimizer_params), sort_keys=True),
+        "scheduler": run.scheduler,
+        "scheduler_params": json.dumps(dict(run.scheduler_params), sort_keys=True),
+        "base_optimizer": json.dumps(dict(run.base_optimizer), sort_keys=True),
+        "lr_schedule": json.dumps(dict(run.lr_schedule), sort_keys=True),
+        "model": run.model,
+        "model_params": json.dumps(dict(run.model_params), sort_keys=True),
+        "dataset": run.dataset,
+        "dataset_params": json.dumps(dict(run.dataset_params), sort_keys=True),
+        "noise_rate": run.noise_rate,
+        "seed": run.seed,
+        "epochs": run.epochs,
+        "epochs_completed": state.epochs_completed,
+        "batch_size": run.batch_size,
+        "steps": state.steps,
+        "status": status,
+        "error": error,
+        "test_acc": _finite_or_none(state.test_acc),
+        "best_test_acc": _finite_or_none(state.best_test_acc),
+        "test_loss": _finite_or_none(state.test_loss),
+        "train_loss": _finite_or_none(state.train_loss),
+        "train_acc": _finite_or_none(state.train_acc),
+        "train_time_s": state.train_time_s,
+        "eval_time_s": state.eval_time_s,
+        "step_time_median_s": step_median,
+        "throughput_samples_per_s": (state.steps * run.batch_size / state.train_time_s) if state.train_time_s else None,
+        "sam_fraction": state.perturbed_steps / state.steps if state.steps else None,
+        "perturbed_steps": state.perturbed_steps,
+        "grad_evals": state.grad_evals,
+        "optimizer_state_bytes": state.optimizer_state_bytes,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_device_bytes": state.peak_device_bytes,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "host": socket.gethostname(),
+        "torch_version": torch.__version__,
+        "harness_version": _harness_version(),
+        "plugin_versions": _plugin_versions(run, registry),
+        "config": json.dumps(run.config(), sort_keys=True),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc),
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def execute(
+    run: RunSpec, registry: Registry, results_dir: str | Path, *, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Train ``run``, record its status whatever happens, write its files, return its row."""
+    started = datetime.now(timezone.utc)
+    status, error = "ok", ""
+    state = RunState()
+    try:
+        train(run, registry, state=state, on_epoch=on_epoch)
+    except Diverged as diverged:
+        status, error = "diverged", str(diverged)
+    except Exception as failure:  # a failing run is recorded; the suite goes on
+        status = "failed"
+        error = f"{type(failure).__name__}: {failure}\n{traceback.format_exc(limit=-6)}"
+    row = result_row(run, state, status, error, started, registry)
+    registry.manager.hook.run_finished(run=run, result=row)
+    write_run(results_dir, run.suite, row, state.history)
+    return row

@@ -1,0 +1,172 @@
+"""Frozen records that the ``register_*`` hooks hand to the harness.
+
+A spec describes one named component (an optimizer, a scheduler, a model, ...) without building
+it: ``factory`` is either a callable or a lazy ``"package.module:attribute"`` string, so listing
+plugins (``harness plugins``) imports no torch and no model code. This follows timm's registry
+records and conda's typed plugin records (see shared/STYLE.md).
+
+``provider`` and ``version`` are left empty by plugins; the registry fills them in with the
+distribution that registered the spec, and they are written into every result row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]*$")
+_FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+def load_object(path: str) -> Any:
+    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return the object."""
+    module_name, _, attribute = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Common fields of every spec record.
+
+    name: the registry name users write in suites (lower case, digits, ``- _ . :``).
+    factory: the callable that builds the component, or its lazy ``"pkg.mod:attr"`` path.
+    defaults: the keyword arguments the factory accepts, with their default values. Suites may only
+        set keys listed here (strict schema), and values are type-checked against these defaults.
+    description: one line for ``harness plugins``.
+    paper: the reference the component implements (file and section in shared/papers), if any.
+    provider, version: filled in by the registry (distribution name and version).
+    """
+
+    kind: ClassVar[str] = "component"
+
+    name: str
+    factory: Callable[..., Any] | str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    paper: str = ""
+    provider: str = ""
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"{self.kind} name {self.name!r} is invalid: expected lower-case letters, digits and '-_.:'"
+            )
+        if isinstance(self.factory, str):
+            if not _FACTORY_PATTERN.match(self.factory):
+                raise ValueError(
+                    f"{self.kind} {self.name!r}: factory {self.factory!r} is not a 'package.module:attribute' path"
+                )
+        elif not callable(self.factory):
+            raise TypeError(f"{self.kind} {self.name!r}: factory must be callable or a 'pkg.mod:attr' string")
+        object.__setattr__(self, "defaults", _freeze(self.defaults))
+
+    def load(self) -> Callable[..., Any]:
+        """Return the factory, importing it first if it is a lazy path."""
+        if isinstance(self.factory, str):
+            return load_object(self.factory)
+        return self.factory
+
+    def with_provider(self, provider: str, version: str) -> Spec:
+        """A copy carrying the distribution that registered it."""
+        return dataclasses.replace(self, provider=provider, version=version)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec(Spec):
+    """A sharpness-aware optimizer: ``factory(params, *, base_optimizer, scheduler, **hparams)``."""
+
+    kind: ClassVar[str] = "optimizer"
+
+
+@dataclass(frozen=True)
+class SchedulerSpec(Spec):
+    """A perturbation scheduler: ``factory(**params) -> PerturbationScheduler``."""
+
+    kind: ClassVar[str] = "scheduler"
+
+
+@dataclass(frozen=True)
+class ModelSpec(Spec):
+    """A model: ``factory(*, num_classes, input_shape, **params) -> torch.nn.Module``."""
+
+    kind: ClassVar[str] = "model"
+
+
+@dataclass(frozen=True)
+class DatasetSpec(Spec):
+    """A dataset: ``factory(*, device, **params) -> harness.data.ClassificationData``."""
+
+    kind: ClassVar[str] = "dataset"
+
+
+@dataclass(frozen=True)
+class MetricSpec(Spec):
+    """A metric computed on a trained model: ``factory(**params)`` returns a callable metric."""
+
+    kind: ClassVar[str] = "metric"
+
+
+@dataclass(frozen=True)
+class ExecutorSpec(Spec):
+    """An executor that runs a list of runs: ``factory(**params)`` returns an executor."""
+
+    kind: ClassVar[str] = "executor"
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A named method from a paper: an optimizer and a scheduler with the paper's settings.
+
+    optimizer / scheduler: registry names; optimizer_params / scheduler_params: the paper's values
+    (they override the specs' defaults, and a suite may override them in turn).
+    base_optimizer: the base optimizer the paper used (``None`` keeps the suite's choice).
+    """
+
+    kind: ClassVar[str] = "preset"
+
+    name: str
+    optimizer: str
+    scheduler: str = "constant"
+    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_params: Mapping[str, Any] = field(default_factory=dict)
+    base_optimizer: Mapping[str, Any] | None = None
+    description: str = ""
+    paper: str = ""
+    provider: str = ""
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
+            raise ValueError(f"preset name {self.name!r} is invalid: expected lower-case letters, digits and '-_.:'")
+        object.__setattr__(self, "optimizer_params", _freeze(self.optimizer_params))
+        object.__setattr__(self, "scheduler_params", _freeze(self.scheduler_params))
+        if self.base_optimizer is not None:
+            object.__setattr__(self, "base_optimizer", _freeze(self.base_optimizer))
+
+    def with_provider(self, provider: str, version: str) -> PresetSpec:
+        """A copy carrying the distribution that registered it."""
+        return dataclasses.replace(self, provider=provider, version=version)
+
+
+SPEC_TYPES: dict[str, type] = {
+    "optimizer": OptimizerSpec,
+    "scheduler": SchedulerSpec,
+    "model": ModelSpec,
+    "dataset": DatasetSpec,
+    "metric": MetricSpec,
+    "executor": ExecutorSpec,
+    "preset": PresetSpec,
+}

@@ -1,0 +1,478 @@
+"""YAML suite -> validated ``Suite`` -> list of ``RunSpec`` (grid expansion, presets, overrides).
+
+A suite is data (shared/DESIGN.md section 5)::
+
+    name: quickstart
+    description: digits, small-cnn, erm vs sam
+    defaults:                      # run settings shared by every run (all optional)
+      epochs: 15
+      batch_size: 64
+      base_optimizer: {name: momentum, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}
+      lr_schedule: {name: cosine, warmup_epochs: 1}
+    methods: [erm, sam]            # presets, or mappings (see below)
+    models: [small-cnn]            # names, or {name: mlp, hidden: 128}
+    datasets: [digits]             # names, or {name: digits, test_fraction: 0.2}
+    seeds: [0, 1, 2]
+    noise_rates: [0.0]             # needs a dataset that lists noise_rate in its defaults
+
+A method is a preset name, a preset with overrides
+(``{preset: sam, name: sam-rho0.1, scheduler: {rho: 0.1}}``) or inline
+(``{name: my-sam, optimizer: {name: sam}, scheduler: {name: constant, rho: 0.1}}``).
+
+The schema is strict: an unknown key is an error with a "did you mean"; values are type- and
+range-checked before anything trains. Every ``SuiteError`` names the file, the key path, the bad
+value and what was expected. ``--set key=value`` overrides are applied to the document before
+validation (``epochs=2`` is short for ``defaults.epochs=2``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import SuiteError, UnknownNameError, did_you_mean
+from harness.plugins import Registry
+
+TOP_LEVEL_KEYS = ("name", "description", "defaults", "methods", "models", "datasets", "seeds", "noise_rates")
+RUN_DEFAULTS: dict[str, Any] = {
+    "epochs": 15,
+    "batch_size": 64,
+    "eval_batch_size": 1024,
+    "device": "auto",
+    "base_optimizer": {"name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
+    "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
+}
+BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
+LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
+LR_SCHEDULE_KEYS = ("name", "warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs", "decay_milestones")
+METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved training run: everything needed to train it, and nothing else.
+
+    ``run_id`` hashes ``config()``, so the same run in a rerun gets the same id (resume) and any
+    change to a resolved setting, including a plugin default, gives a new id.
+    """
+
+    suite: str
+    method: str
+    optimizer: str
+    optimizer_params: Mapping[str, Any]
+    scheduler: str
+    scheduler_params: Mapping[str, Any]
+    base_optimizer: Mapping[str, Any]
+    lr_schedule: Mapping[str, Any]
+    model: str
+    model_params: Mapping[str, Any]
+    dataset: str
+    dataset_params: Mapping[str, Any]
+    noise_rate: float
+    seed: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    device: str
+    preset: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration as plain JSON-able data."""
+        return {
+            "suite": self.suite,
+            "method": self.method,
+            "preset": self.preset,
+            "optimizer": {"name": self.optimizer, **self.optimizer_params},
+            "scheduler": {"name": self.scheduler, **self.scheduler_params},
+            "base_optimizer": dict(self.base_optimizer),
+            "lr_schedule": dict(self.lr_schedule),
+            "model": {"name": self.model, **self.model_params},
+            "dataset": {"name": self.dataset, **self.dataset_params},
+            "noise_rate": self.noise_rate,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "device": self.device,
+        }
+
+    @property
+    def run_id(self) -> str:
+        """``<method>-s<seed>-<12 hex digits of the config hash>``: readable and unique."""
+        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.method}-s{self.seed}-{digest}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: its name, description, source file and expanded runs."""
+
+    name: str
+    description: str
+    path: str
+    runs: tuple[RunSpec, ...] = field(default_factory=tuple)
+
+
+class _Checker:
+    """Validation helpers that format every error with the file and the key path."""
+
+    def __init__(self, path: str, overrides: Sequence[str]) -> None:
+        self.source = path + (f" (with --set {' '.join(overrides)})" if overrides else "")
+
+    def fail(self, key: str, value: Any, expected: str) -> SuiteError:
+        shown = "missing" if value is _MISSING else repr(value)
+        return SuiteError(f"{self.source}: {key}: {shown} is invalid; expected {expected}")
+
+    def mapping(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, value, "a mapping (key: value pairs)")
+        return dict(value)
+
+    def keys(self, key: str, value: Mapping[str, Any], allowed: Sequence[str], hints: str = "") -> None:
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else str(name)
+                raise SuiteError(
+                    f"{self.source}: {where}: unknown key{did_you_mean(str(name), allowed)}; "
+                    f"expected one of: {', '.join(allowed)}{hints}"
+                )
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, value, f"an integer >= {minimum}")
+        return value
+
+    def number(self, key: str, value: Any, minimum: float, *, below: float | None = None, strict: bool = False) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > minimum if strict else value >= minimum) and (below is None or value < below)
+        if not ok:
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            raise self.fail(key, value, f"a number {bound}" + (f" and < {below}" if below is not None else ""))
+        return float(value)
+
+    def name(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, value, "a non-empty name (string)")
+        return value
+
+    def listed(self, key: str, value: Any) -> list[Any]:
+        if isinstance(value, (str, int, float, Mapping)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, value, "a non-empty list")
+        return value
+
+
+_MISSING = object()
+
+
+def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Suite:
+    """Read, override, validate and expand the suite at ``path``. Raises ``SuiteError``."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise SuiteError(f"{path}: cannot read the suite file: {error.strerror or error}") from error
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SuiteError(f"{path}: not valid YAML: {error}") from error
+    checker = _Checker(path, overrides)
+    document = checker.mapping("(top level)", document if document is not None else _MISSING)
+    document = apply_overrides(document, overrides, path)
+    return _validate(document, registry, checker, path)
+
+
+def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: str) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of the document.
+
+    A first key that is not a top-level suite key but is a run setting goes under ``defaults``.
+    """
+    document = copy.deepcopy(document)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key.strip():
+            raise SuiteError(f"{path}: --set {override!r}: expected key=value, for example --set epochs=2")
+        parts = key.strip().split(".")
+        if parts[0] not in TOP_LEVEL_KEYS and parts[0] in RUN_DEFAULTS:
+            parts.insert(0, "defaults")
+        if parts[0] not in TOP_LEVEL_KEYS:
+            raise SuiteError(
+                f"{path}: --set {override!r}: unknown key {parts[0]!r}"
+                f"{did_you_mean(parts[0], [*TOP_LEVEL_KEYS, *RUN_DEFAULTS])}; expected a suite key "
+                f"({', '.join(TOP_LEVEL_KEYS)}) or a run setting ({', '.join(RUN_DEFAULTS)})"
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise SuiteError(f"{path}: --set {override!r}: the value is not valid YAML: {error}") from error
+        target = document
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[parts[-1]] = value
+    return document
+
+
+def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, path: str) -> Suite:
+    checker.keys("", document, TOP_LEVEL_KEYS)
+    name = document.get("name", _MISSING)
+    if not isinstance(name, str) or not _SUITE_NAME.match(name):
+        raise checker.fail("name", name, "a suite name of letters, digits and '_.-' (it names the results folder)")
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise checker.fail("description", description, "a string")
+    settings = _run_settings(checker, document.get("defaults", {}))
+    for key in ("methods", "models", "datasets"):
+        if key not in document:
+            raise checker.fail(key, _MISSING, f"a non-empty list of {key}")
+    methods = [
+        _method(checker, registry, f"methods[{i}]", entry, settings["base_optimizer"])
+        for i, entry in enumerate(checker.listed("methods", document["methods"]))
+    ]
+    _unique(checker, "methods", [m["name"] for m in methods])
+    models = [
+        _component(checker, registry, "model", f"models[{i}]", entry)
+        for i, entry in enumerate(checker.listed("models", document["models"]))
+    ]
+    datasets = [
+        _component(checker, registry, "dataset", f"datasets[{i}]", entry)
+        for i, entry in enumerate(checker.listed("datasets", document["datasets"]))
+    ]
+    seeds = [checker.integer(f"seeds[{i}]", s, 0) for i, s in enumerate(checker.listed("seeds", document.get("seeds", [0])))]
+    noise_rates = [
+        checker.number(f"noise_rates[{i}]", r, 0.0, below=1.0)
+        for i, r in enumerate(checker.listed("noise_rates", document.get("noise_rates", [0.0])))
+    ]
+    for i, (dataset, dataset_params) in enumerate(datasets):
+        if any(rate > 0 for rate in noise_rates) and "noise_rate" not in registry.get("dataset", dataset).defaults:
+            raise checker.fail(
+                "noise_rates", document.get("noise_rates"),
+                f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise",
+            )
+    runs = tuple(
+        _run(name, settings, method, model, dataset, rate, seed)
+        for method, model, dataset, rate, seed in itertools.product(methods, models, datasets, noise_rates, seeds)
+    )
+    return Suite(name=name, description=description, path=path, runs=runs)
+
+
+def _unique(checker: _Checker, key: str, names: list[str]) -> None:
+    for name in names:
+        if names.count(name) > 1:
+            raise checker.fail(key, name, "unique method names: give the repeated method a distinct 'name:'")
+
+
+def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
+    defaults = checker.mapping("defaults", raw)
+    checker.keys("defaults", defaults, list(RUN_DEFAULTS))
+    settings = {**RUN_DEFAULTS, **defaults}
+    settings["epochs"] = checker.integer("defaults.epochs", settings["epochs"], 1)
+    settings["batch_size"] = checker.integer("defaults.batch_size", settings["batch_size"], 1)
+    settings["eval_batch_size"] = checker.integer("defaults.eval_batch_size", settings["eval_batch_size"], 1)
+    if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
+        raise checker.fail("defaults.device", settings["device"], "auto, cpu, cuda, cuda:N or mps")
+    settings["base_optimizer"] = _base_optimizer(
+        checker, "defaults.base_optimizer", settings["base_optimizer"], _inherit(settings["base_optimizer"], "base_optimizer")
+    )
+    settings["lr_schedule"] = _lr_schedule(
+        checker, "defaults.lr_schedule", {**_inherit(settings["lr_schedule"], "lr_schedule"), **settings["lr_schedule"]}
+        if isinstance(settings["lr_schedule"], Mapping) else settings["lr_schedule"],
+    )
+    return settings
+
+
+def _inherit(value: Any, key: str) -> dict[str, Any]:
+    """The built-in default block when ``value`` is a partial block without a name, else nothing."""
+    return dict(RUN_DEFAULTS[key]) if isinstance(value, Mapping) and "name" not in value else {}
+
+
+def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[str, Any] | None) -> dict[str, Any]:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    value = checker.mapping(key, raw)
+    checker.keys(key, value, BASE_OPTIMIZER_KEYS)
+    merged = {**(inherited or {}), **value}
+    if "name" not in merged:
+        raise checker.fail(f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)")
+    known = _timm_optimizer_names()
+    if merged["name"] not in known:
+        raise checker.fail(
+            f"{key}.name", merged["name"],
+            f"a timm optimizer name{did_you_mean(str(merged['name']), known)} (momentum = SGD with heavy-ball "
+            "momentum, sgd = SGD with Nesterov momentum, adamw, lamb, ...)",
+        )
+    if "lr" not in merged:
+        raise checker.fail(f"{key}.lr", _MISSING, "a learning rate > 0")
+    checker.number(f"{key}.lr", merged["lr"], 0.0, strict=True)
+    if "momentum" in merged:
+        checker.number(f"{key}.momentum", merged["momentum"], 0.0, below=1.0)
+    if "weight_decay" in merged:
+        checker.number(f"{key}.weight_decay", merged["weight_decay"], 0.0)
+    return merged
+
+
+def _timm_optimizer_names() -> list[str]:
+    from timm.optim import list_optimizers
+
+    return list(list_optimizers())
+
+
+def _lr_schedule(checker: _Checker, key: str, raw: Any) -> dict[str, Any]:
+    value = checker.mapping(key, raw)
+    checker.keys(key, value, LR_SCHEDULE_KEYS)
+    name = value.get("name", _MISSING)
+    if name not in LR_SCHEDULES:
+        hint = did_you_mean(str(name), LR_SCHEDULES) if isinstance(name, str) else ""
+        raise checker.fail(f"{key}.name", name, f"one of {', '.join(LR_SCHEDULES)}{hint}")
+    for number_key in ("warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs"):
+        if number_key in value:
+            checker.number(f"{key}.{number_key}", value[number_key], 0.0)
+    return value
+
+
+def _method(
+    checker: _Checker, registry: Registry, key: str, raw: Any, base_optimizer: Mapping[str, Any]
+) -> dict[str, Any]:
+    if isinstance(raw, str):
+        raw = {"preset": raw}
+    value = checker.mapping(key, raw)
+    checker.keys(key, value, METHOD_KEYS)
+    optimizer_block = checker.mapping(f"{key}.optimizer", value.get("optimizer", {}))
+    scheduler_block = checker.mapping(f"{key}.scheduler", value.get("scheduler", {}))
+    preset_name = value.get("preset")
+    base = dict(base_optimizer)
+    if preset_name is not None:
+        preset = _lookup(checker, registry, "preset", f"{key}.preset", preset_name)
+        optimizer_name = optimizer_block.pop("name", preset.optimizer)
+        scheduler_name = scheduler_block.pop("name", preset.scheduler)
+        optimizer_params = {**preset.optimizer_params, **optimizer_block}
+        scheduler_params = {**preset.scheduler_params, **scheduler_block}
+        if preset.base_optimizer:
+            base = {**base, **preset.base_optimizer}
+        method_name = value.get("name", preset_name)
+    else:
+        if "name" not in value:
+            raise checker.fail(f"{key}.name", _MISSING, "a method name (or 'preset: <name>')")
+        if "name" not in optimizer_block:
+            raise checker.fail(f"{key}.optimizer.name", _MISSING, "an optimizer name (or 'preset: <name>')")
+        optimizer_name = optimizer_block.pop("name")
+        scheduler_name = scheduler_block.pop("name", "constant")
+        optimizer_params, scheduler_params = optimizer_block, scheduler_block
+        method_name = value["name"]
+    checker.name(f"{key}.name", method_name)
+    base = _base_optimizer(checker, f"{key}.base_optimizer", value.get("base_optimizer", {}), base)
+    optimizer_spec = _lookup(checker, registry, "optimizer", f"{key}.optimizer.name", optimizer_name)
+    scheduler_spec = _lookup(checker, registry, "scheduler", f"{key}.scheduler.name", scheduler_name)
+    return {
+        "name": method_name,
+        "preset": preset_name or "",
+        "optimizer": optimizer_name,
+        "optimizer_params": _params(checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec),
+        "scheduler": scheduler_name,
+        "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
+        "base_optimizer": base,
+    }
+
+
+def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    value = checker.mapping(key, raw)
+    name = value.pop("name", _MISSING)
+    if name is _MISSING:
+        raise checker.fail(f"{key}.name", name, f"a {kind} name")
+    spec = _lookup(checker, registry, kind, f"{key}.name", name)
+    return name, _params(checker, key, spec, value, None)
+
+
+def _lookup(checker: _Checker, registry: Registry, kind: str, key: str, name: Any) -> Any:
+    checker.name(key, name)
+    try:
+        return registry.get(kind, name)
+    except UnknownNameError as error:
+        raise SuiteError(f"{checker.source}: {key}: {error}") from None
+
+
+def _params(checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any) -> dict[str, Any]:
+    """Check ``params`` against ``spec.defaults`` (keys, types, ranges) and merge them in."""
+    allowed = list(spec.defaults)
+    for name, value in params.items():
+        if name not in spec.defaults:
+            hint = ""
+            if sibling is not None and name in sibling.defaults:
+                hint = f"; {name!r} is a parameter of the {sibling.kind} {sibling.name!r}, set it there"
+            expected = ", ".join(allowed) or f"no parameters (the {spec.kind} {spec.name!r} takes none)"
+            raise SuiteError(
+                f"{checker.source}: {key}.{name}: unknown parameter of {spec.kind} {spec.name!r}"
+                f"{did_you_mean(str(name), allowed)}; expected one of: {expected}{hint}"
+            )
+        _check_type(checker, f"{key}.{name}", value, spec.defaults[name])
+        if name == "rho" or name.startswith("rho_"):
+            checker.number(f"{key}.{name}", value, 0.0)
+        if name == "noise_rate":
+            checker.number(f"{key}.{name}", value, 0.0, below=1.0)
+    return {**spec.defaults, **params}
+
+
+def _check_type(checker: _Checker, key: str, value: Any, default: Any) -> None:
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, expected = isinstance(value, (list, tuple)), "a list"
+    else:
+        ok, expected = True, ""
+    if not ok:
+        raise checker.fail(key, value, f"{expected} (the default is {default!r})")
+
+
+def _run(
+    suite: str, settings: Mapping[str, Any], method: Mapping[str, Any], model: tuple[str, dict[str, Any]],
+    dataset: tuple[str, dict[str, Any]], noise_rate: float, seed: int,
+) -> RunSpec:
+    dataset_name, dataset_params = dataset
+    if "noise_rate" in dataset_params:
+        dataset_params = {**dataset_params, "noise_rate": noise_rate}
+    return RunSpec(
+        suite=suite,
+        method=method["name"],
+        preset=method["preset"],
+        optimizer=method["optimizer"],
+        optimizer_params=method["optimizer_params"],
+        scheduler=method["scheduler"],
+        scheduler_params=method["scheduler_params"],
+        base_optimizer=method["base_optimizer"],
+        lr_schedule=settings["lr_schedule"],
+        model=model[0],
+        model_params=model[1],
+        dataset=dataset_name,
+        dataset_params=dataset_params,
+        noise_rate=noise_rate,
+        seed=seed,
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        eval_batch_size=settings["eval_batch_size"],
+        device=settings["device"],
+    )

@@ -1,0 +1,1 @@
+"""Built-in perturbation schedulers: when a step perturbs, and with which rho."""
