@@ -24,8 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train every run of a suite and write Parquet results")
     run.add_argument("suite", help="path to a suite YAML file")
     run.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a suite key, e.g. --set epochs=2 --set seeds=[0]")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a suite key, e.g. --set epochs=2 --set seeds=[0]",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
     run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
 
@@ -68,9 +74,15 @@ def _print_runs(suite) -> None:
         table.add_column(column)
     for run in suite.runs:
         table.add_row(
-            run.run_id, run.method, _with_params(run.optimizer, run.optimizer_params),
-            _with_params(run.scheduler, run.scheduler_params), run.model, run.dataset,
-            f"{run.noise_rate:g}", str(run.seed), str(run.epochs),
+            run.run_id,
+            run.method,
+            _with_params(run.optimizer, run.optimizer_params),
+            _with_params(run.scheduler, run.scheduler_params),
+            run.model,
+            run.dataset,
+            f"{run.noise_rate:g}",
+            str(run.seed),
+            str(run.epochs),
         )
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
@@ -107,7 +119,10 @@ def _run(args: argparse.Namespace) -> int:
             statuses[row["status"]] += 1
             progress.finished(run, row)
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
-    print(f"suite {suite.name}: {summary}; {skipped} already finished (skipped); results in {args.results_dir}/{suite.name}")
+    print(
+        f"suite {suite.name}: {summary}; {skipped} already finished (skipped); "
+        f"results in {args.results_dir}/{suite.name}"
+    )
     return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
 
 
@@ -116,8 +131,14 @@ def _plugins(args: argparse.Namespace) -> int:
 
     registry = Registry.from_plugins()
     rows = [
-        {"kind": spec.kind, "name": spec.name, "provider": spec.provider, "version": spec.version,
-         "description": spec.description, "paper": spec.paper}
+        {
+            "kind": spec.kind,
+            "name": spec.name,
+            "provider": spec.provider,
+            "version": spec.version,
+            "description": spec.description,
+            "paper": spec.paper,
+        }
         for spec in registry
     ]
     if args.json:

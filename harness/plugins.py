@@ -98,7 +98,7 @@ def _hook_names() -> list[str]:
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     blocked = _env_list(DISABLE_ENV)
     for entry_point in _entry_points():
-        distribution = entry_point.dist.name if entry_point.dist else "?"
+        distribution = entry_point.dist.name if entry_point.dist else "unknown"
         version = entry_point.dist.version if entry_point.dist else ""
         if entry_point.name in blocked or distribution in blocked:
             continue
@@ -129,6 +129,7 @@ class Registry:
     def __init__(self, manager: pluggy.PluginManager) -> None:
         self.manager = manager
         self._specs: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        self._origins: dict[str, dict[str, Provider]] = {kind: {} for kind in KINDS}
         for kind in KINDS:
             self._collect(kind)
 
@@ -149,15 +150,15 @@ class Registry:
                         f"plugin {impl.plugin_name!r} ({provider.distribution}) returned "
                         f"{type(spec).__name__} from {hook_name}; expected {spec_type.__name__} records"
                     )
-                tagged = spec.with_provider(provider.distribution, provider.version)
-                existing = self._specs[kind].get(spec.name)
+                existing = self._origins[kind].get(spec.name)
                 if existing is not None:
                     raise DuplicateNameError(
                         f"{kind} {spec.name!r} is registered twice: by {_describe(existing)} and by "
-                        f"{_describe(tagged)} (plugin {impl.plugin_name!r}). Uninstall one, or block one "
-                        f"with {DISABLE_ENV}=<entry point or distribution name>"
+                        f"{_describe(provider)}. Uninstall one, or block one with "
+                        f"{DISABLE_ENV}=<entry point or distribution name>"
                     )
-                self._specs[kind][spec.name] = tagged
+                self._specs[kind][spec.name] = spec.with_provider(provider.distribution, provider.version)
+                self._origins[kind][spec.name] = provider
 
     def names(self, kind: str, pattern: str = "*") -> list[str]:
         """Sorted names of one kind, filtered by a shell-style wildcard (timm's ``list_models``)."""
@@ -186,5 +187,6 @@ class Registry:
         return self._specs[kind]
 
 
-def _describe(spec: Any) -> str:
-    return f"{spec.provider} {spec.version}".strip()
+def _describe(provider: Provider) -> str:
+    distribution = f"{provider.distribution} {provider.version}".strip()
+    return f"plugin {provider.name!r} (distribution {distribution})"

@@ -30,8 +30,12 @@ class SuiteProgress:
     def __enter__(self) -> SuiteProgress:
         if self.live:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(),
             )
             self._progress.start()
             self._suite_task = self._progress.add_task(f"suite {self.suite}", total=self.total)

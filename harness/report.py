@@ -47,7 +47,7 @@ def accuracy_table(folder: str | Path) -> str:
             "method": summary["method"],
             "test acc % (mean +- std)": [
                 f"{100 * m:.2f} +- {100 * s:.2f}" if pd.notna(s) else (f"{100 * m:.2f}" if pd.notna(m) else "-")
-                for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"])
+                for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"], strict=True)
             ],
             "seeds": summary["seeds"].fillna(0).astype(int),
             "%SAM": (100 * summary["sam_fraction"]).round(1),

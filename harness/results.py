@@ -128,11 +128,15 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
-def write_run(results_dir: str | Path, suite: str, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> Path:
+def write_run(
+    results_dir: str | Path, suite: str, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+) -> Path:
     """Write a run's history, then its result row (the row marks the run as finished)."""
     folder = suite_dir(results_dir, suite)
     run_id = row["run_id"]
-    write_atomic(_table([{**h, "run_id": run_id} for h in history], HISTORY_SCHEMA), folder / "history" / f"{run_id}.parquet")
+    write_atomic(
+        _table([{**h, "run_id": run_id} for h in history], HISTORY_SCHEMA), folder / "history" / f"{run_id}.parquet"
+    )
     path = folder / f"{run_id}.parquet"
     write_atomic(_table([{**row, "schema_version": SCHEMA_VERSION}], RUN_SCHEMA), path)
     return path

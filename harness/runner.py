@@ -173,7 +173,8 @@ def train(
                 info = optimizer.last_step
                 if info.perturbed and closure.calls < 2:
                     raise ProtocolError(
-                        f"optimizer {run.optimizer!r} reported a perturbed step after {closure.calls} gradient evaluation"
+                        f"optimizer {run.optimizer!r} reported a perturbed step after "
+                        f"{closure.calls} gradient evaluation"
                     )
                 state.grad_evals += closure.calls
                 state.perturbed_steps += int(info.perturbed)
@@ -235,7 +236,9 @@ def _plugin_versions(run: RunSpec, registry: Registry) -> str:
     return json.dumps({kind: f"{spec.provider} {spec.version}".strip() for kind, spec in used.items()}, sort_keys=True)
 
 
-def result_row(run: RunSpec, state: RunState, status: str, error: str, started: datetime, registry: Registry) -> dict[str, Any]:
+def result_row(
+    run: RunSpec, state: RunState, status: str, error: str, started: datetime, registry: Registry
+) -> dict[str, Any]:
     """The run's result row (columns of ``harness.results.RUN_SCHEMA``)."""
     device = resolve_device(run.device)
     step_median = statistics.median(state.step_times) if state.step_times else None

@@ -11,7 +11,9 @@ import math
 from torch import nn
 
 
-def mlp(*, num_classes: int, input_shape: tuple[int, ...], hidden: int = 128, depth: int = 2, dropout: float = 0.0) -> nn.Module:
+def mlp(
+    *, num_classes: int, input_shape: tuple[int, ...], hidden: int = 128, depth: int = 2, dropout: float = 0.0
+) -> nn.Module:
     """``depth`` hidden layers of width ``hidden`` with ReLU (and dropout), then a linear head."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
