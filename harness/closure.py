@@ -11,8 +11,10 @@ section 4). It guarantees, for every pass after the first within one step:
   the JAX reference, never twice per step (a known bug of davda54/sam). Later passes still
   normalize with batch statistics; only the running-average update is suppressed.
 
-It also counts its calls: the harness derives gradient evaluations from this count, not from the
-plugin.
+It also counts its calls and its gradient evaluations in full-batch equivalents: the harness
+derives gradient evaluations from this count, not from the plugin. ``chunks(n)`` splits the batch
+into sub-batch closures that share the counters (m-sharpness, SAM paper Sec. 4.1); each pass on a
+chunk of size m counts m / batch_size evaluations.
 """
 
 from __future__ import annotations
@@ -85,11 +87,41 @@ class BatchClosure:
         self.targets = targets
         self.bn_modules = bn_modules
         self.calls = 0
+        self.evaluations = 0.0
         self._rng = RngState(inputs.device)
+        self._parent: BatchClosure | None = None
 
-    def __call__(self) -> torch.Tensor:
+    @property
+    def batch_size(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def chunks(self, size: int) -> list[BatchClosure]:
+        """Closures over consecutive sub-batches of ``size`` examples (the last may be smaller).
+
+        They share this closure's counters and RNG snapshot, so BatchNorm running statistics are
+        still updated by the first pass of the step only.
+        """
+        pieces = []
+        for start in range(0, self.batch_size, size):
+            piece = BatchClosure(
+                self.model, self.loss_fn, self.inputs[start : start + size], self.targets[start : start + size],
+                self.bn_modules,
+            )
+            piece._rng, piece._parent = self._rng, self
+            pieces.append(piece)
+        return pieces
+
+    def _count(self, examples: int) -> bool:
+        """Count one pass over ``examples`` examples; True when it is the first pass of the step."""
+        if self._parent is not None:
+            return self._parent._count(examples)
         first = self.calls == 0
         self.calls += 1
+        self.evaluations += examples / self.batch_size
+        return first
+
+    def __call__(self) -> torch.Tensor:
+        first = self._count(self.batch_size)
         if not first:
             self._rng.restore()
         self.model.zero_grad(set_to_none=True)

@@ -45,12 +45,16 @@ class StepContext:
     lr: the base optimizer's current learning rate (first parameter group).
     grad_sq_norm: ``||g||^2`` of the clean gradient, a 0-dim tensor on the device; converting it
         to a Python float synchronizes the host, so only schedulers that need it should.
+    lr_max, lr_min: the peak and the floor of the learning-rate schedule (GSAM ties rho to where
+        ``lr`` sits between them).
     """
 
     step: int
     total_steps: int
     lr: float
     grad_sq_norm: torch.Tensor
+    lr_max: float = 0.0
+    lr_min: float = 0.0
 
 
 @dataclass
@@ -97,10 +101,25 @@ def _clean_pass(closure: Closure | None) -> torch.Tensor:
         return closure()
 
 
+def _split_names(params: Iterable[Any]) -> tuple[list[Any], dict[int, str]]:
+    """Separate ``(name, tensor)`` pairs into tensors and an ``id(tensor) -> name`` map."""
+    items = list(params)
+    names: dict[int, str] = {}
+    plain: list[Any] = []
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            names[id(item[1])] = item[0]
+            plain.append(item[1])
+        else:
+            plain.append(item)
+    return plain, names
+
+
 class SharpnessAwareOptimizer(torch.optim.Optimizer):
     """Base class of sharpness-aware optimizers (see the module docstring for the step template).
 
-    params: the parameters, the same ones the base optimizer updates.
+    params: the parameters, the same ones the base optimizer updates; ``(name, tensor)`` pairs (as
+        from ``model.named_parameters()``) make the names available to variants in ``param_names``.
     base_optimizer: a ``torch.optim.Optimizer`` over those parameters (SGD, AdamW, LAMB, ...); its
         ``param_groups`` are shared with this optimizer, so a learning-rate scheduler attached to
         either one drives both.
@@ -108,7 +127,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     hparams: the variant's hyperparameters, kept in ``self.hparams`` and in ``defaults``.
 
     Subclasses implement ``perturbation`` (and may override ``ascend``, ``descend`` and ``reuse``).
-    The runner sets ``total_steps`` before the first step.
+    The runner sets ``total_steps`` and ``lr_range = (lr_min, lr_max)`` before the first step.
     """
 
     def __init__(
@@ -119,6 +138,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         scheduler: PerturbationScheduler,
         **hparams: Any,
     ) -> None:
+        params, self.param_names = _split_names(params)
         super().__init__(params, dict(hparams))
         own = {id(p) for group in self.param_groups for p in group["params"]}
         base = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
@@ -132,6 +152,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.scheduler = scheduler
         self.hparams = dict(hparams)
         self.total_steps = 0
+        self.lr_range = (0.0, float(self.param_groups[0].get("initial_lr", self.param_groups[0]["lr"])))
         self.steps_taken = 0
         self.last_step: StepInfo | None = None
         self._params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
@@ -156,6 +177,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             total_steps=self.total_steps,
             lr=float(self.param_groups[0]["lr"]),
             grad_sq_norm=grad_norm * grad_norm,
+            lr_min=self.lr_range[0],
+            lr_max=self.lr_range[1],
         )
 
     @torch.no_grad()

@@ -58,7 +58,7 @@ class RunState:
     """Counters and measurements accumulated while a run trains."""
 
     steps: int = 0
-    grad_evals: int = 0
+    grad_evals: float = 0.0
     perturbed_steps: int = 0
     epochs_completed: int = 0
     train_time_s: float = 0.0
@@ -143,12 +143,14 @@ def train(
     ).to(device)
     base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
     scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
-    params = [p for group in base_optimizer.param_groups for p in group["params"]]
+    trained = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
+    params = [(name, p) for name, p in model.named_parameters() if id(p) in trained]
     optimizer = registry.create(
         "optimizer", run.optimizer, params, base_optimizer=base_optimizer, scheduler=scheduler, **run.optimizer_params
     )
     steps_per_epoch = data.steps_per_epoch(run.batch_size)
     optimizer.total_steps = run.epochs * steps_per_epoch
+    optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))
     lr_scheduler = build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch)
     bn_modules = batchnorm_modules(model)
     shuffle = torch.Generator().manual_seed(run.seed)
@@ -171,12 +173,12 @@ def train(
                 timer.stop()
                 lr_scheduler.step_update(num_updates=state.steps + 1)
                 info = optimizer.last_step
-                if info.perturbed and closure.calls < 2:
+                if info.perturbed and closure.evaluations < 2 - 1e-6:
                     raise ProtocolError(
                         f"optimizer {run.optimizer!r} reported a perturbed step after "
-                        f"{closure.calls} gradient evaluation"
+                        f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
                     )
-                state.grad_evals += closure.calls
+                state.grad_evals += closure.evaluations
                 state.perturbed_steps += int(info.perturbed)
                 last_rho = info.rho
                 loss_sum += loss
@@ -204,7 +206,7 @@ def train(
                 "test_acc": state.test_acc,
                 "train_time_s": state.train_time_s,
                 "sam_fraction": state.perturbed_steps / state.steps,
-                "grad_evals": state.grad_evals,
+                "grad_evals": round(state.grad_evals),
             }
         )
         if on_epoch is not None:
@@ -276,7 +278,7 @@ def result_row(
         "throughput_samples_per_s": (state.steps * run.batch_size / state.train_time_s) if state.train_time_s else None,
         "sam_fraction": state.perturbed_steps / state.steps if state.steps else None,
         "perturbed_steps": state.perturbed_steps,
-        "grad_evals": state.grad_evals,
+        "grad_evals": round(state.grad_evals),
         "optimizer_state_bytes": state.optimizer_state_bytes,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_device_bytes": state.peak_device_bytes,

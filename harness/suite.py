@@ -20,8 +20,10 @@ A method is a preset name, a preset with overrides
 (``{name: my-sam, optimizer: {name: sam}, scheduler: {name: constant, rho: 0.1}}``).
 
 The schema is strict: an unknown key is an error with a "did you mean"; values are type- and
-range-checked before anything trains. Every ``SuiteError`` names the file, the key path, the bad
-value and what was expected. ``--set key=value`` overrides are applied to the document before
+range-checked before anything trains. An entry repeated on a grid axis (a seed, a model with the same
+parameters, a method name) is an error, since it would give two runs the same run id; label noise is
+set only through ``noise_rates``, never in a dataset entry. Every ``SuiteError`` names the file, the
+key path, the bad value and what was expected. ``--set key=value`` overrides are applied to the document before
 validation (``epochs=2`` is short for ``defaults.epochs=2``).
 """
 
@@ -54,10 +56,13 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
 LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
-LR_SCHEDULE_KEYS = ("name", "warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs", "decay_milestones")
+LR_SCHEDULE_KEYS = (
+    "name", "warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs", "decay_milestones",
+)
 METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+MAX_SEED = 2**32 - 1  # numpy.random.seed refuses larger seeds
 
 
 @dataclass(frozen=True)
@@ -149,18 +154,28 @@ class _Checker:
                     f"expected one of: {', '.join(allowed)}{hints}"
                 )
 
-    def integer(self, key: str, value: Any, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, value, f"an integer >= {minimum}")
+    def integer(self, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        if not ok or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise self.fail(key, value, f"an integer >= {minimum}{upper}")
         return value
 
-    def number(self, key: str, value: Any, minimum: float, *, below: float | None = None, strict: bool = False) -> float:
+    def number(
+        self, key: str, value: Any, minimum: float, *, below: float | None = None, strict: bool = False
+    ) -> float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (value > minimum if strict else value >= minimum) and (below is None or value < below)
         if not ok:
             bound = f"> {minimum}" if strict else f">= {minimum}"
-            raise self.fail(key, value, f"a number {bound}" + (f" and < {below}" if below is not None else ""))
+            upper = f" and < {below}" if below is not None else ""
+            raise self.fail(key, value, f"a number {bound}{upper}")
         return float(value)
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "true or false")
+        return value
 
     def name(self, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -182,9 +197,11 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     """Read, override, validate and expand the suite at ``path``. Raises ``SuiteError``."""
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise SuiteError(f"{path}: cannot read the suite file: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"{path}: not a UTF-8 text file ({error}); expected a YAML suite") from error
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -219,9 +236,16 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
         except yaml.YAMLError as error:
             raise SuiteError(f"{path}: --set {override!r}: the value is not valid YAML: {error}") from error
         target = document
-        for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
+        for depth, part in enumerate(parts[:-1]):
+            if target.get(part) is None:
                 target[part] = {}
+            if not isinstance(target[part], dict):
+                where = ".".join(parts[: depth + 1])
+                raise SuiteError(
+                    f"{path}: --set {override!r}: {where} is {target[part]!r}, not a mapping, so it has no "
+                    f"key {parts[depth + 1]!r}; expected a key inside a mapping, or set {where} as a whole "
+                    f"(for example --set {where}=[...])"
+                )
             target = target[part]
         target[parts[-1]] = value
     return document
@@ -231,11 +255,13 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     checker.keys("", document, TOP_LEVEL_KEYS)
     name = document.get("name", _MISSING)
     if not isinstance(name, str) or not _SUITE_NAME.match(name):
-        raise checker.fail("name", name, "a suite name of letters, digits and '_.-' (it names the results folder)")
+        raise checker.fail(
+            "name", name, "a suite name of letters, digits and '_.-' (it names the results folder)"
+        )
     description = document.get("description", "")
     if not isinstance(description, str):
         raise checker.fail("description", description, "a string")
-    settings = _run_settings(checker, document.get("defaults", {}))
+    settings = _run_settings(checker, document.get("defaults") or {})
     for key in ("methods", "models", "datasets"):
         if key not in document:
             raise checker.fail(key, _MISSING, f"a non-empty list of {key}")
@@ -243,7 +269,7 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
         _method(checker, registry, f"methods[{i}]", entry, settings["base_optimizer"])
         for i, entry in enumerate(checker.listed("methods", document["methods"]))
     ]
-    _unique(checker, "methods", [m["name"] for m in methods])
+    _unique(checker, "methods", [m["name"] for m in methods], field=".name", what="method name")
     models = [
         _component(checker, registry, "model", f"models[{i}]", entry)
         for i, entry in enumerate(checker.listed("models", document["models"]))
@@ -252,46 +278,61 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
         _component(checker, registry, "dataset", f"datasets[{i}]", entry)
         for i, entry in enumerate(checker.listed("datasets", document["datasets"]))
     ]
-    seeds = [checker.integer(f"seeds[{i}]", s, 0) for i, s in enumerate(checker.listed("seeds", document.get("seeds", [0])))]
+    _unique(checker, "models", models, what="model (same name and parameters)")
+    _unique(checker, "datasets", datasets, what="dataset (same name and parameters)")
+    seeds = [
+        checker.integer(f"seeds[{i}]", s, 0, MAX_SEED)
+        for i, s in enumerate(checker.listed("seeds", document.get("seeds", [0])))
+    ]
+    _unique(checker, "seeds", seeds, what="seed")
     noise_rates = [
         checker.number(f"noise_rates[{i}]", r, 0.0, below=1.0)
         for i, r in enumerate(checker.listed("noise_rates", document.get("noise_rates", [0.0])))
     ]
-    for i, (dataset, dataset_params) in enumerate(datasets):
-        if any(rate > 0 for rate in noise_rates) and "noise_rate" not in registry.get("dataset", dataset).defaults:
+    _unique(checker, "noise_rates", noise_rates, what="noise rate")
+    noisy = [i for i, rate in enumerate(noise_rates) if rate > 0]
+    for i, (dataset, _) in enumerate(datasets):
+        if noisy and "noise_rate" not in registry.get("dataset", dataset).defaults:
             raise checker.fail(
-                "noise_rates", document.get("noise_rates"),
-                f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise",
+                f"noise_rates[{noisy[0]}]", noise_rates[noisy[0]],
+                f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise "
+                "(a dataset that does lists noise_rate in its defaults)",
             )
-    runs = tuple(
-        _run(name, settings, method, model, dataset, rate, seed)
-        for method, model, dataset, rate, seed in itertools.product(methods, models, datasets, noise_rates, seeds)
-    )
+    grid = itertools.product(methods, models, datasets, noise_rates, seeds)
+    runs = tuple(_run(name, settings, *axes) for axes in grid)
     return Suite(name=name, description=description, path=path, runs=runs)
 
 
-def _unique(checker: _Checker, key: str, names: list[str]) -> None:
-    for name in names:
-        if names.count(name) > 1:
-            raise checker.fail(key, name, "unique method names: give the repeated method a distinct 'name:'")
+def _unique(checker: _Checker, key: str, values: Sequence[Any], *, what: str, field: str = "") -> None:
+    """Refuse a repeated entry of a grid axis: it would expand into runs with the same run id."""
+    for later, value in enumerate(values):
+        for earlier in range(later):
+            if values[earlier] == value:
+                shown = value[0] if isinstance(value, tuple) else value
+                hint = " (give it a distinct 'name:')" if field == ".name" else " (remove one)"
+                raise checker.fail(
+                    f"{key}[{later}]{field}", shown,
+                    f"a {what} that is not repeated: {key}[{earlier}] is the same, and a repeat would give "
+                    f"runs with the same run id{hint}",
+                )
 
 
 def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
     defaults = checker.mapping("defaults", raw)
     checker.keys("defaults", defaults, list(RUN_DEFAULTS))
     settings = {**RUN_DEFAULTS, **defaults}
-    settings["epochs"] = checker.integer("defaults.epochs", settings["epochs"], 1)
-    settings["batch_size"] = checker.integer("defaults.batch_size", settings["batch_size"], 1)
-    settings["eval_batch_size"] = checker.integer("defaults.eval_batch_size", settings["eval_batch_size"], 1)
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
     if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
         raise checker.fail("defaults.device", settings["device"], "auto, cpu, cuda, cuda:N or mps")
+    base_optimizer = settings["base_optimizer"]
     settings["base_optimizer"] = _base_optimizer(
-        checker, "defaults.base_optimizer", settings["base_optimizer"], _inherit(settings["base_optimizer"], "base_optimizer")
+        checker, "defaults.base_optimizer", base_optimizer, _inherit(base_optimizer, "base_optimizer")
     )
-    settings["lr_schedule"] = _lr_schedule(
-        checker, "defaults.lr_schedule", {**_inherit(settings["lr_schedule"], "lr_schedule"), **settings["lr_schedule"]}
-        if isinstance(settings["lr_schedule"], Mapping) else settings["lr_schedule"],
-    )
+    lr_schedule = settings["lr_schedule"]
+    if isinstance(lr_schedule, Mapping):
+        lr_schedule = {**_inherit(lr_schedule, "lr_schedule"), **lr_schedule}
+    settings["lr_schedule"] = _lr_schedule(checker, "defaults.lr_schedule", lr_schedule)
     return settings
 
 
@@ -300,20 +341,28 @@ def _inherit(value: Any, key: str) -> dict[str, Any]:
     return dict(RUN_DEFAULTS[key]) if isinstance(value, Mapping) and "name" not in value else {}
 
 
-def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[str, Any] | None) -> dict[str, Any]:
+def _base_optimizer(
+    checker: _Checker, key: str, raw: Any, inherited: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = {"name": raw}
     value = checker.mapping(key, raw)
     checker.keys(key, value, BASE_OPTIMIZER_KEYS)
+    if inherited and "name" in value and value["name"] != inherited.get("name"):
+        # another optimizer: its settings (momentum, betas, ...) do not carry over; only lr does
+        inherited = {"lr": inherited["lr"]} if "lr" in inherited else None
     merged = {**(inherited or {}), **value}
     if "name" not in merged:
-        raise checker.fail(f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)")
+        raise checker.fail(
+            f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)"
+        )
     known = _timm_optimizer_names()
     if merged["name"] not in known:
+        hint = did_you_mean(str(merged["name"]), known)
         raise checker.fail(
             f"{key}.name", merged["name"],
-            f"a timm optimizer name{did_you_mean(str(merged['name']), known)} (momentum = SGD with heavy-ball "
-            "momentum, sgd = SGD with Nesterov momentum, adamw, lamb, ...)",
+            f"a timm optimizer name{hint} (momentum = SGD with heavy-ball momentum, "
+            "sgd = SGD with Nesterov momentum, adamw, lamb, ...)",
         )
     if "lr" not in merged:
         raise checker.fail(f"{key}.lr", _MISSING, "a learning rate > 0")
@@ -322,6 +371,18 @@ def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[st
         checker.number(f"{key}.momentum", merged["momentum"], 0.0, below=1.0)
     if "weight_decay" in merged:
         checker.number(f"{key}.weight_decay", merged["weight_decay"], 0.0)
+    if "eps" in merged:
+        checker.number(f"{key}.eps", merged["eps"], 0.0, strict=True)
+    if "betas" in merged:
+        betas = merged["betas"]
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise checker.fail(
+                f"{key}.betas", betas, "a list of two numbers >= 0 and < 1, for example [0.9, 0.999]"
+            )
+        for i, beta in enumerate(betas):
+            checker.number(f"{key}.betas[{i}]", beta, 0.0, below=1.0)
+    if "filter_bias_and_bn" in merged:
+        checker.boolean(f"{key}.filter_bias_and_bn", merged["filter_bias_and_bn"])
     return merged
 
 
@@ -341,6 +402,14 @@ def _lr_schedule(checker: _Checker, key: str, raw: Any) -> dict[str, Any]:
     for number_key in ("warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs"):
         if number_key in value:
             checker.number(f"{key}.{number_key}", value[number_key], 0.0)
+    if "decay_milestones" in value:
+        milestones = value["decay_milestones"]
+        if not isinstance(milestones, list) or not milestones:
+            raise checker.fail(
+                f"{key}.decay_milestones", milestones, "a non-empty list of epochs, for example [30, 60]"
+            )
+        for i, epoch in enumerate(milestones):
+            checker.number(f"{key}.decay_milestones[{i}]", epoch, 0.0)
     return value
 
 
@@ -381,14 +450,20 @@ def _method(
         "name": method_name,
         "preset": preset_name or "",
         "optimizer": optimizer_name,
-        "optimizer_params": _params(checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec),
+        "optimizer_params": _params(
+            checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec
+        ),
         "scheduler": scheduler_name,
-        "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
+        "scheduler_params": _params(
+            checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec
+        ),
         "base_optimizer": base,
     }
 
 
-def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: Any) -> tuple[str, dict[str, Any]]:
+def _component(
+    checker: _Checker, registry: Registry, kind: str, key: str, raw: Any
+) -> tuple[str, dict[str, Any]]:
     if isinstance(raw, str):
         raw = {"name": raw}
     value = checker.mapping(key, raw)
@@ -396,6 +471,12 @@ def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: 
     if name is _MISSING:
         raise checker.fail(f"{key}.name", name, f"a {kind} name")
     spec = _lookup(checker, registry, kind, f"{key}.name", name)
+    if kind == "dataset" and "noise_rate" in value:  # the grid sets it; a value here would be ignored
+        raise checker.fail(
+            f"{key}.noise_rate", value["noise_rate"],
+            f"no noise rate here: list label-noise rates in the top-level 'noise_rates: "
+            f"[{value['noise_rate']!r}]', which expands into the grid",
+        )
     return name, _params(checker, key, spec, value, None)
 
 
@@ -407,7 +488,9 @@ def _lookup(checker: _Checker, registry: Registry, kind: str, key: str, name: An
         raise SuiteError(f"{checker.source}: {key}: {error}") from None
 
 
-def _params(checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any) -> dict[str, Any]:
+def _params(
+    checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any
+) -> dict[str, Any]:
     """Check ``params`` against ``spec.defaults`` (keys, types, ranges) and merge them in."""
     allowed = list(spec.defaults)
     for name, value in params.items():
