@@ -104,7 +104,10 @@ class BatchClosure:
         pieces = []
         for start in range(0, self.batch_size, size):
             piece = BatchClosure(
-                self.model, self.loss_fn, self.inputs[start : start + size], self.targets[start : start + size],
+                self.model,
+                self.loss_fn,
+                self.inputs[start : start + size],
+                self.targets[start : start + size],
                 self.bn_modules,
             )
             piece._rng, piece._parent = self._rng, self

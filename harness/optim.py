@@ -191,8 +191,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         if perturb:
             extras = self.ascend(params, grads, float(rho), grad_norm)
             with torch.enable_grad():
-                closure()
+                perturbed_loss = closure()
             extras.update(self.descend(params, float(rho)))
+            extras["surrogate_gap"] = perturbed_loss - loss  # GSAM's h = f(w_adv) - f(w), eq. 4
         else:
             extras = self.reuse(params, grads, grad_norm)
         extras.setdefault("grad_norm", grad_norm)

@@ -46,6 +46,8 @@ class Spec:
         set keys listed here (strict schema), and values are type-checked against these defaults.
     description: one line for ``harness plugins``.
     paper: the reference the component implements (file and section in shared/papers), if any.
+    choices: for parameters that take one of a few values, the allowed values (suites are checked
+        against them before anything trains).
     provider, version: filled in by the registry (distribution name and version).
     """
 
@@ -56,6 +58,7 @@ class Spec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     paper: str = ""
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     provider: str = ""
     version: str = ""
 
@@ -72,6 +75,10 @@ class Spec:
         elif not callable(self.factory):
             raise TypeError(f"{self.kind} {self.name!r}: factory must be callable or a 'pkg.mod:attr' string")
         object.__setattr__(self, "defaults", _freeze(self.defaults))
+        object.__setattr__(self, "choices", _freeze({k: tuple(v) for k, v in dict(self.choices).items()}))
+        for key, allowed in self.choices.items():
+            if key not in self.defaults or self.defaults[key] not in allowed:
+                raise ValueError(f"{self.kind} {self.name!r}: choices for {key!r} must include its default")
 
     def load(self) -> Callable[..., Any]:
         """Return the factory, importing it first if it is a lazy path."""

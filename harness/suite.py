@@ -504,6 +504,9 @@ def _params(
                 f"{did_you_mean(str(name), allowed)}; expected one of: {expected}{hint}"
             )
         _check_type(checker, f"{key}.{name}", value, spec.defaults[name])
+        allowed_values = getattr(spec, "choices", {}).get(name)
+        if allowed_values is not None and value not in allowed_values:
+            raise checker.fail(f"{key}.{name}", value, f"one of {', '.join(map(repr, allowed_values))}")
         if name == "rho" or name.startswith("rho_"):
             checker.number(f"{key}.{name}", value, 0.0)
         if name == "noise_rate":

@@ -7,9 +7,14 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import plugins as plugin_module
 from harness.plugins import Registry
+
+# Tests run in parallel (pytest -n): one intra-op thread per worker avoids oversubscribing the cores,
+# which makes tiny models orders of magnitude slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -275,7 +275,8 @@ def test_plugin_defaults_are_merged_into_resolved_params(tmp_path, registry):
     suite = load_suite(_write(tmp_path, GRID), registry)
     sam_mlp = next(run for run in suite.runs if run.method == "sam" and run.model == "mlp")
 
-    assert dict(sam_mlp.optimizer_params) == {"eps": 1e-12}  # optimizer 'sam' default
+    assert dict(sam_mlp.optimizer_params) == dict(registry.get("optimizer", "sam").defaults)
+    assert sam_mlp.optimizer_params["eps"] == 1e-12 and sam_mlp.optimizer_params["norm"] == "l2"
     assert dict(sam_mlp.scheduler_params) == {"rho": 0.05}  # preset 'sam'
     assert dict(sam_mlp.model_params) == {"hidden": 64, "depth": 2, "dropout": 0.0}
     assert dict(sam_mlp.dataset_params) == {"test_fraction": 0.2, "split_seed": 0}
@@ -294,7 +295,7 @@ def test_inline_method_resolves_with_constant_scheduler_by_default(tmp_path, reg
     run = load_suite(_write(tmp_path, text), registry).runs[0]
     assert (run.method, run.preset, run.optimizer, run.scheduler) == ("my-sam", "", "sam", "constant")
     assert dict(run.scheduler_params) == {"rho": 0.2}
-    assert dict(run.optimizer_params) == {"eps": 1e-12}
+    assert dict(run.optimizer_params) == dict(registry.get("optimizer", "sam").defaults)
 
 
 def test_noise_rates_expand_on_a_dataset_that_supports_them(tmp_path, add_entry_points):

@@ -1,10 +1,34 @@
-"""Registration of the optimizers and presets of ``harness_sam`` (cheap to import: no torch)."""
+"""Registration of the optimizers and presets of ``harness_sam`` (cheap to import: no torch).
+
+Paper files (shared/papers/): 003 = SAM (Foret et al.), 004 = GSAM (Zhuang et al.), 000 = LookSAM /
+LayerSAM (Liu et al.), 001 = AE-SAM (Jiang et al.), 002 = nuSAM (Pethick et al.).
+"""
 
 from __future__ import annotations
 
 from harness import OptimizerSpec, PresetSpec, hookimpl
 
-SAM_PAPER = "003_dc502e6d0d8ca36d.txt (Foret et al., SAM), Alg. 1 and eq. 2-3"
+SAM_PAPER = "003_dc502e6d0d8ca36d.txt (SAM), Alg. 1, eq. 2-3, App. C.5, Sec. 4.1"
+GSAM_PAPER = "004_c79f6670b818170d.txt (GSAM), Alg. 1, eq. 4-6, Table 4"
+LOOKSAM_PAPER = "000_821cd26b06e61c4d.txt (LookSAM), Alg. 1-3, eq. 4 and 7, Tables 10-11"
+AESAM_PAPER = "001_543051aac35e9f16.txt (AE-SAM), Alg. 1, eq. 4-5, Sec. 4"
+NUSAM_PAPER = "002_aa5e854e0246be55.txt (nuSAM), Alg. 1-2, eq. 8a-8b, App. C.1, Sec. 5.1.1"
+
+SAM_OPTIONS = {
+    "norm": "l2",
+    "adaptive": False,
+    "eta": 0.01,
+    "layerwise": False,
+    "normalize": True,
+    "direction": "gradient",
+    "m": 0,
+    "seed": 0,
+    "eps": 1e-12,
+}
+SAM_CHOICES = {"norm": ("l2", "linf"), "direction": ("gradient", "random")}
+
+LAMB = {"name": "lamb", "lr": 0.01, "weight_decay": 0.1}  # LookSAM Table 11 (batch 4096)
+ADAMW = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
 
 
 @hookimpl
@@ -18,28 +42,194 @@ def register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(
             name="sam",
             factory="harness_sam.sam:SAM",
-            defaults={"eps": 1e-12},
-            description="Sharpness-aware minimization, p=2 perturbation rho g / (||g|| + eps)",
+            defaults=SAM_OPTIONS,
+            choices=SAM_CHOICES,
+            description="SAM: gradient at w + e, e from an l2/linf ball, ASAM, layer-wise, random or per-m",
             paper=SAM_PAPER,
         ),
+        OptimizerSpec(
+            name="gsam",
+            factory="harness_sam.gsam:GSAM",
+            defaults={"alpha": 0.01, **{k: v for k, v in SAM_OPTIONS.items() if k != "m"}},
+            choices=SAM_CHOICES,
+            description="GSAM: update g_p - alpha g_perp, ascent along the clean gradient orthogonal to g_p",
+            paper=GSAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="looksam",
+            factory="harness_sam.looksam:LookSAM",
+            defaults={"alpha": 0.7, **{k: v for k, v in SAM_OPTIONS.items() if k != "m"}},
+            choices=SAM_CHOICES,
+            description="LookSAM: reuse the flatness direction g_v between SAM steps (one evaluation)",
+            paper=LOOKSAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="nusam",
+            factory="harness_sam.nusam:NuSAM",
+            defaults={
+                "power_iterations": 1,
+                "tau": 1e-12,
+                "normalized": False,
+                "exclude": ["embed", "pos_embed", "cls_token"],
+                "include_conv": False,
+            },
+            description="nuSAM: rank-1 nuclear-norm perturbation per weight matrix, no weight copy",
+            paper=NUSAM_PAPER,
+        ),
     ]
+
+
+def _preset(
+    name: str,
+    optimizer: str,
+    scheduler: str,
+    scheduler_params: dict,
+    description: str,
+    paper: str,
+    optimizer_params: dict | None = None,
+    base_optimizer: dict | None = None,
+) -> PresetSpec:
+    return PresetSpec(
+        name=name,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        optimizer_params=optimizer_params or {},
+        scheduler_params=scheduler_params,
+        base_optimizer=base_optimizer,
+        description=description,
+        paper=paper,
+    )
 
 
 @hookimpl
 def register_presets() -> list[PresetSpec]:
     return [
-        PresetSpec(
-            name="erm",
-            optimizer="erm",
-            scheduler="never",
-            description="Baseline: the base optimizer with no perturbation",
+        _preset("erm", "erm", "never", {}, "Baseline: the base optimizer, no perturbation", SAM_PAPER),
+        _preset(
+            "sam",
+            "sam",
+            "constant",
+            {"rho": 0.05},
+            "SAM, rho=0.05 ('a solid default value')",
+            "003, Sec. 3 and App. C.3",
         ),
-        PresetSpec(
-            name="sam",
-            optimizer="sam",
-            scheduler="constant",
-            scheduler_params={"rho": 0.05},
-            description="SAM with rho=0.05, the paper's 'solid default value'",
-            paper="003_dc502e6d0d8ca36d.txt, Sec. 3 and App. C.3 (rho=0.05)",
+        _preset(
+            "sam-pinf",
+            "sam",
+            "constant",
+            {"rho": 0.005},
+            "SAM with the p=inf ball, e = rho sign(g); rho is per weight, so much smaller than l2's "
+            "(the paper sweeps rho per p and gives no value: sweep it)",
+            "003, App. C.5",
+            optimizer_params={"norm": "linf"},
+        ),
+        _preset(
+            "asam",
+            "sam",
+            "constant",
+            {"rho": 0.5},
+            "ASAM (Kwon et al.): T_w = |w| + 0.01; rho 10x SAM's, as GSAM's paper runs it",
+            "004, Sec. 5 and B.3",
+            optimizer_params={"adaptive": True, "eta": 0.01},
+        ),
+        _preset(
+            "random-sam",
+            "sam",
+            "constant",
+            {"rho": 0.05},
+            "Control: perturb along a random Gaussian direction of norm rho",
+            "003, App. C.5; 002, Sec. 4",
+            optimizer_params={"direction": "random"},
+        ),
+        _preset(
+            "sam-k",
+            "sam",
+            "periodic",
+            {"rho": 0.05, "k": 5},
+            "SAM every k=5 steps, the base optimizer on the others",
+            "000, Sec. 3.1 (SAM-k baseline)",
+        ),
+        _preset(
+            "ss-sam",
+            "sam",
+            "bernoulli",
+            {"rho": 0.05, "p": 0.5},
+            "SS-SAM: SAM or ERM by a Bernoulli(0.5) draw per step",
+            "001, Sec. 2 (SS-SAM, p=0.5)",
+        ),
+        _preset(
+            "ae-sam",
+            "sam",
+            "adaptive",
+            {"rho": 0.05, "lambda1": -1.0, "lambda2": 1.0},
+            "AE-SAM: SAM when ||g||^2 >= mu_t + c_t sigma_t, c_t from 1 to -1 (about 50% SAM)",
+            AESAM_PAPER + ", Table 1 settings",
+        ),
+        _preset(
+            "looksam",
+            "looksam",
+            "periodic",
+            {"rho": 0.05, "k": 5},
+            "LookSAM, k=5, alpha=0.7",
+            LOOKSAM_PAPER,
+            optimizer_params={"alpha": 0.7},
+        ),
+        _preset(
+            "ae-looksam",
+            "looksam",
+            "adaptive",
+            {"rho": 0.05, "lambda1": 0.0, "lambda2": 2.0},
+            "AE-LookSAM: LookSAM's reuse with AE-SAM's policy, lambda=(0, 2) (about 20% SAM)",
+            AESAM_PAPER + ", B.6",
+            optimizer_params={"alpha": 0.7},
+        ),
+        _preset(
+            "layersam",
+            "sam",
+            "constant",
+            {"rho": 1.0},
+            "LayerSAM: rho (||w_i||/||g_i||) sign(g_i) per tensor, LAMB base, rho=1.0",
+            "000, Alg. 3, Table 11",
+            optimizer_params={"norm": "linf", "layerwise": True},
+            base_optimizer=LAMB,
+        ),
+        _preset(
+            "look-layersam",
+            "looksam",
+            "periodic",
+            {"rho": 1.0, "k": 5},
+            "Look-LayerSAM: LookSAM with the layer-wise perturbation, LAMB base, k=5, alpha=0.7",
+            "000, Alg. 2, Table 11",
+            optimizer_params={"norm": "linf", "layerwise": True, "alpha": 0.7},
+            base_optimizer=LAMB,
+        ),
+        _preset(
+            "gsam",
+            "gsam",
+            "lr_linked",
+            {"rho_max": 0.04, "rho_min": 0.02},
+            "GSAM, ResNet class of Table 4: alpha=0.01, rho from 0.04 to 0.02 with the lr",
+            GSAM_PAPER,
+            optimizer_params={"alpha": 0.01},
+        ),
+        _preset(
+            "gsam-vit",
+            "gsam",
+            "lr_linked",
+            {"rho_max": 0.6, "rho_min": 0.0},
+            "GSAM, ViT-S/32 row of Table 4: alpha=0.4, rho from 0.6 to 0, AdamW base",
+            GSAM_PAPER,
+            optimizer_params={"alpha": 0.4},
+            base_optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 0.3},
+        ),
+        _preset(
+            "nusam",
+            "nusam",
+            "delayed",
+            {"fraction": 0.1, "inner": "constant", "inner_params": {"rho": 0.1}},
+            "nuSAM: rank-1 perturbation per matrix, switched on after 10% of training, AdamW base "
+            "(rho not recoverable from the paper, Table 7 lost: sweep it)",
+            NUSAM_PAPER,
+            base_optimizer=ADAMW,
         ),
     ]

@@ -1,29 +1,186 @@
-"""SAM (Foret et al., ICLR 2021): the gradient at the worst point of an L2 ball of radius rho.
+"""SAM (Foret et al., ICLR 2021) and its perturbation variants: p=inf, ASAM, layer-wise, random, m.
 
-Source: shared/papers/003_dc502e6d0d8ca36d.txt, Algorithm 1 and eq. 2-3, and the extraction notes
-shared/papers/seed_sam_gsam.md, part A.2. With p=2 the first-order solution of the inner
-maximization is e = rho g / ||g||_2 (footnote 2), where g is the clean gradient of the batch and
-||.||_2 the global norm over all parameters; the update applies the base optimizer to the gradient
-at w + e (eq. 3, second-order terms dropped). ``eps`` (1e-12) guards the division when g = 0; the
-JAX reference divides with no epsilon.
+Source: shared/papers/003_dc502e6d0d8ca36d.txt, Algorithm 1 and eq. 2-3, with the extraction
+notes shared/papers/seed_sam_gsam.md A.2-A.3. The first-order solution of the inner maximization
+for p=2 is e = rho g / ||g||_2 (footnote 2), ||.||_2 the global norm over all parameters; the
+update applies the base optimizer to the gradient at w + e (eq. 3, second-order terms dropped).
+``eps`` (1e-12) guards the division when g = 0 (GSAM's w_adv definition, 004 Sec. 3; the JAX
+reference divides with no epsilon). rho comes from the perturbation scheduler.
 
-rho comes from the perturbation scheduler (``constant`` for plain SAM).
+Options (``harness_sam.perturbations`` has the formulas):
+
+- ``norm``: ``l2`` (default, "typically optimal", App. C.5) or ``linf`` (e = rho sign(g), App. C.5).
+- ``adaptive``: ASAM (Kwon et al. 2021): T_w = |w| + ``eta`` elementwise,
+  e = rho T_w^2 g / ||T_w g||. GSAM's paper runs ASAM with a 10x larger rho (seed B.3).
+- ``layerwise``: LayerSAM's trust-ratio scaling (000_821cd26b06e61c4d.txt, Alg. 3, eq. 7).
+- ``normalize``: false gives the unnormalized e = rho g of AE-SAM's Alg. 1 (001, line 7), which
+  contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
+- ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a generator seeded by ``seed``
+  (the random-perturbation control of SAM App. C.5, GaussSAM in 002 Sec. 4).
+- ``m``: m-sharpness (SAM Sec. 4.1): the batch is split into sub-batches of ``m`` examples, each
+  perturbed with its own gradient, and the perturbed gradients are averaged (what SAM's data
+  parallelism does, one perturbation per accelerator). 0 perturbs with the whole batch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from harness import SharpnessAwareOptimizer
+from harness import SharpnessAwareOptimizer, StepInfo
+from harness_sam import perturbations
+
+NORMS = ("l2", "linf")
+DIRECTIONS = ("gradient", "random")
 
 
 class SAM(SharpnessAwareOptimizer):
-    """SAM with the p=2 perturbation ``rho * g / (||g|| + eps)``."""
+    """Sharpness-aware minimization with a configurable perturbation (see the module docstring)."""
 
-    def __init__(self, params, *, base_optimizer, scheduler, eps: float = 1e-12) -> None:
-        super().__init__(params, base_optimizer=base_optimizer, scheduler=scheduler, eps=eps)
-        self.eps = eps
+    def __init__(
+        self,
+        params,
+        *,
+        base_optimizer: torch.optim.Optimizer,
+        scheduler,
+        norm: str = "l2",
+        adaptive: bool = False,
+        eta: float = 0.01,
+        layerwise: bool = False,
+        normalize: bool = True,
+        direction: str = "gradient",
+        m: int = 0,
+        seed: int = 0,
+        eps: float = 1e-12,
+        **hparams: Any,
+    ) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"{type(self).__name__}: norm must be one of {NORMS}, got {norm!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"{type(self).__name__}: direction must be one of {DIRECTIONS}, got {direction!r}")
+        if m < 0:
+            raise ValueError(f"{type(self).__name__}: m must be >= 0 (0 = the whole batch), got {m}")
+        super().__init__(
+            params,
+            base_optimizer=base_optimizer,
+            scheduler=scheduler,
+            norm=norm,
+            adaptive=adaptive,
+            eta=eta,
+            layerwise=layerwise,
+            normalize=normalize,
+            direction=direction,
+            m=m,
+            seed=seed,
+            eps=eps,
+            **hparams,
+        )
+        self.norm, self.adaptive, self.eta, self.layerwise = norm, adaptive, eta, layerwise
+        self.normalize, self.direction, self.m, self.eps = normalize, direction, m, eps
+        self._generator: torch.Generator | None = None
+        self._seed = seed
 
     def perturbation(self, params, grads, rho, grad_norm):
-        scale = rho / (grad_norm + self.eps)
-        return torch._foreach_mul(grads, scale)
+        if self.direction == "random":
+            direction, norm = self._random_direction(params), None
+        else:
+            direction, norm = grads, grad_norm
+        scale = perturbations.adaptive_scale(params, self.eta) if self.adaptive else None
+        if self.norm == "linf":
+            perturbation = perturbations.linf(direction, rho, scale=scale)
+        else:
+            perturbation = perturbations.l2(
+                direction, rho, scale=scale, normalize=self.normalize, eps=self.eps, norm=norm
+            )
+        if self.layerwise:
+            torch._foreach_mul_(perturbation, perturbations.trust_ratios(params, grads))
+        return perturbation
+
+    def _random_direction(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self._generator is None:
+            self._generator = torch.Generator(device=params[0].device).manual_seed(self._seed)
+        return [torch.randn(p.shape, generator=self._generator, device=p.device, dtype=p.dtype) for p in params]
+
+    def variant_state_dict(self) -> dict[str, Any]:
+        """The random-direction generator's state, so a resumed run draws the same directions."""
+        return {"generator": None if self._generator is None else self._generator.get_state()}
+
+    def load_variant_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("generator") is not None:
+            self._generator = torch.Generator(device=self._params[0].device)
+            self._generator.set_state(state["generator"])
+
+    @torch.no_grad()
+    def step(self, closure=None) -> torch.Tensor:
+        if not self.m or closure is None:
+            return super().step(closure)
+        return self._m_sharpness_step(closure)
+
+    def _m_sharpness_step(self, closure) -> torch.Tensor:
+        """One step with a separate perturbation per sub-batch of ``m`` examples (SAM Sec. 4.1).
+
+        The scheduler decides once, on the first sub-batch's clean gradient. Perturbed: every
+        sub-batch is perturbed with its own gradient and the perturbed gradients are averaged,
+        weighted by sub-batch size (two full-batch gradient evaluations in all). Not perturbed:
+        the clean sub-batch gradients are averaged (one evaluation).
+        """
+        chunks = closure.chunks(self.m)
+        sizes = [chunk.batch_size / closure.batch_size for chunk in chunks]
+        total = [torch.zeros_like(p) for p in self._params]
+        loss = torch.zeros((), device=self._params[0].device)
+        decided: tuple[bool, float] | None = None
+        perturbed_losses = []
+        for chunk, weight in zip(chunks, sizes, strict=True):
+            with torch.enable_grad():
+                loss += chunk() * weight
+            params, grads = self.params_with_grads()
+            grad_norm = self.global_norm(grads)
+            if decided is None:
+                decided = self.scheduler.decide(self.context(grad_norm))
+            perturb, rho = decided
+            if perturb:
+                self.ascend(params, grads, float(rho), grad_norm)
+                with torch.enable_grad():
+                    perturbed_losses.append(chunk() * weight)
+                self.descend(params, float(rho))
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+            torch._foreach_add_(total, grads, alpha=weight)
+        for p, gradient in zip(self._params, total, strict=True):
+            p.grad = gradient
+        perturb, rho = decided
+        extras: dict[str, Any] = {"grad_norm": self.global_norm(total), "sub_batches": len(chunks)}
+        if perturb:
+            extras["surrogate_gap"] = torch.stack(perturbed_losses).sum() - loss
+        self.base_optimizer.step()
+        self.steps_taken += 1
+        self.last_step = StepInfo(perturbed=bool(perturb), rho=float(rho) if perturb else 0.0, extras=extras)
+        return loss
+
+
+class GradientMemory:
+    """Persistent per-parameter buffers (one per trainable parameter), allocated once.
+
+    Variants that need a gradient after it was overwritten (GSAM's clean gradient, LookSAM's g_v)
+    keep it here, so the hot path allocates nothing.
+    """
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self._index = {id(p): i for i, p in enumerate(params)}
+        self._params = params
+        self.buffers: list[torch.Tensor] | None = None
+
+    def select(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The buffers of ``params`` (a subset of the optimizer's parameters), allocating on first use."""
+        if self.buffers is None:
+            self.buffers = [torch.zeros_like(p) for p in self._params]
+        return [self.buffers[self._index[id(p)]] for p in params]
+
+    def store(self, params: list[torch.Tensor], values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Copy ``values`` into the buffers of ``params`` and return those buffers."""
+        buffers = self.select(params)
+        torch._foreach_copy_(buffers, values)
+        return buffers
+
+    def held(self) -> list[torch.Tensor]:
+        return list(self.buffers or [])
