@@ -10,7 +10,9 @@ One function per family, each on lists of tensors with ``torch._foreach_*`` kern
 - ``layerwise`` scaling (LayerSAM, 000_821cd26b06e61c4d.txt Alg. 2-3, eq. 7): each tensor's
   perturbation is multiplied by the trust ratio ||w_i|| / ||g_i|| (1 where either norm is 0, the
   LAMB convention), so ``linf`` + layerwise is rho (||w_i||/||g_i||) sign(g_i) as printed, and
-  ``l2`` + layerwise its l2 form rho xi_i g_i / ||g|| (seed_looksam_aesam.md A.3).
+  ``l2`` + layerwise its l2 form rho xi_i g_i / ||g|| (seed_looksam_aesam.md A.3). Eq. 7 writes
+  Lambda where the exact solution of the constraint ||Lambda e|| <= rho has Lambda^-1 (seed A.3);
+  ``inverse=True`` gives that reading, ||g_i|| / ||w_i||.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ def adaptive_scale(params: Tensors, eta: float) -> Tensors:
     return scale
 
 
-def trust_ratios(params: Tensors, grads: Tensors) -> Tensors:
-    """LAMB-style ||w_i|| / ||g_i|| per tensor, 1 where either norm is 0."""
+def trust_ratios(params: Tensors, grads: Tensors, *, inverse: bool = False) -> Tensors:
+    """LAMB-style ||w_i|| / ||g_i|| per tensor (or ||g_i|| / ||w_i||), 1 where either norm is 0."""
     weight_norms = torch.stack(torch._foreach_norm(params))
     grad_norms = torch.stack(torch._foreach_norm(grads))
+    numerator, denominator = (grad_norms, weight_norms) if inverse else (weight_norms, grad_norms)
     ok = (weight_norms > 0) & (grad_norms > 0)
-    ratios = torch.where(ok, weight_norms / grad_norms.clamp_min(torch.finfo(grad_norms.dtype).tiny), 1.0)
+    ratios = torch.where(ok, numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny), 1.0)
     return list(ratios.unbind())
 
 

@@ -19,13 +19,14 @@ SAM_OPTIONS = {
     "adaptive": False,
     "eta": 0.01,
     "layerwise": False,
+    "trust_ratio": "printed",
     "normalize": True,
     "direction": "gradient",
     "m": 0,
     "seed": 0,
     "eps": 1e-12,
 }
-SAM_CHOICES = {"norm": ("l2", "linf"), "direction": ("gradient", "random")}
+SAM_CHOICES = {"norm": ("l2", "linf"), "direction": ("gradient", "random"), "trust_ratio": ("printed", "inverse")}
 
 LAMB = {"name": "lamb", "lr": 0.01, "weight_decay": 0.1}  # LookSAM Table 11 (batch 4096)
 ADAMW = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
@@ -72,6 +73,7 @@ def register_optimizers() -> list[OptimizerSpec]:
                 "normalized": False,
                 "exclude": ["embed", "pos_embed", "cls_token"],
                 "include_conv": False,
+                "seed": 0,
             },
             description="nuSAM: rank-1 nuclear-norm perturbation per weight matrix, no weight copy",
             paper=NUSAM_PAPER,
@@ -226,9 +228,9 @@ def register_presets() -> list[PresetSpec]:
             "nusam",
             "nusam",
             "delayed",
-            {"fraction": 0.1, "inner": "constant", "inner_params": {"rho": 0.1}},
+            {"fraction": 0.1, "inner": "constant", "inner_params": {"rho": 0.02}},
             "nuSAM: rank-1 perturbation per matrix, switched on after 10% of training, AdamW base "
-            "(rho not recoverable from the paper, Table 7 lost: sweep it)",
+            "rho=0.02 (the fine-tuning default, seed_nusam.md 6.3; from-scratch values were lost)",
             NUSAM_PAPER,
             base_optimizer=ADAMW,
         ),

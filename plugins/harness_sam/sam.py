@@ -13,6 +13,11 @@ Options (``harness_sam.perturbations`` has the formulas):
 - ``adaptive``: ASAM (Kwon et al. 2021): T_w = |w| + ``eta`` elementwise,
   e = rho T_w^2 g / ||T_w g||. GSAM's paper runs ASAM with a 10x larger rho (seed B.3).
 - ``layerwise``: LayerSAM's trust-ratio scaling (000_821cd26b06e61c4d.txt, Alg. 3, eq. 7).
+  ``trust_ratio``: ``printed`` scales by ||w_i|| / ||g_i|| as Alg. 2-3 and eq. 7 print it;
+  ``inverse`` by ||g_i|| / ||w_i||, the exact solution of eq. 6's constraint ||Lambda e|| <= rho
+  (seed_looksam_aesam.md A.3, A.9 item 1). The paper contradicts itself and its code is not public;
+  the default is what it prints. (At the paper's rho=1.0, the printed form perturbs each weight by
+  ||w_i|| / ||g_i||, which wrecks training on small models: see the README.)
 - ``normalize``: false gives the unnormalized e = rho g of AE-SAM's Alg. 1 (001, line 7), which
   contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
 - ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a generator seeded by ``seed``
@@ -33,6 +38,7 @@ from harness_sam import perturbations
 
 NORMS = ("l2", "linf")
 DIRECTIONS = ("gradient", "random")
+TRUST_RATIOS = ("printed", "inverse")
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -48,6 +54,7 @@ class SAM(SharpnessAwareOptimizer):
         adaptive: bool = False,
         eta: float = 0.01,
         layerwise: bool = False,
+        trust_ratio: str = "printed",
         normalize: bool = True,
         direction: str = "gradient",
         m: int = 0,
@@ -69,6 +76,7 @@ class SAM(SharpnessAwareOptimizer):
             adaptive=adaptive,
             eta=eta,
             layerwise=layerwise,
+            trust_ratio=trust_ratio,
             normalize=normalize,
             direction=direction,
             m=m,
@@ -76,7 +84,10 @@ class SAM(SharpnessAwareOptimizer):
             eps=eps,
             **hparams,
         )
+        if trust_ratio not in TRUST_RATIOS:
+            raise ValueError(f"{type(self).__name__}: trust_ratio must be one of {TRUST_RATIOS}, got {trust_ratio!r}")
         self.norm, self.adaptive, self.eta, self.layerwise = norm, adaptive, eta, layerwise
+        self.trust_ratio = trust_ratio
         self.normalize, self.direction, self.m, self.eps = normalize, direction, m, eps
         self._generator: torch.Generator | None = None
         self._seed = seed
@@ -94,7 +105,8 @@ class SAM(SharpnessAwareOptimizer):
                 direction, rho, scale=scale, normalize=self.normalize, eps=self.eps, norm=norm
             )
         if self.layerwise:
-            torch._foreach_mul_(perturbation, perturbations.trust_ratios(params, grads))
+            ratios = perturbations.trust_ratios(params, grads, inverse=self.trust_ratio == "inverse")
+            torch._foreach_mul_(perturbation, ratios)
         return perturbation
 
     def _random_direction(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
