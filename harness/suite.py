@@ -57,7 +57,13 @@ RUN_DEFAULTS: dict[str, Any] = {
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
 LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
 LR_SCHEDULE_KEYS = (
-    "name", "warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs", "decay_milestones",
+    "name",
+    "warmup_epochs",
+    "warmup_lr",
+    "min_lr",
+    "decay_rate",
+    "decay_epochs",
+    "decay_milestones",
 )
 METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
 _SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -255,9 +261,7 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     checker.keys("", document, TOP_LEVEL_KEYS)
     name = document.get("name", _MISSING)
     if not isinstance(name, str) or not _SUITE_NAME.match(name):
-        raise checker.fail(
-            "name", name, "a suite name of letters, digits and '_.-' (it names the results folder)"
-        )
+        raise checker.fail("name", name, "a suite name of letters, digits and '_.-' (it names the results folder)")
     description = document.get("description", "")
     if not isinstance(description, str):
         raise checker.fail("description", description, "a string")
@@ -294,7 +298,8 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     for i, (dataset, _) in enumerate(datasets):
         if noisy and "noise_rate" not in registry.get("dataset", dataset).defaults:
             raise checker.fail(
-                f"noise_rates[{noisy[0]}]", noise_rates[noisy[0]],
+                f"noise_rates[{noisy[0]}]",
+                noise_rates[noisy[0]],
                 f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise "
                 "(a dataset that does lists noise_rate in its defaults)",
             )
@@ -311,7 +316,8 @@ def _unique(checker: _Checker, key: str, values: Sequence[Any], *, what: str, fi
                 shown = value[0] if isinstance(value, tuple) else value
                 hint = " (give it a distinct 'name:')" if field == ".name" else " (remove one)"
                 raise checker.fail(
-                    f"{key}[{later}]{field}", shown,
+                    f"{key}[{later}]{field}",
+                    shown,
                     f"a {what} that is not repeated: {key}[{earlier}] is the same, and a repeat would give "
                     f"runs with the same run id{hint}",
                 )
@@ -341,9 +347,7 @@ def _inherit(value: Any, key: str) -> dict[str, Any]:
     return dict(RUN_DEFAULTS[key]) if isinstance(value, Mapping) and "name" not in value else {}
 
 
-def _base_optimizer(
-    checker: _Checker, key: str, raw: Any, inherited: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = {"name": raw}
     value = checker.mapping(key, raw)
@@ -353,14 +357,13 @@ def _base_optimizer(
         inherited = {"lr": inherited["lr"]} if "lr" in inherited else None
     merged = {**(inherited or {}), **value}
     if "name" not in merged:
-        raise checker.fail(
-            f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)"
-        )
+        raise checker.fail(f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)")
     known = _timm_optimizer_names()
     if merged["name"] not in known:
         hint = did_you_mean(str(merged["name"]), known)
         raise checker.fail(
-            f"{key}.name", merged["name"],
+            f"{key}.name",
+            merged["name"],
             f"a timm optimizer name{hint} (momentum = SGD with heavy-ball momentum, "
             "sgd = SGD with Nesterov momentum, adamw, lamb, ...)",
         )
@@ -376,9 +379,7 @@ def _base_optimizer(
     if "betas" in merged:
         betas = merged["betas"]
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-            raise checker.fail(
-                f"{key}.betas", betas, "a list of two numbers >= 0 and < 1, for example [0.9, 0.999]"
-            )
+            raise checker.fail(f"{key}.betas", betas, "a list of two numbers >= 0 and < 1, for example [0.9, 0.999]")
         for i, beta in enumerate(betas):
             checker.number(f"{key}.betas[{i}]", beta, 0.0, below=1.0)
     if "filter_bias_and_bn" in merged:
@@ -450,20 +451,14 @@ def _method(
         "name": method_name,
         "preset": preset_name or "",
         "optimizer": optimizer_name,
-        "optimizer_params": _params(
-            checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec
-        ),
+        "optimizer_params": _params(checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec),
         "scheduler": scheduler_name,
-        "scheduler_params": _params(
-            checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec
-        ),
+        "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
         "base_optimizer": base,
     }
 
 
-def _component(
-    checker: _Checker, registry: Registry, kind: str, key: str, raw: Any
-) -> tuple[str, dict[str, Any]]:
+def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(raw, str):
         raw = {"name": raw}
     value = checker.mapping(key, raw)
@@ -473,7 +468,8 @@ def _component(
     spec = _lookup(checker, registry, kind, f"{key}.name", name)
     if kind == "dataset" and "noise_rate" in value:  # the grid sets it; a value here would be ignored
         raise checker.fail(
-            f"{key}.noise_rate", value["noise_rate"],
+            f"{key}.noise_rate",
+            value["noise_rate"],
             f"no noise rate here: list label-noise rates in the top-level 'noise_rates: "
             f"[{value['noise_rate']!r}]', which expands into the grid",
         )
@@ -488,9 +484,7 @@ def _lookup(checker: _Checker, registry: Registry, kind: str, key: str, name: An
         raise SuiteError(f"{checker.source}: {key}: {error}") from None
 
 
-def _params(
-    checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any
-) -> dict[str, Any]:
+def _params(checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any) -> dict[str, Any]:
     """Check ``params`` against ``spec.defaults`` (keys, types, ranges) and merge them in."""
     allowed = list(spec.defaults)
     for name, value in params.items():
@@ -535,8 +529,13 @@ def _check_type(checker: _Checker, key: str, value: Any, default: Any) -> None:
 
 
 def _run(
-    suite: str, settings: Mapping[str, Any], method: Mapping[str, Any], model: tuple[str, dict[str, Any]],
-    dataset: tuple[str, dict[str, Any]], noise_rate: float, seed: int,
+    suite: str,
+    settings: Mapping[str, Any],
+    method: Mapping[str, Any],
+    model: tuple[str, dict[str, Any]],
+    dataset: tuple[str, dict[str, Any]],
+    noise_rate: float,
+    seed: int,
 ) -> RunSpec:
     dataset_name, dataset_params = dataset
     if "noise_rate" in dataset_params:

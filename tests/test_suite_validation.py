@@ -64,75 +64,143 @@ def _assert_nothing_written(results: Path) -> None:
 # Each case: id, suite text (None: the file does not exist), --set overrides, and the fragments the
 # error on stderr must contain besides the file path (the key path, the bad value, what was expected).
 BAD_SUITES = [
-    ("unknown-top-level-key", GOOD.replace("models:", "model:"), [],
-     ["model: unknown key", "did you mean 'models'"]),
-    ("misspelled-defaults-key", _edit("  epochs: 1", "  epoch: 1"), [],
-     ["defaults.epoch: unknown key", "did you mean 'epochs'"]),
-    ("epochs-zero", _edit("epochs: 1", "epochs: 0"), [],
-     ["defaults.epochs: 0 is invalid", "integer >= 1"]),
-    ("batch-size-negative", _edit("batch_size: 64", "batch_size: -1"), [],
-     ["defaults.batch_size: -1 is invalid", "integer >= 1"]),
-    ("epochs-wrong-type", _edit("epochs: 1", "epochs: ten"), [],
-     ["defaults.epochs: 'ten' is invalid", "integer"]),
-    ("negative-rho", _edit("[erm, sam]", "[erm, {preset: sam, scheduler: {rho: -0.1}}]"), [],
-     ["methods[1].scheduler.rho: -0.1 is invalid", ">= 0"]),
-    ("rho-on-optimizer", _edit("[erm, sam]", "[erm, {preset: sam, optimizer: {rho: 0.1}}]"), [],
-     ["methods[1].optimizer.rho", "unknown parameter of optimizer 'sam'",
-      "'rho' is a parameter of the scheduler 'constant', set it there"]),
-    ("unknown-preset", _edit("[erm, sam]", "[erm, sma]"), [],
-     ["methods[1].preset", "'sma'", "did you mean 'sam'", "known presets"]),
-    ("unknown-model", _edit("[small-cnn]", "[resnet-9000]"), [],
-     ["models[0].name", "'resnet-9000'", "known models", "small-cnn"]),
-    ("unknown-dataset", _edit("[digits]", "[digit]"), [],
-     ["datasets[0].name", "'digit'", "did you mean 'digits'"]),
-    ("noise-rate-one", GOOD + "noise_rates: [0.0, 1.0]\n", [],
-     ["noise_rates[1]: 1.0 is invalid", ">= 0.0 and < 1.0"]),
-    ("noise-rate-negative", GOOD + "noise_rates: [-0.1]\n", [],
-     ["noise_rates[0]: -0.1 is invalid", ">= 0.0 and < 1.0"]),
-    ("noise-on-dataset-without-noise", GOOD + "noise_rates: [0.0, 0.2]\n", [],
-     ["noise_rates[1]: 0.2 is invalid", "'digits'", "does not support label noise"]),
-    ("duplicate-method-names", _edit("[erm, sam]", "[sam, erm, {preset: sam, scheduler: {rho: 0.1}}]"), [],
-     ["methods[2].name: 'sam' is invalid", "methods[0]", "distinct 'name:'"]),
-    ("missing-methods", _edit("methods: [erm, sam]\n", ""), [],
-     ["methods: missing", "non-empty list of methods"]),
-    ("invalid-yaml", GOOD + "seeds: [0, 1\n", [],
-     ["not valid YAML", "line"]),
-    ("file-does-not-exist", None, [],
-     ["cannot read the suite file"]),
-    ("yaml-list-not-mapping", "- erm\n- sam\n", [],
-     ["(top level): ['erm', 'sam'] is invalid", "a mapping"]),
-    ("bad-base-optimizer", _defaults("base_optimizer: {name: momentom, lr: 0.1}"), [],
-     ["defaults.base_optimizer.name: 'momentom' is invalid", "timm optimizer name",
-      "did you mean 'momentum'"]),
-    ("lr-zero", _defaults("base_optimizer: {lr: 0}"), [],
-     ["defaults.base_optimizer.lr: 0 is invalid", "> 0"]),
-    ("lr-negative-in-method", _edit("[erm, sam]", "[erm, {preset: sam, base_optimizer: {lr: -0.5}}]"), [],
-     ["methods[1].base_optimizer.lr: -0.5 is invalid", "> 0"]),
-    ("unknown-lr-schedule", _defaults("lr_schedule: {name: cosin}"), [],
-     ["defaults.lr_schedule.name: 'cosin' is invalid", "did you mean 'cosine'", "multistep"]),
-    ("set-without-equals", GOOD, ["epochs"],
-     ["--set 'epochs'", "expected key=value"]),
-    ("set-unknown-key", GOOD, ["epoch=2"],
-     ["--set 'epoch=2'", "unknown key 'epoch'", "did you mean 'epochs'"]),
-    ("set-bad-value", GOOD, ["epochs=0"],
-     ["with --set epochs=0", "defaults.epochs: 0 is invalid"]),
-    ("set-into-a-list", GOOD, ["methods.rho=0.1"],
-     ["--set 'methods.rho=0.1'", "methods is ['erm', 'sam'], not a mapping"]),
-    ("inline-method-without-optimizer-name",
-     _edit("[erm, sam]", "[erm, {name: mine, optimizer: {eps: 0.1}}]"), [],
-     ["methods[1].optimizer.name: missing", "an optimizer name"]),
-    ("duplicate-seeds", _edit("seeds: [0]", "seeds: [0, 1, 0]"), [],
-     ["seeds[2]: 0 is invalid", "seeds[0]", "same run id"]),
-    ("duplicate-models", _edit("[small-cnn]", "[mlp, {name: mlp, hidden: 128}]"), [],
-     ["models[1]: 'mlp' is invalid", "models[0]"]),
-    ("model-param-wrong-type", _edit("[small-cnn]", "[{name: mlp, hidden: 3.5}]"), [],
-     ["models[0].hidden: 3.5 is invalid", "an integer"]),
-    ("seed-too-large", _edit("seeds: [0]", "seeds: [4294967296]"), [],
-     ["seeds[0]: 4294967296 is invalid", "<= 4294967295"]),
-    ("betas-not-a-pair", _defaults("base_optimizer: {name: adamw, lr: 0.001, betas: 0.9}"), [],
-     ["defaults.base_optimizer.betas: 0.9 is invalid", "two numbers"]),
-    ("decay-milestones-not-a-list", _defaults("lr_schedule: {name: multistep, decay_milestones: 5}"), [],
-     ["defaults.lr_schedule.decay_milestones: 5 is invalid", "list of epochs"]),
+    ("unknown-top-level-key", GOOD.replace("models:", "model:"), [], ["model: unknown key", "did you mean 'models'"]),
+    (
+        "misspelled-defaults-key",
+        _edit("  epochs: 1", "  epoch: 1"),
+        [],
+        ["defaults.epoch: unknown key", "did you mean 'epochs'"],
+    ),
+    ("epochs-zero", _edit("epochs: 1", "epochs: 0"), [], ["defaults.epochs: 0 is invalid", "integer >= 1"]),
+    (
+        "batch-size-negative",
+        _edit("batch_size: 64", "batch_size: -1"),
+        [],
+        ["defaults.batch_size: -1 is invalid", "integer >= 1"],
+    ),
+    ("epochs-wrong-type", _edit("epochs: 1", "epochs: ten"), [], ["defaults.epochs: 'ten' is invalid", "integer"]),
+    (
+        "negative-rho",
+        _edit("[erm, sam]", "[erm, {preset: sam, scheduler: {rho: -0.1}}]"),
+        [],
+        ["methods[1].scheduler.rho: -0.1 is invalid", ">= 0"],
+    ),
+    (
+        "rho-on-optimizer",
+        _edit("[erm, sam]", "[erm, {preset: sam, optimizer: {rho: 0.1}}]"),
+        [],
+        [
+            "methods[1].optimizer.rho",
+            "unknown parameter of optimizer 'sam'",
+            "'rho' is a parameter of the scheduler 'constant', set it there",
+        ],
+    ),
+    (
+        "unknown-preset",
+        _edit("[erm, sam]", "[erm, sma]"),
+        [],
+        ["methods[1].preset", "'sma'", "did you mean 'sam'", "known presets"],
+    ),
+    (
+        "unknown-model",
+        _edit("[small-cnn]", "[resnet-9000]"),
+        [],
+        ["models[0].name", "'resnet-9000'", "known models", "small-cnn"],
+    ),
+    ("unknown-dataset", _edit("[digits]", "[digit]"), [], ["datasets[0].name", "'digit'", "did you mean 'digits'"]),
+    ("noise-rate-one", GOOD + "noise_rates: [0.0, 1.0]\n", [], ["noise_rates[1]: 1.0 is invalid", ">= 0.0 and < 1.0"]),
+    (
+        "noise-rate-negative",
+        GOOD + "noise_rates: [-0.1]\n",
+        [],
+        ["noise_rates[0]: -0.1 is invalid", ">= 0.0 and < 1.0"],
+    ),
+    (
+        "noise-on-dataset-without-noise",
+        GOOD + "noise_rates: [0.0, 0.2]\n",
+        [],
+        ["noise_rates[1]: 0.2 is invalid", "'digits'", "does not support label noise"],
+    ),
+    (
+        "duplicate-method-names",
+        _edit("[erm, sam]", "[sam, erm, {preset: sam, scheduler: {rho: 0.1}}]"),
+        [],
+        ["methods[2].name: 'sam' is invalid", "methods[0]", "distinct 'name:'"],
+    ),
+    ("missing-methods", _edit("methods: [erm, sam]\n", ""), [], ["methods: missing", "non-empty list of methods"]),
+    ("invalid-yaml", GOOD + "seeds: [0, 1\n", [], ["not valid YAML", "line"]),
+    ("file-does-not-exist", None, [], ["cannot read the suite file"]),
+    ("yaml-list-not-mapping", "- erm\n- sam\n", [], ["(top level): ['erm', 'sam'] is invalid", "a mapping"]),
+    (
+        "bad-base-optimizer",
+        _defaults("base_optimizer: {name: momentom, lr: 0.1}"),
+        [],
+        ["defaults.base_optimizer.name: 'momentom' is invalid", "timm optimizer name", "did you mean 'momentum'"],
+    ),
+    ("lr-zero", _defaults("base_optimizer: {lr: 0}"), [], ["defaults.base_optimizer.lr: 0 is invalid", "> 0"]),
+    (
+        "lr-negative-in-method",
+        _edit("[erm, sam]", "[erm, {preset: sam, base_optimizer: {lr: -0.5}}]"),
+        [],
+        ["methods[1].base_optimizer.lr: -0.5 is invalid", "> 0"],
+    ),
+    (
+        "unknown-lr-schedule",
+        _defaults("lr_schedule: {name: cosin}"),
+        [],
+        ["defaults.lr_schedule.name: 'cosin' is invalid", "did you mean 'cosine'", "multistep"],
+    ),
+    ("set-without-equals", GOOD, ["epochs"], ["--set 'epochs'", "expected key=value"]),
+    ("set-unknown-key", GOOD, ["epoch=2"], ["--set 'epoch=2'", "unknown key 'epoch'", "did you mean 'epochs'"]),
+    ("set-bad-value", GOOD, ["epochs=0"], ["with --set epochs=0", "defaults.epochs: 0 is invalid"]),
+    (
+        "set-into-a-list",
+        GOOD,
+        ["methods.rho=0.1"],
+        ["--set 'methods.rho=0.1'", "methods is ['erm', 'sam'], not a mapping"],
+    ),
+    (
+        "inline-method-without-optimizer-name",
+        _edit("[erm, sam]", "[erm, {name: mine, optimizer: {eps: 0.1}}]"),
+        [],
+        ["methods[1].optimizer.name: missing", "an optimizer name"],
+    ),
+    (
+        "duplicate-seeds",
+        _edit("seeds: [0]", "seeds: [0, 1, 0]"),
+        [],
+        ["seeds[2]: 0 is invalid", "seeds[0]", "same run id"],
+    ),
+    (
+        "duplicate-models",
+        _edit("[small-cnn]", "[mlp, {name: mlp, hidden: 128}]"),
+        [],
+        ["models[1]: 'mlp' is invalid", "models[0]"],
+    ),
+    (
+        "model-param-wrong-type",
+        _edit("[small-cnn]", "[{name: mlp, hidden: 3.5}]"),
+        [],
+        ["models[0].hidden: 3.5 is invalid", "an integer"],
+    ),
+    (
+        "seed-too-large",
+        _edit("seeds: [0]", "seeds: [4294967296]"),
+        [],
+        ["seeds[0]: 4294967296 is invalid", "<= 4294967295"],
+    ),
+    (
+        "betas-not-a-pair",
+        _defaults("base_optimizer: {name: adamw, lr: 0.001, betas: 0.9}"),
+        [],
+        ["defaults.base_optimizer.betas: 0.9 is invalid", "two numbers"],
+    ),
+    (
+        "decay-milestones-not-a-list",
+        _defaults("lr_schedule: {name: multistep, decay_milestones: 5}"),
+        [],
+        ["defaults.lr_schedule.decay_milestones: 5 is invalid", "list of epochs"],
+    ),
 ]
 
 
@@ -140,9 +208,7 @@ BAD_SUITES = [
     ("text", "overrides", "fragments"),
     [pytest.param(text, overrides, fragments, id=case) for case, text, overrides, fragments in BAD_SUITES],
 )
-def test_bad_suite_exits_2_naming_file_and_key_and_trains_nothing(
-    tmp_path, capsys, text, overrides, fragments
-):
+def test_bad_suite_exits_2_naming_file_and_key_and_trains_nothing(tmp_path, capsys, text, overrides, fragments):
     suite = tmp_path / "missing.yaml" if text is None else _write(tmp_path, text)
     results = tmp_path / "results"
     argv = ["run", str(suite), "--results-dir", str(results)]
@@ -210,7 +276,9 @@ def test_grid_expands_methods_models_datasets_seeds(tmp_path, registry):
     combos = {(run.method, run.model, run.dataset, run.seed) for run in suite.runs}
     assert combos == {
         (method, model, "digits", seed)
-        for method in ("erm", "sam") for model in ("small-cnn", "mlp") for seed in (0, 1, 2)
+        for method in ("erm", "sam")
+        for model in ("small-cnn", "mlp")
+        for seed in (0, 1, 2)
     }
     for run in suite.runs:
         assert run.run_id.startswith(f"{run.method}-s{run.seed}-")
@@ -283,7 +351,10 @@ def test_plugin_defaults_are_merged_into_resolved_params(tmp_path, registry):
     config = sam_mlp.config()
     assert config["model"] == {"name": "mlp", "hidden": 64, "depth": 2, "dropout": 0.0}
     assert config["base_optimizer"] == {
-        "name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4,
+        "name": "momentum",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5.0e-4,
     }
 
     erm = next(run for run in suite.runs if run.method == "erm")
