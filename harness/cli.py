@@ -148,10 +148,11 @@ def _plugins(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table()
-    for column in ("kind", "name", "provider", "version", "description"):
-        table.add_column(column)
+    columns = ("kind", "name", "provider", "version", "description", "paper")
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(row[c] for c in ("kind", "name", "provider", "version", "description")))
+        table.add_row(*(row[c] for c in columns))
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     return EXIT_OK
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.plugins import Registry
 from harness.results import HISTORY_SCHEMA, read_history, read_runs
 
 from .conftest import write_suite
@@ -194,3 +196,35 @@ def test_lifecycle_hooks_see_every_run_and_step(tmp_path, add_entry_points):
         assert [line for line in lines if line.startswith(f"step {method} ")] == [
             f"step {method} {i} {perturbed}" for i in range(steps)
         ]
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "suites" / "sam_family_smoke.yaml"
+
+
+def test_every_preset_runs_and_reports_its_sam_fraction(tmp_path):
+    assert main(["run", str(SMOKE), "--results-dir", str(tmp_path), "--set", "epochs=2"]) == 0
+    runs = read_runs(tmp_path / "sam_family_smoke").set_index("method")
+    steps = 2 * (1437 // 64)
+    assert (runs["steps"] == steps).all() and (runs["status"] == "ok").all()
+    every_fifth = len(range(0, steps, 5)) / steps
+    exact = {
+        "erm": 0.0,
+        "sam": 1.0,
+        "asam": 1.0,
+        "sam-pinf": 1.0,
+        "random-sam": 1.0,
+        "gsam": 1.0,
+        "layersam": 1.0,
+        "sam-k": every_fifth,
+        "looksam": every_fifth,
+        "look-layersam": every_fifth,
+        "nusam": 1 - math.ceil(0.1 * steps) / steps,
+    }
+    for method, fraction in exact.items():
+        assert runs.loc[method, "sam_fraction"] == pytest.approx(fraction), method
+    assert 0.25 <= runs.loc["ss-sam", "sam_fraction"] <= 0.75
+    assert 0.0 < runs.loc["ae-sam", "sam_fraction"] < 1.0
+    expected_evals = (runs["steps"] * (1 + runs["sam_fraction"])).round()
+    assert (runs["grad_evals"] == expected_evals).all()
+    registry_presets = set(Registry.from_plugins().names("preset"))
+    assert registry_presets <= set(runs.index)  # the smoke suite covers every preset
