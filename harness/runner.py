@@ -110,14 +110,24 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) of ``model`` in eval mode; restores the mode."""
+def evaluate(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) of ``model`` in eval mode; restores the mode.
+
+    prepare: turns a stored batch into model input (the dataset's ``model_input``).
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=inputs.device)
     correct = torch.zeros((), device=inputs.device, dtype=torch.long)
     for start in range(0, inputs.shape[0], batch_size):
-        logits = model(inputs[start : start + batch_size])
+        batch = inputs[start : start + batch_size]
+        logits = model(prepare(batch) if prepare is not None else batch)
         labels = targets[start : start + batch_size]
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(dim=1) == labels).sum()
@@ -154,6 +164,7 @@ def train(
     lr_scheduler = build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch)
     bn_modules = batchnorm_modules(model)
     shuffle = torch.Generator().manual_seed(run.seed)
+    augment = torch.Generator(device=device).manual_seed(run.seed)
     hooks = registry.manager.hook
     per_step_hook = bool(hooks.step_finished.get_hookimpls())
     if device.type == "cuda":
@@ -166,7 +177,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         last_rho = 0.0
         with Stopwatch(device) as train_clock:
-            for inputs, targets in data.train_batches(run.batch_size, shuffle):
+            for inputs, targets in data.train_batches(run.batch_size, shuffle, augment):
                 closure = BatchClosure(model, F.cross_entropy, inputs, targets, bn_modules)
                 timer.start()
                 loss = optimizer.step(closure)
@@ -191,7 +202,9 @@ def train(
         if not math.isfinite(state.train_loss):
             raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch + 1}")
         with Stopwatch(device) as eval_clock:
-            state.test_loss, state.test_acc = evaluate(model, data.test_x, data.test_y, run.eval_batch_size)
+            state.test_loss, state.test_acc = evaluate(
+                model, data.test_x, data.test_y, run.eval_batch_size, data.model_input
+            )
         state.eval_time_s += eval_clock.total
         state.best_test_acc = max(state.test_acc, state.best_test_acc) if state.epochs_completed else state.test_acc
         state.epochs_completed = epoch + 1
@@ -212,7 +225,7 @@ def train(
         if on_epoch is not None:
             on_epoch(run, epoch + 1, state.test_acc)
     with Stopwatch(device) as eval_clock:
-        _, state.train_acc = evaluate(model, data.train_x, data.train_y, run.eval_batch_size)
+        _, state.train_acc = evaluate(model, data.train_x, data.train_y, run.eval_batch_size, data.model_input)
     state.eval_time_s += eval_clock.total
     state.step_times = timer.durations
     state.optimizer_state_bytes = optimizer_state_bytes(optimizer)

@@ -105,18 +105,41 @@ class SchedulerSpec(Spec):
     kind: ClassVar[str] = "scheduler"
 
 
+def _load_optional(path: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    if path is None or callable(path):
+        return path
+    return load_object(path)
+
+
 @dataclass(frozen=True)
 class ModelSpec(Spec):
-    """A model: ``factory(*, num_classes, input_shape, **params) -> torch.nn.Module``."""
+    """A model: ``factory(*, num_classes, input_shape, **params) -> torch.nn.Module``.
+
+    check: optional callable (or lazy path) ``check(*, num_classes, input_shape, **params)`` that
+        raises ``ValueError`` with a clear message when the model cannot take that input (wrong
+        channels, image size or class count); ``harness validate`` calls it before anything trains.
+    """
 
     kind: ClassVar[str] = "model"
+    check: Callable[..., Any] | str | None = None
+
+    def load_check(self) -> Callable[..., Any] | None:
+        return _load_optional(self.check)
 
 
 @dataclass(frozen=True)
 class DatasetSpec(Spec):
-    """A dataset: ``factory(*, device, **params) -> harness.data.ClassificationData``."""
+    """A dataset: ``factory(*, device, **params) -> harness.data.ClassificationData``.
+
+    describe: optional callable (or lazy path) ``describe(**params) -> (input_shape, num_classes)``
+        that answers without loading the data, so suites can check model/dataset combinations.
+    """
 
     kind: ClassVar[str] = "dataset"
+    describe: Callable[..., Any] | str | None = None
+
+    def load_describe(self) -> Callable[..., Any] | None:
+        return _load_optional(self.describe)
 
 
 @dataclass(frozen=True)
