@@ -34,10 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
     run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a quick check: 1 epoch, first seed, highest noise rate, batch <= 64, <= 256 examples; "
+        "results go to <suite>-smoke",
+    )
 
     validate = commands.add_parser("validate", help="check a suite and print its expanded runs")
     validate.add_argument("suite")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--smoke", action="store_true", help="validate the --smoke version of the suite")
 
     plugins = commands.add_parser("plugins", help="list the registered components and their providers")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -62,7 +69,7 @@ def _load(args: argparse.Namespace):
     from harness.suite import load_suite
 
     registry = Registry.from_plugins()
-    return registry, load_suite(args.suite, registry, args.overrides)
+    return registry, load_suite(args.suite, registry, args.overrides, smoke=args.smoke)
 
 
 def _print_runs(suite) -> None:

@@ -167,6 +167,9 @@ class Registry:
     def get(self, kind: str, name: str) -> Any:
         """The spec of ``name``; ``UnknownNameError`` with a "did you mean" when there is none."""
         specs = self._kind(kind)
+        family = specs.get(name.split(":", 1)[0] + ":") if isinstance(name, str) and ":" in name else None
+        if name not in specs and family is not None and getattr(family, "suffix_param", "") and name != family.name:
+            return family.member(name)
         if name not in specs:
             known = ", ".join(sorted(specs)) or "none"
             raise UnknownNameError(f"unknown {kind} {name!r}{did_you_mean(name, specs)}; known {kind}s: {known}")

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 SCHEMA_VERSION = 1
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-RUN_SCHEMA = pa.schema(
+RUN_SCHEMA = pa.schema(  # names must be unique: test_results checks it
     [
         ("run_id", pa.string()),
         ("suite", pa.string()),
@@ -56,6 +56,13 @@ RUN_SCHEMA = pa.schema(
         ("test_loss", pa.float64()),
         ("train_loss", pa.float64()),
         ("train_acc", pa.float64()),
+        ("train_acc_clean", pa.float64()),
+        ("train_acc_noisy_given", pa.float64()),
+        ("train_acc_noisy_true", pa.float64()),
+        ("val_acc", pa.float64()),
+        ("best_val_acc", pa.float64()),
+        ("reference_test_acc", pa.float64()),
+        ("reference_source", pa.string()),
         ("train_time_s", pa.float64()),
         ("eval_time_s", pa.float64()),
         ("step_time_median_s", pa.float64()),
@@ -90,6 +97,10 @@ HISTORY_SCHEMA = pa.schema(
         ("train_acc", pa.float64()),
         ("test_loss", pa.float64()),
         ("test_acc", pa.float64()),
+        ("val_acc", pa.float64()),
+        ("train_acc_clean", pa.float64()),
+        ("train_acc_noisy_given", pa.float64()),
+        ("train_acc_noisy_true", pa.float64()),
         ("train_time_s", pa.float64()),
         ("sam_fraction", pa.float64()),
         ("grad_evals", pa.int64()),

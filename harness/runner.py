@@ -40,6 +40,7 @@ import harness
 from harness.closure import BatchClosure, batchnorm_modules
 from harness.data import ClassificationData
 from harness.errors import ProtocolError
+from harness.evaluation import evaluate, training_set_accuracies
 from harness.optim import optimizer_state_bytes
 from harness.plugins import Registry
 from harness.results import write_run
@@ -67,7 +68,9 @@ class RunState:
     test_loss: float = math.nan
     test_acc: float = math.nan
     best_test_acc: float = math.nan
-    train_acc: float = math.nan
+    val_acc: float | None = None
+    best_val_acc: float | None = None
+    train_accuracies: dict[str, float | None] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     optimizer_state_bytes: int = 0
@@ -107,33 +110,6 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any
         optimizer, sched=name, num_epochs=epochs, step_on_epochs=False, updates_per_epoch=steps_per_epoch, **options
     )
     return scheduler
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    batch_size: int,
-    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) of ``model`` in eval mode; restores the mode.
-
-    prepare: turns a stored batch into model input (the dataset's ``model_input``).
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=inputs.device)
-    correct = torch.zeros((), device=inputs.device, dtype=torch.long)
-    for start in range(0, inputs.shape[0], batch_size):
-        batch = inputs[start : start + batch_size]
-        logits = model(prepare(batch) if prepare is not None else batch)
-        labels = targets[start : start + batch_size]
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-    model.train(was_training)
-    count = max(1, inputs.shape[0])
-    return float(loss_sum) / count, float(correct) / count
 
 
 def train(
@@ -205,6 +181,12 @@ def train(
             state.test_loss, state.test_acc = evaluate(
                 model, data.test_x, data.test_y, run.eval_batch_size, data.model_input
             )
+            if data.val_x is not None:
+                _, state.val_acc = evaluate(model, data.val_x, data.val_y, run.eval_batch_size, data.model_input)
+                state.best_val_acc = max(state.val_acc, state.best_val_acc or 0.0)
+            last_epoch = epoch + 1 == run.epochs
+            if run.train_eval == "epoch" or last_epoch:
+                state.train_accuracies = training_set_accuracies(model, data, run.eval_batch_size)
         state.eval_time_s += eval_clock.total
         state.best_test_acc = max(state.test_acc, state.best_test_acc) if state.epochs_completed else state.test_acc
         state.epochs_completed = epoch + 1
@@ -217,6 +199,8 @@ def train(
                 "train_loss": state.train_loss,
                 "test_loss": state.test_loss,
                 "test_acc": state.test_acc,
+                "val_acc": state.val_acc,
+                **(state.train_accuracies if run.train_eval == "epoch" else {}),
                 "train_time_s": state.train_time_s,
                 "sam_fraction": state.perturbed_steps / state.steps,
                 "grad_evals": round(state.grad_evals),
@@ -224,9 +208,6 @@ def train(
         )
         if on_epoch is not None:
             on_epoch(run, epoch + 1, state.test_acc)
-    with Stopwatch(device) as eval_clock:
-        _, state.train_acc = evaluate(model, data.train_x, data.train_y, run.eval_batch_size, data.model_input)
-    state.eval_time_s += eval_clock.total
     state.step_times = timer.durations
     state.optimizer_state_bytes = optimizer_state_bytes(optimizer)
     if device.type == "cuda":
@@ -284,7 +265,14 @@ def result_row(
         "best_test_acc": _finite_or_none(state.best_test_acc),
         "test_loss": _finite_or_none(state.test_loss),
         "train_loss": _finite_or_none(state.train_loss),
-        "train_acc": _finite_or_none(state.train_acc),
+        "train_acc": state.train_accuracies.get("train_acc"),
+        "train_acc_clean": state.train_accuracies.get("train_acc_clean"),
+        "train_acc_noisy_given": state.train_accuracies.get("train_acc_noisy_given"),
+        "train_acc_noisy_true": state.train_accuracies.get("train_acc_noisy_true"),
+        "val_acc": state.val_acc,
+        "best_val_acc": state.best_val_acc,
+        "reference_test_acc": run.reference_test_acc,
+        "reference_source": run.reference_source,
         "train_time_s": state.train_time_s,
         "eval_time_s": state.eval_time_s,
         "step_time_median_s": step_median,

@@ -48,6 +48,8 @@ class Spec:
     paper: the reference the component implements (file and section in shared/papers), if any.
     choices: for parameters that take one of a few values, the allowed values (suites are checked
         against them before anything trains).
+    suffix_param: makes the spec a family: a name ending in ``:`` (``timm:``) then stands for every
+        ``timm:<suffix>``, and the suffix is passed as the parameter named here (``model``).
     provider, version: filled in by the registry (distribution name and version).
     """
 
@@ -59,6 +61,7 @@ class Spec:
     description: str = ""
     paper: str = ""
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    suffix_param: str = ""
     provider: str = ""
     version: str = ""
 
@@ -74,11 +77,23 @@ class Spec:
                 )
         elif not callable(self.factory):
             raise TypeError(f"{self.kind} {self.name!r}: factory must be callable or a 'pkg.mod:attr' string")
+        if self.suffix_param and not (self.name.endswith(":") and self.suffix_param in self.defaults):
+            raise ValueError(
+                f"{self.kind} {self.name!r}: a family spec (suffix_param={self.suffix_param!r}) needs a name ending "
+                f"in ':' and {self.suffix_param!r} in its defaults"
+            )
         object.__setattr__(self, "defaults", _freeze(self.defaults))
         object.__setattr__(self, "choices", _freeze({k: tuple(v) for k, v in dict(self.choices).items()}))
         for key, allowed in self.choices.items():
             if key not in self.defaults or self.defaults[key] not in allowed:
                 raise ValueError(f"{self.kind} {self.name!r}: choices for {key!r} must include its default")
+
+    def member(self, name: str) -> Spec:
+        """The spec of one member of a family (``timm:resnet50`` of ``timm:``)."""
+        suffix = name[len(self.name) :]
+        return dataclasses.replace(
+            self, name=name, suffix_param="", defaults={**self.defaults, self.suffix_param: suffix}
+        )
 
     def load(self) -> Callable[..., Any]:
         """Return the factory, importing it first if it is a lazy path."""

@@ -30,6 +30,7 @@ validation (``epochs=2`` is short for ``defaults.epochs=2``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -45,7 +46,18 @@ import yaml
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.plugins import Registry
 
-TOP_LEVEL_KEYS = ("name", "description", "defaults", "methods", "models", "datasets", "seeds", "noise_rates")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "defaults",
+    "methods",
+    "models",
+    "datasets",
+    "seeds",
+    "noise_rates",
+    "batch_sizes",
+    "reference",
+)
 RUN_DEFAULTS: dict[str, Any] = {
     "epochs": 15,
     "batch_size": 64,
@@ -53,7 +65,13 @@ RUN_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "base_optimizer": {"name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
     "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
+    "train_eval": "end",
 }
+TRAIN_EVAL = ("end", "epoch")
+#: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
+#: SMOKE_BATCH, and at most SMOKE_EXAMPLES training and test examples where the dataset can subsample.
+SMOKE_BATCH = 64
+SMOKE_EXAMPLES = 256
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
 LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
 LR_SCHEDULE_KEYS = (
@@ -98,6 +116,9 @@ class RunSpec:
     eval_batch_size: int
     device: str
     preset: str = ""
+    train_eval: str = "end"
+    reference_test_acc: float | None = None
+    reference_source: str = ""
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON-able data."""
@@ -117,6 +138,7 @@ class RunSpec:
             "batch_size": self.batch_size,
             "eval_batch_size": self.eval_batch_size,
             "device": self.device,
+            "train_eval": self.train_eval,
         }
 
     @property
@@ -199,8 +221,12 @@ class _Checker:
 _MISSING = object()
 
 
-def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Suite:
-    """Read, override, validate and expand the suite at ``path``. Raises ``SuiteError``."""
+def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = (), *, smoke: bool = False) -> Suite:
+    """Read, override, validate and expand the suite at ``path``. Raises ``SuiteError``.
+
+    smoke: shrink the suite for a quick check (see ``SMOKE_BATCH``); its name gets a ``-smoke`` suffix
+    so smoke results never mix with real ones.
+    """
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -215,7 +241,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     checker = _Checker(path, overrides)
     document = checker.mapping("(top level)", document if document is not None else _MISSING)
     document = apply_overrides(document, overrides, path)
-    return _validate(document, registry, checker, path)
+    return _validate(document, registry, checker, path, smoke=smoke)
 
 
 def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: str) -> dict[str, Any]:
@@ -257,7 +283,7 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
     return document
 
 
-def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, path: str) -> Suite:
+def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, path: str, *, smoke: bool) -> Suite:
     checker.keys("", document, TOP_LEVEL_KEYS)
     name = document.get("name", _MISSING)
     if not isinstance(name, str) or not _SUITE_NAME.match(name):
@@ -303,9 +329,121 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
                 f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise "
                 "(a dataset that does lists noise_rate in its defaults)",
             )
-    grid = itertools.product(methods, models, datasets, noise_rates, seeds)
-    runs = tuple(_run(name, settings, *axes) for axes in grid)
+    batch_sizes = [
+        checker.integer(f"batch_sizes[{i}]", b, 1)
+        for i, b in enumerate(checker.listed("batch_sizes", document.get("batch_sizes", [settings["batch_size"]])))
+    ]
+    _unique(checker, "batch_sizes", batch_sizes, what="batch size")
+    _check_combinations(checker, registry, models, datasets)
+    references = _references(checker, document.get("reference", []), path, methods, models)
+    if smoke:
+        name, settings, seeds, noise_rates, batch_sizes, datasets = _smoke(
+            registry, name, settings, seeds, noise_rates, batch_sizes, datasets
+        )
+    grid = itertools.product(methods, models, datasets, noise_rates, batch_sizes, seeds)
+    runs = tuple(_with_reference(_run(name, settings, *axes), references) for axes in grid)
     return Suite(name=name, description=description, path=path, runs=runs)
+
+
+def _smoke(registry, name, settings, seeds, noise_rates, batch_sizes, datasets):
+    """The ``--smoke`` version of a suite's axes (see ``SMOKE_BATCH``)."""
+    settings = {**settings, "epochs": 1}
+    limited = []
+    for dataset, params in datasets:
+        defaults = registry.get("dataset", dataset).defaults
+        params = dict(params)
+        for key in ("limit_train", "limit_test"):
+            if key in defaults and not params.get(key):
+                params[key] = SMOKE_EXAMPLES
+        limited.append((dataset, params))
+    batches = sorted({min(b, SMOKE_BATCH) for b in batch_sizes})
+    return f"{name}-smoke", settings, seeds[:1], [max(noise_rates)], batches, limited
+
+
+def _check_combinations(
+    checker: _Checker, registry: Registry, models: list[tuple[str, dict]], datasets: list[tuple[str, dict]]
+) -> None:
+    """Ask each model whether it can take each dataset's input, before anything trains."""
+    for j, (dataset, dataset_params) in enumerate(datasets):
+        describe = registry.get("dataset", dataset).load_describe()
+        if describe is None:
+            continue
+        try:
+            input_shape, num_classes = describe(**dataset_params)
+        except (ValueError, TypeError) as error:
+            raise checker.fail(f"datasets[{j}]", dataset, f"valid dataset parameters: {error}") from None
+        for i, (model, model_params) in enumerate(models):
+            check = registry.get("model", model).load_check()
+            if check is None:
+                continue
+            try:
+                check(num_classes=num_classes, input_shape=tuple(input_shape), **model_params)
+            except (ValueError, TypeError) as error:
+                raise SuiteError(
+                    f"{checker.source}: models[{i}] x datasets[{j}]: model {model!r} cannot train on dataset "
+                    f"{dataset!r} (input shape {tuple(input_shape)}, {num_classes} classes): {error}"
+                ) from None
+
+
+def _references(
+    checker: _Checker, raw: Any, path: str, methods: list[dict[str, Any]], models: list[tuple[str, dict]]
+) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
+    """Validate the ``reference`` block: each entry cites a paper table and maps names to the paper's."""
+    from harness.reference import DEFAULT_TABLE, REFERENCE_KEYS, read_table
+
+    if raw in (None, []):
+        return []
+    table_path = Path(path).resolve().parent / DEFAULT_TABLE
+    try:
+        rows = read_table(table_path)
+    except OSError as error:
+        raise checker.fail("reference", "...", f"the reference table at {table_path} ({error.strerror})") from None
+    method_names = [m["name"] for m in methods]
+    model_names = [m[0] for m in models]
+    blocks = []
+    for i, entry in enumerate(checker.listed("reference", raw)):
+        key = f"reference[{i}]"
+        block = checker.mapping(key, entry)
+        checker.keys(key, block, REFERENCE_KEYS)
+        for required in ("paper", "table", "methods", "models"):
+            if required not in block:
+                raise checker.fail(f"{key}.{required}", _MISSING, "a value (see the README's reference section)")
+        cited = [r for r in rows if r["paper"] == block["paper"] and r["table"] == block["table"]]
+        if not cited:
+            known = sorted({f"{r['paper']} {r['table']}" for r in rows})
+            raise checker.fail(
+                f"{key}.table", f"{block['paper']} {block['table']}", f"a table of {table_path}: {known}"
+            )
+        for mapping_key, names, column in (("methods", method_names, "method"), ("models", model_names, "model")):
+            mapping = checker.mapping(f"{key}.{mapping_key}", block[mapping_key])
+            paper_names = sorted({r[column] for r in cited})
+            for ours, theirs in mapping.items():
+                if ours not in names:
+                    raise checker.fail(
+                        f"{key}.{mapping_key}.{ours}",
+                        ours,
+                        f"one of this suite's {mapping_key}{did_you_mean(ours, names)}",
+                    )
+                if theirs not in paper_names:
+                    raise checker.fail(
+                        f"{key}.{mapping_key}.{ours}",
+                        theirs,
+                        f"a {column} of {block['paper']} {block['table']}{did_you_mean(str(theirs), paper_names)}: "
+                        f"{', '.join(paper_names)}",
+                    )
+        blocks.append((block, rows))
+    return blocks
+
+
+def _with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[dict[str, str]]]]) -> RunSpec:
+    """Attach the first published value that matches the run (the suite's reference blocks, in order)."""
+    from harness.reference import lookup
+
+    for block, rows in references:
+        found = lookup(rows, block, method=run.method, model=run.model, dataset=run.dataset, noise_rate=run.noise_rate)
+        if found is not None:
+            return dataclasses.replace(run, reference_test_acc=found.test_acc, reference_source=found.source)
+    return run
 
 
 def _unique(checker: _Checker, key: str, values: Sequence[Any], *, what: str, field: str = "") -> None:
@@ -329,6 +467,12 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
     settings = {**RUN_DEFAULTS, **defaults}
     for key in ("epochs", "batch_size", "eval_batch_size"):
         settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
+    if settings["train_eval"] not in TRAIN_EVAL:
+        raise checker.fail(
+            "defaults.train_eval",
+            settings["train_eval"],
+            "end (evaluate the training set after the last epoch) or epoch (after every epoch)",
+        )
     if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
         raise checker.fail("defaults.device", settings["device"], "auto, cpu, cuda, cuda:N or mps")
     base_optimizer = settings["base_optimizer"]
@@ -535,6 +679,7 @@ def _run(
     model: tuple[str, dict[str, Any]],
     dataset: tuple[str, dict[str, Any]],
     noise_rate: float,
+    batch_size: int,
     seed: int,
 ) -> RunSpec:
     dataset_name, dataset_params = dataset
@@ -557,7 +702,8 @@ def _run(
         noise_rate=noise_rate,
         seed=seed,
         epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
+        batch_size=batch_size,
         eval_batch_size=settings["eval_batch_size"],
         device=settings["device"],
+        train_eval=settings["train_eval"],
     )
