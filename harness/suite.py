@@ -389,7 +389,7 @@ def _references(
     checker: _Checker, raw: Any, path: str, methods: list[dict[str, Any]], models: list[tuple[str, dict]]
 ) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
     """Validate the ``reference`` block: each entry cites a paper table and maps names to the paper's."""
-    from harness.reference import DEFAULT_TABLE, REFERENCE_KEYS, read_table
+    from harness.reference import DEFAULT_TABLE, REFERENCE_KEYS, model_key_name, read_table
 
     if raw in (None, []):
         return []
@@ -418,7 +418,7 @@ def _references(
             mapping = checker.mapping(f"{key}.{mapping_key}", block[mapping_key])
             paper_names = sorted({r[column] for r in cited})
             for ours, theirs in mapping.items():
-                if ours not in names:
+                if (model_key_name(str(ours)) if mapping_key == "models" else ours) not in names:
                     raise checker.fail(
                         f"{key}.{mapping_key}.{ours}",
                         ours,
@@ -440,7 +440,15 @@ def _with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[di
     from harness.reference import lookup
 
     for block, rows in references:
-        found = lookup(rows, block, method=run.method, model=run.model, dataset=run.dataset, noise_rate=run.noise_rate)
+        found = lookup(
+            rows,
+            block,
+            method=run.method,
+            model=run.model,
+            model_params=run.model_params,
+            dataset=run.dataset,
+            noise_rate=run.noise_rate,
+        )
         if found is not None:
             return dataclasses.replace(run, reference_test_acc=found.test_acc, reference_source=found.source)
     return run
