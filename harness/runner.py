@@ -41,6 +41,7 @@ from harness.closure import BatchClosure, batchnorm_modules
 from harness.data import ClassificationData
 from harness.errors import ProtocolError
 from harness.evaluation import evaluate, training_set_accuracies
+from harness.metrics import Batch, Metric, metric_batches, run_metrics
 from harness.optim import optimizer_state_bytes
 from harness.plugins import Registry
 from harness.results import write_run
@@ -70,6 +71,9 @@ class RunState:
     best_test_acc: float = math.nan
     val_acc: float | None = None
     best_val_acc: float | None = None
+    time_to_target_s: float | None = None
+    metric_time_s: float = 0.0
+    metric_values: dict[str, Any] = field(default_factory=dict)
     train_accuracies: dict[str, float | None] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -112,15 +116,26 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any
     return scheduler
 
 
-def train(
-    run: RunSpec, registry: Registry, *, state: RunState | None = None, on_epoch: EpochCallback | None = None
-) -> RunState:
-    """Train ``run`` and return its measurements. Raises ``Diverged`` or whatever training raised.
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the registry."""
 
-    Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
-    the epochs finished before a failure.
-    """
-    state = state if state is not None else RunState()
+    device: torch.device
+    data: ClassificationData
+    model: nn.Module
+    base_optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    bn_modules: list[nn.Module]
+    shuffle: torch.Generator
+    augment: torch.Generator
+    metrics: list[tuple[str, Metric]]
+    metric_batches: list[Batch]
+    steps_per_epoch: int
+
+
+def build(run: RunSpec, registry: Registry) -> Setup:
+    """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``."""
     device = resolve_device(run.device)
     seed_everything(run.seed)
     data: ClassificationData = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
@@ -137,82 +152,128 @@ def train(
     steps_per_epoch = data.steps_per_epoch(run.batch_size)
     optimizer.total_steps = run.epochs * steps_per_epoch
     optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))
-    lr_scheduler = build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch)
-    bn_modules = batchnorm_modules(model)
-    shuffle = torch.Generator().manual_seed(run.seed)
-    augment = torch.Generator(device=device).manual_seed(run.seed)
-    hooks = registry.manager.hook
-    per_step_hook = bool(hooks.step_finished.get_hookimpls())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    hooks.run_started(run=run)
+    metrics = [(name, registry.create("metric", name, **params)) for name, params in run.metrics]
+    return Setup(
+        device=device,
+        data=data,
+        model=model,
+        base_optimizer=base_optimizer,
+        optimizer=optimizer,
+        lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
+        bn_modules=batchnorm_modules(model),
+        shuffle=torch.Generator().manual_seed(run.seed),
+        augment=torch.Generator(device=device).manual_seed(run.seed),
+        metrics=metrics,
+        metric_batches=metric_batches(data, batches=run.metric_batches, batch_size=run.metric_batch_size, seed=run.seed)
+        if metrics
+        else [],
+        steps_per_epoch=steps_per_epoch,
+    )
 
-    timer = StepTimer(device)
-    model.train()
-    for epoch in range(run.epochs):
-        loss_sum = torch.zeros((), device=device)
-        last_rho = 0.0
-        with Stopwatch(device) as train_clock:
-            for inputs, targets in data.train_batches(run.batch_size, shuffle, augment):
-                closure = BatchClosure(model, F.cross_entropy, inputs, targets, bn_modules)
-                timer.start()
-                loss = optimizer.step(closure)
-                timer.stop()
-                lr_scheduler.step_update(num_updates=state.steps + 1)
-                info = optimizer.last_step
-                if info.perturbed and closure.evaluations < 2 - 1e-6:
-                    raise ProtocolError(
-                        f"optimizer {run.optimizer!r} reported a perturbed step after "
-                        f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
-                    )
-                state.grad_evals += closure.evaluations
-                state.perturbed_steps += int(info.perturbed)
-                last_rho = info.rho
-                loss_sum += loss
-                if per_step_hook:
-                    hooks.step_finished(run=run, step=state.steps, info=info)
-                state.steps += 1
-        timer.flush()
-        state.train_time_s += train_clock.total
-        state.train_loss = float(loss_sum) / steps_per_epoch
+
+def train(
+    run: RunSpec, registry: Registry, *, state: RunState | None = None, on_epoch: EpochCallback | None = None
+) -> RunState:
+    """Train ``run`` and return its measurements. Raises ``Diverged`` or whatever training raised.
+
+    Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
+    the epochs finished before a failure.
+    """
+    state = state if state is not None else RunState()
+    setup = build(run, registry)
+    hooks = registry.manager.hook
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    hooks.run_started(run=run)
+    timer = StepTimer(setup.device)
+    for epoch in range(1, run.epochs + 1):
+        last_rho = _train_epoch(run, setup, state, timer, hooks)
         if not math.isfinite(state.train_loss):
-            raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch + 1}")
-        with Stopwatch(device) as eval_clock:
-            state.test_loss, state.test_acc = evaluate(
-                model, data.test_x, data.test_y, run.eval_batch_size, data.model_input
-            )
-            if data.val_x is not None:
-                _, state.val_acc = evaluate(model, data.val_x, data.val_y, run.eval_batch_size, data.model_input)
-                state.best_val_acc = max(state.val_acc, state.best_val_acc or 0.0)
-            last_epoch = epoch + 1 == run.epochs
-            if run.train_eval == "epoch" or last_epoch:
-                state.train_accuracies = training_set_accuracies(model, data, run.eval_batch_size)
-        state.eval_time_s += eval_clock.total
-        state.best_test_acc = max(state.test_acc, state.best_test_acc) if state.epochs_completed else state.test_acc
-        state.epochs_completed = epoch + 1
+            raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch}")
+        row = _evaluate_epoch(run, setup, state, epoch)
         state.history.append(
             {
-                "epoch": epoch + 1,
+                "epoch": epoch,
                 "step": state.steps,
-                "lr": float(base_optimizer.param_groups[0]["lr"]),
+                "lr": float(setup.base_optimizer.param_groups[0]["lr"]),
                 "rho": last_rho,
                 "train_loss": state.train_loss,
-                "test_loss": state.test_loss,
-                "test_acc": state.test_acc,
-                "val_acc": state.val_acc,
-                **(state.train_accuracies if run.train_eval == "epoch" else {}),
                 "train_time_s": state.train_time_s,
                 "sam_fraction": state.perturbed_steps / state.steps,
                 "grad_evals": round(state.grad_evals),
+                **row,
             }
         )
         if on_epoch is not None:
-            on_epoch(run, epoch + 1, state.test_acc)
+            on_epoch(run, epoch, state.test_acc)
     state.step_times = timer.durations
-    state.optimizer_state_bytes = optimizer_state_bytes(optimizer)
-    if device.type == "cuda":
-        state.peak_device_bytes = int(torch.cuda.max_memory_allocated(device))
+    state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
+    if setup.device.type == "cuda":
+        state.peak_device_bytes = int(torch.cuda.max_memory_allocated(setup.device))
     return state
+
+
+def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, hooks: Any) -> float:
+    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho."""
+    per_step_hook = bool(hooks.step_finished.get_hookimpls())
+    loss_sum = torch.zeros((), device=setup.device)
+    last_rho = 0.0
+    setup.model.train()
+    with Stopwatch(setup.device) as clock:
+        for inputs, targets in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
+            closure = BatchClosure(setup.model, F.cross_entropy, inputs, targets, setup.bn_modules)
+            timer.start()
+            loss = setup.optimizer.step(closure)
+            timer.stop()
+            setup.lr_scheduler.step_update(num_updates=state.steps + 1)
+            info = setup.optimizer.last_step
+            if info.perturbed and closure.evaluations < 2 - 1e-6:
+                raise ProtocolError(
+                    f"optimizer {run.optimizer!r} reported a perturbed step after "
+                    f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
+                )
+            state.grad_evals += closure.evaluations
+            state.perturbed_steps += int(info.perturbed)
+            last_rho = info.rho
+            loss_sum += loss
+            if per_step_hook:
+                hooks.step_finished(run=run, step=state.steps, info=info)
+            state.steps += 1
+    timer.flush()
+    state.train_time_s += clock.total
+    state.train_loss = float(loss_sum) / setup.steps_per_epoch
+    return last_rho
+
+
+def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> dict[str, Any]:
+    """Test (and validation, training-set, metric) evaluation after an epoch, outside the train clock."""
+    data, model = setup.data, setup.model
+    last = epoch == run.epochs
+    row: dict[str, Any] = {}
+    with Stopwatch(setup.device) as clock:
+        state.test_loss, state.test_acc = evaluate(
+            model, data.test_x, data.test_y, run.eval_batch_size, data.model_input
+        )
+        row.update(test_loss=state.test_loss, test_acc=state.test_acc)
+        if data.val_x is not None:
+            _, state.val_acc = evaluate(model, data.val_x, data.val_y, run.eval_batch_size, data.model_input)
+            state.best_val_acc = max(state.val_acc, state.best_val_acc or 0.0)
+            row["val_acc"] = state.val_acc
+        if run.train_eval == "epoch" or last:
+            state.train_accuracies = training_set_accuracies(model, data, run.eval_batch_size)
+            if run.train_eval == "epoch":
+                row.update(state.train_accuracies)
+    state.eval_time_s += clock.total
+    state.best_test_acc = state.test_acc if epoch == 1 else max(state.test_acc, state.best_test_acc)
+    if run.target_acc is not None and state.time_to_target_s is None and state.test_acc >= run.target_acc:
+        state.time_to_target_s = state.train_time_s
+    state.epochs_completed = epoch
+    if setup.metrics and (last or (run.metric_every and epoch % run.metric_every == 0)):
+        with Stopwatch(setup.device) as clock:
+            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, F.cross_entropy)
+        state.metric_time_s += clock.total
+        row.update(state.metric_values)
+    return row
 
 
 def _harness_version() -> str:
@@ -237,7 +298,7 @@ def result_row(
 ) -> dict[str, Any]:
     """The run's result row (columns of ``harness.results.RUN_SCHEMA``)."""
     device = resolve_device(run.device)
-    step_median = statistics.median(state.step_times) if state.step_times else None
+    quantiles = _step_quantiles(state.step_times)
     return {
         "run_id": run.run_id,
         "suite": run.suite,
@@ -275,7 +336,12 @@ def result_row(
         "reference_source": run.reference_source,
         "train_time_s": state.train_time_s,
         "eval_time_s": state.eval_time_s,
-        "step_time_median_s": step_median,
+        "step_time_median_s": quantiles[1],
+        "step_time_p10_s": quantiles[0],
+        "step_time_p90_s": quantiles[2],
+        "metric_time_s": state.metric_time_s,
+        "time_to_target_s": state.time_to_target_s,
+        "target_acc": run.target_acc,
         "throughput_samples_per_s": (state.steps * run.batch_size / state.train_time_s) if state.train_time_s else None,
         "sam_fraction": state.perturbed_steps / state.steps if state.steps else None,
         "perturbed_steps": state.perturbed_steps,
@@ -290,9 +356,20 @@ def result_row(
         "harness_version": _harness_version(),
         "plugin_versions": _plugin_versions(run, registry),
         "config": json.dumps(run.config(), sort_keys=True),
+        **state.metric_values,
         "started_at": started,
         "finished_at": datetime.now(timezone.utc),
     }
+
+
+def _step_quantiles(times: list[float]) -> tuple[float | None, float | None, float | None]:
+    """p10, median and p90 of the step times (``statistics.quantiles``, inclusive method)."""
+    if not times:
+        return None, None, None
+    if len(times) == 1:
+        return times[0], times[0], times[0]
+    deciles = statistics.quantiles(times, n=10, method="inclusive")
+    return deciles[0], statistics.median(times), deciles[-1]
 
 
 def _finite_or_none(value: float) -> float | None:

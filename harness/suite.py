@@ -56,6 +56,7 @@ TOP_LEVEL_KEYS = (
     "seeds",
     "noise_rates",
     "batch_sizes",
+    "metrics",
     "reference",
 )
 RUN_DEFAULTS: dict[str, Any] = {
@@ -66,6 +67,10 @@ RUN_DEFAULTS: dict[str, Any] = {
     "base_optimizer": {"name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
     "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
     "train_eval": "end",
+    "metric_every": 0,
+    "metric_batches": 4,
+    "metric_batch_size": 128,
+    "target_acc": None,
 }
 TRAIN_EVAL = ("end", "epoch")
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
@@ -117,6 +122,11 @@ class RunSpec:
     device: str
     preset: str = ""
     train_eval: str = "end"
+    metrics: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    metric_every: int = 0
+    metric_batches: int = 4
+    metric_batch_size: int = 128
+    target_acc: float | None = None
     reference_test_acc: float | None = None
     reference_source: str = ""
 
@@ -139,6 +149,11 @@ class RunSpec:
             "eval_batch_size": self.eval_batch_size,
             "device": self.device,
             "train_eval": self.train_eval,
+            "metrics": [{"name": name, **params} for name, params in self.metrics],
+            "metric_every": self.metric_every,
+            "metric_batches": self.metric_batches,
+            "metric_batch_size": self.metric_batch_size,
+            "target_acc": self.target_acc,
         }
 
     @property
@@ -335,6 +350,11 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     ]
     _unique(checker, "batch_sizes", batch_sizes, what="batch size")
     _check_combinations(checker, registry, models, datasets)
+    settings["metrics"] = tuple(
+        _component(checker, registry, "metric", f"metrics[{i}]", entry)
+        for i, entry in enumerate(document.get("metrics") or [])
+    )
+    _unique(checker, "metrics", list(settings["metrics"]), what="metric (same name and parameters)")
     references = _references(checker, document.get("reference", []), path, methods, models)
     if smoke:
         name, settings, seeds, noise_rates, batch_sizes, datasets = _smoke(
@@ -473,8 +493,11 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
     defaults = checker.mapping("defaults", raw)
     checker.keys("defaults", defaults, list(RUN_DEFAULTS))
     settings = {**RUN_DEFAULTS, **defaults}
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size", "eval_batch_size", "metric_batches", "metric_batch_size"):
         settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
+    settings["metric_every"] = checker.integer("defaults.metric_every", settings["metric_every"], 0)
+    if settings["target_acc"] is not None:
+        settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:
         raise checker.fail(
             "defaults.train_eval",
@@ -714,4 +737,9 @@ def _run(
         eval_batch_size=settings["eval_batch_size"],
         device=settings["device"],
         train_eval=settings["train_eval"],
+        metrics=settings["metrics"],
+        metric_every=settings["metric_every"],
+        metric_batches=settings["metric_batches"],
+        metric_batch_size=settings["metric_batch_size"],
+        target_acc=settings["target_acc"],
     )
