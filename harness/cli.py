@@ -12,9 +12,9 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
     run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
     run.add_argument(
+        "--executor",
+        help="how runs are executed: local (default), submitit, ray, ... (overrides the suite's executor block)",
+    )
+    run.add_argument("--workers", type=int, help="parallel workers of the executor (local: processes)")
+    run.add_argument(
         "--smoke",
         action="store_true",
         help="a quick check: 1 epoch, first seed, highest noise rate, batch <= 64, <= 256 examples; "
@@ -49,8 +54,35 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the registered components and their providers")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    report = commands.add_parser("report", help="summarize a suite's results as a Markdown table")
-    report.add_argument("results", help="a suite's results folder, RESULTS_DIR/<suite>")
+    report = commands.add_parser(
+        "report",
+        help="tables, significance tests and figures: OUT/report.md, OUT/report.html, PNGs, OUT/summary.parquet",
+    )
+    report.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS_DIR",
+        help="a suite's results folder (RESULTS_DIR/<suite>) or a folder of them; several may be given",
+    )
+    report.add_argument("-o", "--out", help="output folder (default: <first RESULTS_DIR>/report)")
+    report.add_argument(
+        "--reference", default="sam", metavar="METHOD", help="the method others are tested against (default: sam)"
+    )
+
+    compare = commands.add_parser(
+        "compare", help="match the runs of two results folders by configuration: deltas, significance, gates"
+    )
+    compare.add_argument("base", metavar="BASE_DIR", help="results folder (or suite folder) of the baseline")
+    compare.add_argument("new", metavar="NEW_DIR", help="results folder (or suite folder) to check against it")
+    compare.add_argument(
+        "--fail-on",
+        dest="gates",
+        action="append",
+        default=[],
+        metavar="METRIC:THRESHOLD",
+        help="exit 1 when a condition's mean change crosses the threshold: test_acc:-0.005 (new - base < -0.005), "
+        "train_time_s:+10%% (new > 1.1 x base), grad_evals:0 (any change)",
+    )
     return parser
 
 
@@ -58,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``harness`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "plugins": _plugins, "report": _report}[args.command](args)
+        commands = {"run": _run, "validate": _validate, "plugins": _plugins, "report": _report, "compare": _compare}
+        return commands[args.command](args)
     except HarnessError as error:  # SuiteError, PluginError, UnknownNameError: nothing has trained
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,30 +139,52 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _executor(args: argparse.Namespace, registry, suite):
+    """The executor from the suite's block, overridden by --executor / --workers."""
+    name, params = suite.executor
+    if args.executor and args.executor != name:
+        name, params = args.executor, {}
+    spec = registry.get("executor", name)
+    params = dict(params)
+    if args.workers is not None:
+        if args.workers < 1 or "workers" not in spec.defaults:
+            raise UsageError(
+                f"--workers {args.workers}: expected an integer >= 1 for an executor that takes workers "
+                f"({name!r} takes: {', '.join(spec.defaults) or 'no parameters'})"
+            )
+        params["workers"] = args.workers
+    return registry.create("executor", name, **params)
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.progress import SuiteProgress
-    from harness.results import finished_run_ids
-    from harness.runner import execute
+    from harness.results import finished_run_ids, read_runs, suite_dir
 
     registry, suite = _load(args)
     if args.dry_run:
         _print_runs(suite)
         return EXIT_OK
+    executor = _executor(args, registry, suite)
     done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
     pending = [run for run in suite.runs if run.run_id not in done]
     skipped = len(suite.runs) - len(pending)
-    statuses: Counter[str] = Counter()
+    interrupted = False
     with SuiteProgress(suite.name, pending) as progress:
-        for run in pending:
-            progress.started(run)
-            row = execute(run, registry, args.results_dir, on_epoch=progress.epoch)
-            statuses[row["status"]] += 1
-            progress.finished(run, row)
+        try:
+            executor.run(pending, results_dir=str(args.results_dir), events=progress)
+        except KeyboardInterrupt:
+            interrupted = True
+    rows = read_runs(suite_dir(args.results_dir, suite.name), columns=["run_id", "status"])
+    status_of = dict(zip(rows["run_id"], rows["status"], strict=True))
+    statuses = Counter(status_of.get(run.run_id, "not run") for run in pending)
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
     print(
         f"suite {suite.name}: {summary}; {skipped} already finished (skipped); "
         f"results in {args.results_dir}/{suite.name}"
     )
+    if interrupted:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
 
 
@@ -165,10 +220,20 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.report import accuracy_table
+    from harness.report import build
 
-    print(accuracy_table(args.results))
+    report = build(args.results, args.out, reference=args.reference)
+    print(report.markdown)
+    print(f"wrote {len(report.files)} files to {report.out}: report.md, report.html, summary.parquet and the figures")
     return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness.compare import Gate, compare
+
+    comparison = compare(args.base, args.new, [Gate.parse(text) for text in args.gates])
+    print(comparison.markdown)
+    return EXIT_RUN_FAILED if comparison.failures else EXIT_OK
 
 
 if __name__ == "__main__":

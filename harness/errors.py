@@ -29,6 +29,10 @@ class SuiteError(HarnessError):
     """A suite file is invalid. The message names the file, the key path, the value and what was expected."""
 
 
+class UsageError(HarnessError):
+    """A command-line option is wrong."""
+
+
 class ProtocolError(HarnessError):
     """A plugin broke the step protocol (for example a perturbed step with a single gradient evaluation)."""
 

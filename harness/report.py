@@ -1,60 +1,157 @@
-"""Results -> comparison tables. This first report prints test accuracy per method as Markdown.
+"""``harness report``: results folders -> report.md, report.html, the figures as PNG, summary.parquet.
 
-For every condition (dataset, model, noise rate) and method: test accuracy mean and standard
-deviation over seeds (as percentages), the number of seeds, %SAM, gradient evaluations and train
-time. Only runs with status ``ok`` count; the others are tallied in a ``not ok`` column.
+The report reads one or more results folders (``harness.gather``), refuses to average runs whose
+configurations differ in more than the seed, summarizes each condition and method over seeds with
+significance tests against a reference method (``harness.summary``), lists every failed or
+diverged run with its error, and draws the figures (``harness.figures``). The Markdown and the
+HTML show the same tables (``harness.report_tables``); ``summary.parquet`` holds the numbers
+behind them, one tidy row per condition and method.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tabulate import tabulate
 
-from harness.errors import HarnessError
-from harness.results import read_runs
+from harness.errors import UsageError, did_you_mean
+from harness.figures import method_colors, suite_figures
+from harness.gather import REPORT_MARKER, Results, check_averageable, load
+from harness.report_html import Picture, page
+from harness.report_tables import Table, failures_table, summary_table
+from harness.summary import SAM, failures, summarize, warnings_for
 
-CONDITION = ["dataset", "model", "noise_rate"]
+DPI = 100
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per condition and method, over the runs with status ``ok``."""
-    ok = runs[runs["status"] == "ok"]
-    grouped = ok.groupby([*CONDITION, "method"], sort=True)
-    summary = grouped.agg(
-        test_acc_mean=("test_acc", "mean"),
-        test_acc_std=("test_acc", "std"),
-        seeds=("seed", "nunique"),
-        sam_fraction=("sam_fraction", "mean"),
-        grad_evals=("grad_evals", "mean"),
-        train_time_s=("train_time_s", "mean"),
+@dataclass(frozen=True)
+class Report:
+    """What ``build`` wrote and the Markdown it printed."""
+
+    markdown: str
+    out: Path
+    files: tuple[Path, ...]
+    summary: pd.DataFrame
+
+
+def default_out(paths: Sequence[str | Path]) -> Path:
+    """``<first results folder>/report``."""
+    return Path(paths[0]) / "report"
+
+
+def build(paths: Sequence[str | Path], out: str | Path | None = None, reference: str = SAM) -> Report:
+    """Read ``paths``, write the report to ``out`` (default ``default_out(paths)``), return it."""
+    results = load(paths)
+    runs = results.runs
+    check_averageable(runs)
+    methods = set(runs["method"].dropna())
+    if reference not in methods:
+        raise UsageError(
+            f"--reference {reference!r}: no run of that method in the results{did_you_mean(reference, methods)}; "
+            f"methods: {', '.join(sorted(methods))}"
+        )
+    summary = summarize(runs, reference)
+    failed = failures(runs)
+    notes = warnings_for(summary)
+    out = Path(out) if out is not None else default_out(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = _draw(summary, results, out)
+    markdown = _markdown(results, summary, failed, notes, pictures, reference)
+    summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
+    summary.to_parquet(summary_path, index=False)
+    markdown_path.write_text(markdown)
+    html_path.write_text(
+        page(
+            title="SAM harness report",
+            intro=_intro(results, reference),
+            summary=summary_table(summary, with_suite=True),
+            warnings=notes,
+            failures=failures_table(failed),
+            errors=_full_errors(failed),
+            pictures=pictures,
+        )
     )
-    not_ok = runs[runs["status"] != "ok"].groupby([*CONDITION, "method"]).size().rename("not_ok")
-    return summary.join(not_ok, how="outer").fillna({"not_ok": 0}).reset_index()
+    files = (markdown_path, html_path, summary_path, *(out / p.name for p in pictures))
+    return Report(markdown, out, files, summary)
 
 
-def accuracy_table(folder: str | Path) -> str:
-    """The Markdown table of ``harness report`` for one suite folder."""
-    runs = read_runs(folder)
-    if runs.empty:
-        raise HarnessError(f"{folder}: no result files (*.parquet); run a suite first: harness run SUITE")
-    summary = summarize(runs)
-    table = pd.DataFrame(
-        {
-            "dataset": summary["dataset"],
-            "model": summary["model"],
-            "noise": summary["noise_rate"],
-            "method": summary["method"],
-            "test acc % (mean +- std)": [
-                f"{100 * m:.2f} +- {100 * s:.2f}" if pd.notna(s) else (f"{100 * m:.2f}" if pd.notna(m) else "-")
-                for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"], strict=True)
-            ],
-            "seeds": summary["seeds"].fillna(0).astype(int),
-            "%SAM": (100 * summary["sam_fraction"]).round(1),
-            "grad evals": summary["grad_evals"].round(0),
-            "train time s": summary["train_time_s"].round(2),
-            "not ok": summary["not_ok"].astype(int),
-        }
+def _draw(summary: pd.DataFrame, results: Results, out: Path) -> list[Picture]:
+    """Every suite's figures, saved as PNG in ``out``; returned with their bytes for the HTML."""
+    colors = method_colors(results.runs["method"].dropna())
+    pictures = []
+    for suite, rows in summary.groupby("suite", sort=True):
+        runs = results.runs[results.runs["suite"] == suite]
+        history = results.history[results.history["source"].isin(set(runs["source"]))]
+        for plot in suite_figures(rows, runs, history, colors):
+            buffer = io.BytesIO()
+            plot.figure.savefig(buffer, format="png", dpi=DPI)
+            (out / plot.name).write_bytes(buffer.getvalue())
+            pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
+    return pictures
+
+
+def _intro(results: Results, reference: str) -> list[str]:
+    runs = results.runs
+    counts = runs.groupby(["source", "suite"], sort=True)["status"].value_counts().unstack(fill_value=0)
+    read = "; ".join(
+        f"{source} (suite {suite}: {', '.join(f'{n} {status}' for status, n in row.items() if n)})"
+        for (source, suite), row in counts.iterrows()
     )
-    suite = runs["suite"].iloc[0]
-    return f"## Suite {suite}\n\n" + table.to_markdown(index=False) + "\n"
+    return [
+        f"Results read from {read}.",
+        "Statistics over seeds, ok runs only: mean +- sample standard deviation (accuracies in %), and the 95% "
+        "confidence interval of the mean (Student's t with n - 1 degrees of freedom).",
+        f"Significance against {reference}: two-sided Welch's t-test and Mann-Whitney U test on the final test "
+        "accuracy; p-values Holm-adjusted within each condition (raw values in summary.parquet); "
+        '"n too small" when either side has fewer than 2 ok seeds.',
+        "The best mean test accuracy of each condition is in bold. x ERM and x SAM: mean train time over that of "
+        "erm and of sam in the same condition. not ok: failed and diverged runs, listed below with their errors.",
+    ]
+
+
+def _markdown_table(data: Table) -> str:
+    rows = [
+        [f"**{cell}**" if (i, j) in data.bold else cell.replace("|", "\\|") for j, cell in enumerate(row)]
+        for i, row in enumerate(data.rows)
+    ]
+    return tabulate(rows, headers=data.columns, tablefmt="pipe", disable_numparse=True)
+
+
+def _full_errors(failed: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run_id, error) for the errors longer than their first line (tracebacks)."""
+    return [
+        (run_id, error.strip())
+        for run_id, error in zip(failed["run_id"], failed["error"], strict=True)
+        if isinstance(error, str) and "\n" in error.strip()
+    ]
+
+
+def _markdown(
+    results: Results,
+    summary: pd.DataFrame,
+    failed: pd.DataFrame,
+    notes: list[str],
+    pictures: list[Picture],
+    reference: str,
+) -> str:
+    parts = ["# SAM harness report", *_intro(results, reference)]
+    for suite, rows in summary.groupby("suite", sort=True):
+        parts += [f"## Suite {suite}", _markdown_table(summary_table(rows))]
+        sources = sorted(s for s in rows["reference_source"].unique() if s)
+        if sources:
+            parts.append("Published numbers: " + "; ".join(sources) + ".")
+    if notes:
+        parts += ["## Warnings", "\n".join(f"- {note}" for note in notes)]
+    parts.append(f"## Failed and diverged runs ({len(failed)})")
+    if failed.empty:
+        parts.append("None: every run finished ok.")
+    else:
+        parts.append(_markdown_table(failures_table(failed)))
+        parts += [f"`{run_id}`:\n\n```\n{text}\n```" for run_id, text in _full_errors(failed)]
+    parts.append("## Figures")
+    parts += [f"![{p.caption}]({p.name})" for p in pictures]
+    return "\n\n".join(parts) + "\n"

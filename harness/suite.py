@@ -58,7 +58,9 @@ TOP_LEVEL_KEYS = (
     "batch_sizes",
     "metrics",
     "reference",
+    "executor",
 )
+DEFAULT_EXECUTOR = "local"
 RUN_DEFAULTS: dict[str, Any] = {
     "epochs": 15,
     "batch_size": 64,
@@ -171,6 +173,7 @@ class Suite:
     description: str
     path: str
     runs: tuple[RunSpec, ...] = field(default_factory=tuple)
+    executor: tuple[str, Mapping[str, Any]] = (DEFAULT_EXECUTOR, {})
 
 
 class _Checker:
@@ -362,7 +365,17 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
         )
     grid = itertools.product(methods, models, datasets, noise_rates, batch_sizes, seeds)
     runs = tuple(_with_reference(_run(name, settings, *axes), references) for axes in grid)
-    return Suite(name=name, description=description, path=path, runs=runs)
+    executor = _executor(checker, registry, document.get("executor"))
+    return Suite(name=name, description=description, path=path, runs=runs, executor=executor)
+
+
+def _executor(checker: _Checker, registry: Registry, raw: Any) -> tuple[str, dict[str, Any]]:
+    """The suite's ``executor:`` block (how its runs are executed; not part of any run's config)."""
+    if raw is None:
+        if DEFAULT_EXECUTOR not in registry.names("executor"):
+            return DEFAULT_EXECUTOR, {}
+        raw = DEFAULT_EXECUTOR
+    return _component(checker, registry, "executor", "executor", raw)
 
 
 def _smoke(registry, name, settings, seeds, noise_rates, batch_sizes, datasets):

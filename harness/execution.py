@@ -1,0 +1,155 @@
+"""What executors need from the core: runs as JSON payloads, the worker entry point, crash records.
+
+Executor plugins (``register_executors``) build an object with one method::
+
+    executor.run(runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None
+
+It trains every run somewhere (a local process pool, a Slurm job array, Ray tasks), each through
+``run_worker`` in the process that trains it, which writes the run's own Parquet files and its log
+(``RESULTS_DIR/<suite>/logs/<run_id>.log``). Nothing needs to travel back through pickles: the driver
+reads the statuses from the files. ``events`` receives progress (``started``, ``epoch``,
+``finished``) where the executor can deliver it; an executor whose worker died without writing a
+row (a signal, the OOM killer, a preempted job) calls ``record_crash`` so the run is recorded as
+``failed`` and the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.results import suite_dir, write_run
+from harness.suite import RunSpec
+
+
+class RunEvents(Protocol):
+    """Progress callbacks an executor calls from the driver process (any may be a no-op)."""
+
+    def started(self, run: RunSpec, worker: str = "") -> None: ...
+
+    def epoch(self, run: RunSpec, epoch: int, test_acc: float) -> None: ...
+
+    def finished(self, run: RunSpec, row: Mapping[str, Any]) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs a list of runs to completion (or to a recorded failure)."""
+
+    def run(self, runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None: ...
+
+
+def run_payload(run: RunSpec) -> dict[str, Any]:
+    """``run`` as plain JSON-able data (what crosses process and machine boundaries)."""
+    payload = dataclasses.asdict(run)
+    payload["metrics"] = [[name, dict(params)] for name, params in run.metrics]
+    return json.loads(json.dumps(payload))
+
+
+def run_from_payload(payload: Mapping[str, Any]) -> RunSpec:
+    """The ``RunSpec`` that ``run_payload`` described."""
+    fields = dict(payload)
+    fields["metrics"] = tuple((name, dict(params)) for name, params in fields.get("metrics", ()))
+    return RunSpec(**fields)
+
+
+def log_path(results_dir: str | Path, run: RunSpec) -> Path:
+    """Where a run's log goes."""
+    return suite_dir(results_dir, run.suite) / "logs" / f"{run.run_id}.log"
+
+
+@contextlib.contextmanager
+def _redirected(path: Path):
+    """Send this process's stdout and stderr (file descriptors too) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        old_streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            yield log
+        finally:
+            sys.stdout, sys.stderr = old_streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_worker(
+    payload: Mapping[str, Any],
+    results_dir: str,
+    *,
+    threads: int | None = None,
+    on_epoch: Callable[[str, int, float], None] | None = None,
+) -> str:
+    """Train one run in this process (a fresh one, ideally) and write its files; return its status.
+
+    threads: torch's intra-op threads for this run (executors split the cores between workers).
+    on_epoch: ``on_epoch(run_id, epoch, test_acc)`` after every epoch (progress for the driver).
+    """
+    import torch
+
+    from harness.plugins import Registry
+    from harness.runner import execute
+
+    run = run_from_payload(payload)
+    if threads:
+        torch.set_num_threads(threads)
+    with _redirected(log_path(results_dir, run)) as log:
+        print(f"{datetime.now(timezone.utc).isoformat()} {run.run_id}: start on {os.uname().nodename}", file=log)
+        print(json.dumps(run.config(), sort_keys=True), file=log)
+        epoch_callback = None
+        if on_epoch is not None:
+
+            def epoch_callback(spec: RunSpec, epoch: int, test_acc: float) -> None:
+                print(f"epoch {epoch}/{spec.epochs} test_acc {test_acc:.4f}", file=log)
+                on_epoch(spec.run_id, epoch, test_acc)
+
+        row = execute(run, Registry.from_plugins(), results_dir, on_epoch=epoch_callback)
+        print(f"{datetime.now(timezone.utc).isoformat()} {run.run_id}: {row['status']} {row['error']}", file=log)
+    return row["status"]
+
+
+def record_crash(run: RunSpec, results_dir: str | Path, error: str) -> dict[str, Any]:
+    """Write a ``failed`` row for a run whose worker died before recording anything itself."""
+    now = datetime.now(timezone.utc)
+    row = {
+        "run_id": run.run_id,
+        "suite": run.suite,
+        "method": run.method,
+        "preset": run.preset,
+        "optimizer": run.optimizer,
+        "scheduler": run.scheduler,
+        "model": run.model,
+        "dataset": run.dataset,
+        "noise_rate": run.noise_rate,
+        "seed": run.seed,
+        "epochs": run.epochs,
+        "batch_size": run.batch_size,
+        "steps": 0,
+        "status": "failed",
+        "error": error,
+        "config": json.dumps(run.config(), sort_keys=True),
+        "started_at": now,
+        "finished_at": now,
+    }
+    write_run(results_dir, run.suite, row, [])
+    return row
+
+
+def describe_exception() -> str:
+    """The current exception as ``Type: message`` plus a short traceback (for crash records)."""
+    kind, value, _ = sys.exc_info()
+    return f"{kind.__name__ if kind else 'Error'}: {value}\n{traceback.format_exc(limit=-6)}"

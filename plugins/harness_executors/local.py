@@ -1,0 +1,239 @@
+"""The ``local`` executor: a fresh worker process per run, ``workers`` at a time, on this machine.
+
+Each run trains in a new process (``spawn``: a fresh interpreter; ``forkserver`` forks it from a
+clean server process), so its timing, peak memory and CUDA state are its own. Worker slot ``i``
+gets the GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set in the worker before
+torch touches CUDA, and ``threads_per_worker`` intra-op threads (by default the cores split evenly
+between the workers). With ``workers=1`` the runs train one after another, in order.
+
+Faults: a run that raises, diverges or runs out of memory is recorded by its own worker
+(``harness.execution.run_worker``); a worker that dies without writing a row (killed by a signal,
+the OOM killer, an error outside the run) is recorded ``failed`` by the driver, with the cause.
+
+Ctrl-C: a terminal sends SIGINT to the whole process group, so workers ignore it and the driver
+stops them with SIGTERM, which ends a run without writing its row (a rerun trains it again); then
+the driver re-raises ``KeyboardInterrupt`` for the CLI to report. Finished rows are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from harness.errors import UsageError
+from harness.execution import RunEvents, describe_exception, log_path, run_payload, run_worker
+from harness.suite import RunSpec
+from harness_executors.outcome import RowWatch
+from harness_executors.same_plugins import driver_entry_points, use_entry_points
+
+#: What the ``forkserver`` start method imports once, before it forks each worker.
+FORKSERVER_PRELOAD = ("torch", "harness.runner", "harness_executors.local")
+
+#: Seconds a worker has to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10.0
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def visible_gpus(gpus: str | Sequence[Any]) -> list[str]:
+    """The GPUs to hand out: ``"auto"`` (every visible CUDA device), ``""`` (none) or ``"0,1"`` / a list."""
+    if not isinstance(gpus, str):
+        return [str(gpu) for gpu in gpus]
+    if gpus.strip().lower() != "auto":
+        return [gpu.strip() for gpu in gpus.split(",") if gpu.strip()]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [gpu.strip() for gpu in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if gpu.strip() not in ("", "-1")]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    # nvidia-smi rather than torch: the driver then imports no torch and never initializes CUDA.
+    query = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
+    if query.returncode != 0:
+        return []
+    return [line.strip() for line in query.stdout.splitlines() if line.strip().isdigit()]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def work(
+    payload: dict[str, Any],
+    results_dir: str,
+    threads: int,
+    gpu: str | None,
+    entry_points: list[tuple[str, str]],
+    progress: Connection,
+) -> None:
+    """A worker process: train one run; epochs go to the driver through ``progress``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
+    signal.signal(signal.SIGTERM, _interrupt)  # ... and stops them with SIGTERM
+
+    def on_epoch(run_id: str, epoch: int, test_acc: float) -> None:
+        with contextlib.suppress(OSError):  # the driver is gone; the run still trains and writes its row
+            progress.send(("epoch", epoch, test_acc))
+
+    try:
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        use_entry_points(entry_points)
+        run_worker(payload, results_dir, threads=threads, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # outside the run's own recording (run_worker records the run's failures)
+        with contextlib.suppress(OSError):
+            progress.send(("error", describe_exception()))
+        sys.exit(1)
+
+
+def exit_cause(exitcode: int | None) -> str:
+    """Why a worker that wrote no row ended, from its exit code."""
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if number == signal.SIGKILL else ""
+        return f"worker process killed by signal {number} ({name}){hint}"
+    if exitcode:
+        return f"worker process exited with code {exitcode}"
+    return "worker process exited without writing the run's row"
+
+
+@dataclass
+class _Worker:
+    slot: int
+    run: RunSpec
+    process: BaseProcess
+    progress: Connection | None
+    watch: RowWatch
+    error: str = ""
+
+
+class LocalExecutor:
+    """Trains each run in a fresh process on this machine, ``workers`` processes at a time.
+
+    workers: processes training at the same time (1: one run after another, in order).
+    threads_per_worker: torch intra-op threads per worker; 0 splits this machine's cores evenly.
+    gpus: ``"auto"`` (the visible CUDA devices; none on a CPU machine), ``""`` (no GPU assignment),
+        or the devices to use, ``"0,1"``; worker ``i`` gets ``gpus[i % len(gpus)]``.
+    start_method: ``spawn`` (a fresh interpreter per run) or ``forkserver`` (each run forks from a
+        server that imported torch and the harness once: seconds faster to start, as clean a process).
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        threads_per_worker: int = 0,
+        gpus: str | Sequence[Any] = "auto",
+        start_method: str = "spawn",
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise UsageError(f"executor local: workers={workers!r}; expected an integer >= 1")
+        if isinstance(threads_per_worker, bool) or not isinstance(threads_per_worker, int) or threads_per_worker < 0:
+            raise UsageError(
+                f"executor local: threads_per_worker={threads_per_worker!r}; expected an integer >= 0 "
+                f"(0 splits the {available_cpus()} cores between the workers)"
+            )
+        if start_method not in ("spawn", "forkserver"):
+            raise UsageError(f"executor local: start_method={start_method!r}; expected 'spawn' or 'forkserver'")
+        self.workers = workers
+        self.threads = threads_per_worker or max(1, available_cpus() // workers)
+        self.gpus = visible_gpus(gpus)
+        self.context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":  # the server imports torch once; each run forks a clean copy of it
+            self.context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+
+    def run(self, runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None:
+        pending = deque(runs)
+        free = list(range(self.workers))
+        active: list[_Worker] = []
+        entry_points = driver_entry_points()
+        try:
+            while pending or active:
+                while pending and free:
+                    active.append(self._start(pending.popleft(), free.pop(0), str(results_dir), entry_points, events))
+                waitables = [w.process.sentinel for w in active] + [w.progress for w in active if w.progress]
+                wait(waitables, timeout=1.0)
+                for worker in list(active):
+                    self._receive(worker, events)
+                    if worker.process.exitcode is not None:
+                        self._receive(worker, events)  # what it sent just before exiting
+                        worker.process.join()
+                        worker.watch.settle(events, self._cause(worker, results_dir))
+                        active.remove(worker)
+                        free.append(worker.slot)
+                        free.sort()
+        except BaseException:
+            self._stop(active)
+            raise
+
+    def _start(
+        self, run: RunSpec, slot: int, results_dir: str, entry_points: list[tuple[str, str]], events: RunEvents
+    ) -> _Worker:
+        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
+        reader, writer = self.context.Pipe(duplex=False)
+        watch = RowWatch(results_dir, run)
+        process = self.context.Process(
+            target=work,
+            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, writer),
+            name=f"harness-worker-{slot}",
+        )
+        process.start()
+        writer.close()  # the worker holds the only writing end: the driver sees EOF when it exits
+        events.started(run, f"worker {slot}" + (f", GPU {gpu}" if gpu is not None else ""))
+        return _Worker(slot, run, process, reader, watch)
+
+    @staticmethod
+    def _receive(worker: _Worker, events: RunEvents) -> None:
+        """Pass on the messages the worker has sent (sends are synchronous: an exited worker's are all there)."""
+        while worker.progress is not None and worker.progress.poll():
+            try:
+                kind, *fields = worker.progress.recv()
+            except (EOFError, OSError):
+                worker.progress.close()
+                worker.progress = None
+                return
+            if kind == "epoch":
+                events.epoch(worker.run, *fields)
+            elif kind == "error":
+                worker.error = fields[0]
+
+    @staticmethod
+    def _cause(worker: _Worker, results_dir: str) -> str:
+        cause = worker.error or exit_cause(worker.process.exitcode)
+        return f"{cause}; log: {log_path(results_dir, worker.run)}"
+
+    @staticmethod
+    def _stop(active: list[_Worker]) -> None:
+        """Stop every worker still running: SIGTERM, a grace period, then SIGKILL."""
+        for worker in active:
+            if worker.process.exitcode is None:
+                worker.process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in active:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+            if worker.progress is not None:
+                worker.progress.close()

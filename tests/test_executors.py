@@ -1,0 +1,378 @@
+"""Executors end to end through the CLI: local worker processes, submitit's local cluster, a local Ray.
+
+Worker processes are fresh interpreters: they do not see entry points monkeypatched into the test
+process, so the test models here come from a plugin installed for real (a module and its
+``.dist-info`` on a temporary ``sys.path`` folder, also on ``PYTHONPATH`` for subprocesses).
+Every run is tiny (digits, a 16-unit MLP, 1-2 epochs): the cost is starting the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from harness_executors.local import LocalExecutor, available_cpus, exit_cause, visible_gpus
+
+from harness.cli import main
+from harness.errors import PluginError
+from harness.plugins import Registry
+from harness.results import read_history, read_runs
+
+from .conftest import write_suite
+
+pytestmark = pytest.mark.slow
+
+TEST_PLUGIN = """
+    '''Test models for the executor tests (installed with a .dist-info so worker processes find them).'''
+    import os
+    import signal
+    import time
+
+    from harness import ModelSpec, hookimpl
+
+
+    def _guard():
+        if os.getpid() == int(os.environ.get("EXECUTOR_TEST_DRIVER_PID", "0")):
+            raise RuntimeError("this test model must train in a worker process, not in the test process")
+
+
+    def tiny(*, num_classes, input_shape, hidden=16):
+        import math
+
+        import torch
+
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        print(f"worker env: CUDA_VISIBLE_DEVICES={gpus} threads={torch.get_num_threads()}")
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(math.prod(input_shape), hidden), torch.nn.ReLU(),
+            torch.nn.Linear(hidden, num_classes),
+        )
+
+
+    def raising(*, num_classes, input_shape):
+        raise RuntimeError("this model cannot be built")
+
+
+    def killer(*, num_classes, input_shape):
+        import torch
+
+        class Killer(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(1, 1)
+
+            def forward(self, x):
+                _guard()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        return Killer()
+
+
+    def held(*, num_classes, input_shape, hold=""):
+        '''Trains only while the file ``hold`` is absent; writes ``hold + ".reached"`` when it waits.'''
+        model = tiny(num_classes=num_classes, input_shape=input_shape)
+        forward = model.forward
+
+        def waiting_forward(x):
+            _guard()
+            if os.path.exists(hold):
+                open(hold + ".reached", "w").close()
+                while os.path.exists(hold):
+                    time.sleep(0.05)
+            return forward(x)
+
+        model.forward = waiting_forward
+        return model
+
+
+    @hookimpl
+    def register_models():
+        return [
+            ModelSpec("tiny", tiny, defaults={"hidden": 16}),
+            ModelSpec("raising", raising),
+            ModelSpec("killer", killer),
+            ModelSpec("held", held, defaults={"hold": ""}),
+        ]
+"""
+
+
+@pytest.fixture(scope="module")
+def test_plugin(tmp_path_factory):
+    """Install the test models as a real distribution, visible to this process and to every subprocess."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "executor_test_plugin.py").write_text(textwrap.dedent(TEST_PLUGIN))
+    dist_info = site / "executor_test_plugin-0.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: executor-test-plugin\nVersion: 0.0\n")
+    (dist_info / "entry_points.txt").write_text("[sam_harness]\nexecutor-test = executor_test_plugin\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(site))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+        patch.setenv("EXECUTOR_TEST_DRIVER_PID", str(os.getpid()))
+        yield site
+
+
+def _suite(path: Path, name: str, models: str, executor: str = "", epochs: int = 2) -> Path:
+    block = f"executor: {executor}" if executor else ""
+    return write_suite(
+        path / f"{name}.yaml",
+        f"""
+        name: {name}
+        defaults: {{epochs: {epochs}, batch_size: 256}}
+        methods: [erm]
+        models: {models}
+        datasets: [digits]
+        {block}
+        """,
+    )
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    """``harness run ARGV``, returning the exit code and what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["run", *argv])
+    return code, out.getvalue()
+
+
+def _rows(results: Path, suite: str) -> dict[str, dict]:
+    runs = read_runs(results / suite)
+    return {row["run_id"]: row for row in runs.to_dict("records")}
+
+
+# --- local: a fresh process per run ----------------------------------------------------------------------------
+
+LOCAL_MODELS = "[{name: tiny, hidden: 16}, {name: tiny, hidden: 8}, raising]"
+
+
+@pytest.fixture(scope="module")
+def local_runs(test_plugin, tmp_path_factory):
+    """The same suite with one worker and with two (GPUs "5,6" handed out: no GPU is needed to see them)."""
+    folder = tmp_path_factory.mktemp("local")
+    suite = _suite(folder, "local", LOCAL_MODELS, executor='{name: local, gpus: "5,6"}')
+    one = _run(str(suite), "--results-dir", str(folder / "one"), "--workers", "1")
+    two = _run(str(suite), "--results-dir", str(folder / "two"), "--workers", "2")
+    return folder, suite, one, two
+
+
+def test_two_workers_write_the_same_rows_as_one(local_runs):
+    folder, _, (code_one, _), (code_two, _) = local_runs
+    one, two = _rows(folder / "one", "local"), _rows(folder / "two", "local")
+    assert len(one) == 3 and set(one) == set(two)
+    assert {k: r["status"] for k, r in one.items()} == {k: r["status"] for k, r in two.items()}
+    for results in (one, two):
+        assert sorted(r["status"] for r in results.values()) == ["failed", "ok", "ok"]
+    assert code_one == code_two == 1
+    history = read_history(folder / "two" / "local")
+    assert sorted(history.groupby("run_id").size().tolist()) == [2, 2]  # the failed run has no epochs
+
+
+def test_a_raising_run_fails_alone_and_the_summary_counts_each_status(local_runs):
+    folder, _, (_, out_one), (_, out_two) = local_runs
+    for results, out in ((folder / "one", out_one), (folder / "two", out_two)):
+        rows = _rows(results, "local").values()
+        failed = [r for r in rows if r["status"] == "failed"]
+        assert [r["model"] for r in failed] == ["raising"]
+        assert "RuntimeError: this model cannot be built" in failed[0]["error"]
+        assert all(r["test_acc"] > 0 for r in rows if r["status"] == "ok")
+        assert "suite local: 1 failed, 2 ok; 0 already finished (skipped)" in out
+
+
+def _worker_env(logs: Path) -> set[str]:
+    """What the ``tiny`` models printed about their worker process."""
+    return set(re.findall(r"^worker env: (.*)$", "\n".join(p.read_text() for p in logs.glob("*.log")), re.M))
+
+
+def test_one_worker_trains_in_order_and_workers_split_threads_and_gpus(local_runs):
+    folder, _, _, _ = local_runs
+    runs = read_runs(folder / "one" / "local").sort_values("started_at")
+    assert list(runs["model_params"].str.contains('"hidden": 16')) == [True, False, False]  # suite order
+    assert (runs["started_at"].iloc[1:].to_numpy() >= runs["finished_at"].iloc[:-1].to_numpy()).all()
+    one_env = _worker_env(folder / "one" / "local" / "logs")
+    assert one_env == {f"CUDA_VISIBLE_DEVICES=5 threads={available_cpus()}"}
+    two_env = _worker_env(folder / "two" / "local" / "logs")
+    threads = max(1, available_cpus() // 2)
+    assert two_env <= {f"CUDA_VISIBLE_DEVICES={gpu} threads={threads}" for gpu in (5, 6)} and two_env
+
+
+def test_every_run_has_a_log_with_its_epochs(local_runs):
+    folder, _, _, _ = local_runs
+    for results in ("one", "two"):
+        rows = _rows(folder / results, "local")
+        logs = {p.stem: p.read_text() for p in (folder / results / "local" / "logs").glob("*.log")}
+        assert set(logs) == set(rows)
+        for run_id, row in rows.items():
+            if row["status"] == "ok":
+                assert "epoch 1/2 test_acc" in logs[run_id] and "epoch 2/2 test_acc" in logs[run_id]
+            else:
+                assert "this model cannot be built" in logs[run_id]
+
+
+def test_plain_progress_prints_a_line_per_run_started_and_finished(local_runs):
+    folder, _, (_, out_one), (_, out_two) = local_runs
+    for out, workers in ((out_one, 1), (out_two, 2)):
+        for run_id, row in _rows(folder / ("one" if workers == 1 else "two"), "local").items():
+            started = re.findall(rf"^\[\d/3\] {run_id} \[worker (\d)(, GPU \d)?\]: training 2 epochs$", out, re.M)
+            finished = re.findall(rf"^\[\d/3\] {run_id}: {row['status']}", out, re.M)
+            assert len(started) == 1 and len(finished) == 1, out
+            assert int(started[0][0]) < workers
+        assert out.count("[3/3] ") == 1
+
+
+def test_a_second_run_trains_only_the_failed_run(local_runs):
+    folder, suite, _, _ = local_runs
+    results = folder / "two"
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "local").glob("*.parquet")}
+    code, out = _run(str(suite), "--results-dir", str(results), "--workers", "2")
+    assert code == 1 and "suite local: 1 failed; 2 already finished (skipped)" in out
+    after = {p.name: p.stat().st_mtime_ns for p in (results / "local").glob("*.parquet")}
+    changed = [name for name in before if before[name] != after[name]]
+    assert len(changed) == 1 and _rows(results, "local")[changed[0].removesuffix(".parquet")]["model"] == "raising"
+
+
+def test_a_worker_killed_by_a_signal_is_recorded_and_the_others_finish(test_plugin, tmp_path):
+    # The forkserver start method: the same executor, with workers forked from a server that imported torch.
+    suite = _suite(tmp_path, "killed", "[tiny, killer]", executor="{name: local, start_method: forkserver}")
+    code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"), "--workers", "2")
+    assert code == 1
+    rows = {r["model"]: r for r in _rows(tmp_path / "out", "killed").values()}
+    assert rows["tiny"]["status"] == "ok"
+    assert rows["killer"]["status"] == "failed"
+    assert "killed by signal 9 (SIGKILL)" in rows["killer"]["error"]
+    assert "suite killed: 1 failed, 1 ok" in out
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc: no psutil needed)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")
+def test_ctrl_c_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_plugin, tmp_path):
+    hold = tmp_path / "hold"
+    hold.touch()
+    suite = _suite(tmp_path, "interrupted", f"[tiny, {{name: held, hold: {str(hold)!r}}}]")
+    results = tmp_path / "out"
+    with (tmp_path / "driver.log").open("w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", str(suite), "--results-dir", str(results), "--workers", "1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            reached = Path(f"{hold}.reached")
+            _wait_for(lambda: reached.exists() or driver.poll() is not None, 180, "the held run to start training")
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+            workers = _children(driver.pid)
+            assert workers
+            driver.send_signal(signal.SIGINT)
+            assert driver.wait(timeout=60) == 130
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    output = (tmp_path / "driver.log").read_text()
+    assert "suite interrupted: 1 not run, 1 ok" in output and "interrupted: finished runs are kept" in output
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), 30, f"the driver's processes {workers} to end")
+    rows = _rows(results, "interrupted")
+    assert [r["model"] for r in rows.values()] == ["tiny"] and next(iter(rows.values()))["status"] == "ok"
+    assert not list((results / "interrupted").rglob("*.tmp"))
+
+    hold.unlink()
+    code, out = _run(str(suite), "--results-dir", str(results), "--workers", "1")
+    assert code == 0 and "suite interrupted: 1 ok; 1 already finished (skipped)" in out
+    assert sorted(r["model"] for r in _rows(results, "interrupted").values()) == ["held", "tiny"]
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "interrupted").glob("*.parquet")}
+    code, out = _run(str(suite), "--results-dir", str(results), "--workers", "1")
+    assert code == 0 and "nothing to train; 2 already finished (skipped)" in out
+    assert before == {p.name: p.stat().st_mtime_ns for p in (results / "interrupted").glob("*.parquet")}
+
+
+# --- submitit and Ray ------------------------------------------------------------------------------------------
+
+
+def test_submitit_local_cluster_trains_runs_and_records_a_dead_job(test_plugin, tmp_path):
+    pytest.importorskip("submitit")
+    suite = _suite(tmp_path, "jobs", "[tiny, killer]", executor="{name: submitit, cluster: local, cpus_per_task: 1}")
+    code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"))
+    assert code == 1 and "suite jobs: 1 failed, 1 ok" in out
+    rows = {r["model"]: r for r in _rows(tmp_path / "out", "jobs").values()}
+    assert rows["tiny"]["status"] == "ok" and rows["tiny"]["test_acc"] > 0
+    assert "epoch 2/2 test_acc" in (tmp_path / "out" / "jobs" / "logs" / f"{rows['tiny']['run_id']}.log").read_text()
+    assert rows["killer"]["status"] == "failed"
+    assert re.search(r"submitit job \d+ ended in state \w+ without writing the run's row", rows["killer"]["error"])
+    assert list((tmp_path / "out" / "jobs" / "submitit").glob("*_submitted.pkl"))
+
+
+def test_ray_local_cluster_trains_runs_and_records_a_dead_worker(test_plugin, tmp_path):
+    pytest.importorskip("ray")
+    suite = _suite(tmp_path, "tasks", "[tiny, killer]", executor="{name: ray, local_num_cpus: 2}")
+    code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"))
+    assert code == 1 and "suite tasks: 1 failed, 1 ok" in out
+    rows = {r["model"]: r for r in _rows(tmp_path / "out", "tasks").values()}
+    assert rows["tiny"]["status"] == "ok" and rows["tiny"]["test_acc"] > 0
+    assert "epoch 2/2 test_acc" in (tmp_path / "out" / "tasks" / "logs" / f"{rows['tiny']['run_id']}.log").read_text()
+    assert rows["killer"]["status"] == "failed" and "ray task failed" in rows["killer"]["error"]
+    assert re.search(r"\[\d/2\] \S+ \[\S+, ray\]: training 2 epochs", out)
+
+
+# --- units: no worker processes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "extra"), [("submitit", "slurm"), ("ray", "ray")])
+def test_a_missing_backend_says_which_extra_to_install(monkeypatch, name, extra):
+    monkeypatch.setitem(sys.modules, name, None)  # import fails as if it were not installed
+    with pytest.raises(PluginError, match=re.escape(f'pip install -e ".[{extra}]"')):
+        Registry.from_plugins().create("executor", name)
+
+
+def test_gpus_and_threads_are_split_between_workers(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus("auto") == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus("auto") == []
+    assert visible_gpus("0, 1") == ["0", "1"] and visible_gpus("") == [] and visible_gpus([4]) == ["4"]
+    assert LocalExecutor(workers=2).threads == max(1, available_cpus() // 2)
+    assert LocalExecutor(workers=2, threads_per_worker=3).threads == 3
+
+
+def test_exit_causes_name_the_signal():
+    assert exit_cause(-9).startswith("worker process killed by signal 9 (SIGKILL)")
+    assert exit_cause(-15) == "worker process killed by signal 15 (SIGTERM)"
+    assert exit_cause(3) == "worker process exited with code 3"
