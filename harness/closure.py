@@ -20,7 +20,7 @@ chunk of size m counts m / batch_size evaluations.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -71,6 +71,8 @@ class BatchClosure:
     model, loss_fn: the network and the loss (mean over the batch).
     inputs, targets: the batch, already on the device.
     bn_modules: the model's BatchNorm layers (``batchnorm_modules(model)``, computed once per run).
+    first_pass: a context-manager factory entered around the first pass only; with DDP,
+        ``model.no_sync`` keeps the clean gradient local to the rank (``perturbation_scope: local``).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class BatchClosure:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         bn_modules: Sequence[_BatchNorm] = (),
+        first_pass: Callable[[], AbstractContextManager] | None = None,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -90,6 +93,7 @@ class BatchClosure:
         self.evaluations = 0.0
         self._rng = RngState(inputs.device)
         self._parent: BatchClosure | None = None
+        self._first_pass = first_pass
 
     @property
     def batch_size(self) -> int:
@@ -129,7 +133,8 @@ class BatchClosure:
             self._rng.restore()
         self.model.zero_grad(set_to_none=True)
         if first:
-            loss = self._forward_backward()
+            with self._first_pass() if self._first_pass is not None else nullcontext():
+                loss = self._forward_backward()
         else:
             with frozen_running_stats(self.bn_modules):
                 loss = self._forward_backward()
