@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, help="parallel workers of the executor (local: processes)")
     run.add_argument(
+        "--nproc", type=int, help="train each run data-parallel over N processes with DDP (same as --set nproc=N)"
+    )
+    run.add_argument(
         "--smoke",
         action="store_true",
         help="a quick check: 1 epoch, first seed, highest noise rate, batch <= 64, <= 256 examples; "
@@ -102,7 +105,8 @@ def _load(args: argparse.Namespace):
     from harness.suite import load_suite
 
     registry = Registry.from_plugins()
-    return registry, load_suite(args.suite, registry, args.overrides, smoke=args.smoke)
+    overrides = list(args.overrides) + ([f"nproc={args.nproc}"] if getattr(args, "nproc", None) else [])
+    return registry, load_suite(args.suite, registry, overrides, smoke=args.smoke)
 
 
 def _print_runs(suite) -> None:

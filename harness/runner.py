@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import harness
+from harness import distributed
 from harness.closure import BatchClosure, batchnorm_modules
 from harness.data import ClassificationData
 from harness.errors import ProtocolError
@@ -123,6 +124,7 @@ class Setup:
     device: torch.device
     data: ClassificationData
     model: nn.Module
+    train_model: nn.Module  # ``model``, inside DDP when the run spans several processes
     base_optimizer: torch.optim.Optimizer
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
@@ -137,6 +139,9 @@ class Setup:
 def build(run: RunSpec, registry: Registry) -> Setup:
     """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``."""
     device = resolve_device(run.device)
+    if distributed.active() and device.type == "cuda":
+        device = torch.device("cuda", distributed.rank())
+        torch.cuda.set_device(device)
     seed_everything(run.seed)
     data: ClassificationData = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
     model: nn.Module = registry.create(
@@ -144,6 +149,8 @@ def build(run: RunSpec, registry: Registry) -> Setup:
     ).to(device)
     base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
     scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
+    if distributed.active() and run.perturbation_scope == "local":
+        scheduler = distributed.SyncedScheduler(scheduler)
     trained = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
     params = [(name, p) for name, p in model.named_parameters() if id(p) in trained]
     optimizer = registry.create(
@@ -157,6 +164,7 @@ def build(run: RunSpec, registry: Registry) -> Setup:
         device=device,
         data=data,
         model=model,
+        train_model=distributed.wrap(model, device),
         base_optimizer=base_optimizer,
         optimizer=optimizer,
         lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
@@ -219,9 +227,11 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
     loss_sum = torch.zeros((), device=setup.device)
     last_rho = 0.0
     setup.model.train()
+    first_pass = distributed.first_pass_context(setup.train_model, run.perturbation_scope)
     with Stopwatch(setup.device) as clock:
-        for inputs, targets in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
-            closure = BatchClosure(setup.model, F.cross_entropy, inputs, targets, setup.bn_modules)
+        for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
+            inputs, targets = distributed.local_slice(*batch)
+            closure = BatchClosure(setup.train_model, F.cross_entropy, inputs, targets, setup.bn_modules, first_pass)
             timer.start()
             loss = setup.optimizer.step(closure)
             timer.stop()
@@ -241,7 +251,7 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
             state.steps += 1
     timer.flush()
     state.train_time_s += clock.total
-    state.train_loss = float(loss_sum) / setup.steps_per_epoch
+    state.train_loss = float(distributed.mean_over_ranks(loss_sum)) / setup.steps_per_epoch
     return last_rho
 
 
@@ -379,7 +389,12 @@ def _finite_or_none(value: float) -> float | None:
 def execute(
     run: RunSpec, registry: Registry, results_dir: str | Path, *, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
-    """Train ``run``, record its status whatever happens, write its files, return its row."""
+    """Train ``run``, record its status whatever happens, write its files, return its row.
+
+    A run with ``nproc > 1`` is trained by that many spawned processes (DDP); rank 0 writes the files.
+    """
+    if run.nproc > 1 and not distributed.active():
+        return _execute_spawned(run, results_dir)
     started = datetime.now(timezone.utc)
     status, error = "ok", ""
     state = RunState()
@@ -391,6 +406,43 @@ def execute(
         status = "failed"
         error = f"{type(failure).__name__}: {failure}\n{traceback.format_exc(limit=-6)}"
     row = result_row(run, state, status, error, started, registry)
-    registry.manager.hook.run_finished(run=run, result=row)
-    write_run(results_dir, run.suite, row, state.history)
+    if distributed.rank() == 0:
+        registry.manager.hook.run_finished(run=run, result=row)
+        write_run(results_dir, run.suite, row, state.history)
     return row
+
+
+def _rank_main(rank: int, payload: dict[str, Any], results_dir: str, port: int, world_size: int) -> None:
+    """One rank of a data-parallel run (``torch.multiprocessing`` entry point)."""
+    from harness.execution import run_from_payload
+
+    run = run_from_payload(payload)
+    distributed.init(rank, world_size, port, resolve_device(run.device))
+    try:
+        execute(run, Registry.from_plugins(), results_dir)
+    finally:
+        distributed.shutdown()
+
+
+def _execute_spawned(run: RunSpec, results_dir: str | Path) -> dict[str, Any]:
+    """Spawn ``run.nproc`` ranks for ``run``; record a failure if they die before rank 0 writes a row."""
+    import torch.multiprocessing as mp
+
+    from harness.execution import record_crash, run_payload
+    from harness.results import read_runs, suite_dir
+
+    try:
+        mp.start_processes(
+            _rank_main,
+            args=(run_payload(run), str(results_dir), distributed.free_port(), run.nproc),
+            nprocs=run.nproc,
+            start_method="spawn",
+        )
+        error = ""
+    except Exception as failure:  # a rank raised or died: the others were stopped
+        error = f"{type(failure).__name__}: {failure}"
+    rows = read_runs(suite_dir(results_dir, run.suite))
+    mine = rows[rows["run_id"] == run.run_id]
+    if mine.empty or error:
+        return record_crash(run, results_dir, error or "the ranks exited without writing a result")
+    return mine.iloc[0].to_dict()

@@ -73,6 +73,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "metric_batches": 4,
     "metric_batch_size": 128,
     "target_acc": None,
+    "nproc": 1,
+    "perturbation_scope": "global",
 }
 TRAIN_EVAL = ("end", "epoch")
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
@@ -129,6 +131,8 @@ class RunSpec:
     metric_batches: int = 4
     metric_batch_size: int = 128
     target_acc: float | None = None
+    nproc: int = 1
+    perturbation_scope: str = "global"
     reference_test_acc: float | None = None
     reference_source: str = ""
 
@@ -156,6 +160,8 @@ class RunSpec:
             "metric_batches": self.metric_batches,
             "metric_batch_size": self.metric_batch_size,
             "target_acc": self.target_acc,
+            "nproc": self.nproc,
+            "perturbation_scope": self.perturbation_scope,
         }
 
     @property
@@ -352,6 +358,11 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
         for i, b in enumerate(checker.listed("batch_sizes", document.get("batch_sizes", [settings["batch_size"]])))
     ]
     _unique(checker, "batch_sizes", batch_sizes, what="batch size")
+    for i, size in enumerate(batch_sizes):
+        if size % settings["nproc"]:
+            raise checker.fail(
+                f"batch_sizes[{i}]", size, f"a multiple of defaults.nproc ({settings['nproc']}): ranks split it evenly"
+            )
     _check_combinations(checker, registry, models, datasets)
     settings["metrics"] = tuple(
         _component(checker, registry, "metric", f"metrics[{i}]", entry)
@@ -509,6 +520,13 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
     for key in ("epochs", "batch_size", "eval_batch_size", "metric_batches", "metric_batch_size"):
         settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
     settings["metric_every"] = checker.integer("defaults.metric_every", settings["metric_every"], 0)
+    settings["nproc"] = checker.integer("defaults.nproc", settings["nproc"], 1)
+    if settings["perturbation_scope"] not in ("global", "local"):
+        raise checker.fail(
+            "defaults.perturbation_scope",
+            settings["perturbation_scope"],
+            "global (perturb with the all-reduced gradient) or local (each rank with its own)",
+        )
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:
@@ -755,4 +773,6 @@ def _run(
         metric_batches=settings["metric_batches"],
         metric_batch_size=settings["metric_batch_size"],
         target_acc=settings["target_acc"],
+        nproc=settings["nproc"],
+        perturbation_scope=settings["perturbation_scope"],
     )

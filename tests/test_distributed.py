@@ -1,0 +1,100 @@
+"""One run across processes (DDP, gloo on CPU): the perturbation scopes against single-process SAM."""
+
+from __future__ import annotations
+
+import torch
+import torch.multiprocessing as mp
+from harness_sam.sam import SAM
+from harness_schedules.basic import Constant
+from torch import nn
+
+from harness import distributed
+from harness.cli import main
+from harness.closure import BatchClosure
+from harness.results import read_runs
+
+from .conftest import write_suite
+
+STEPS, BATCH, RHO = 10, 16, 0.1
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + step)
+    return torch.randn(BATCH, 6, generator=generator), torch.randint(0, 3, (BATCH,), generator=generator)
+
+
+def train(net: nn.Module, optimizer: SAM, wrapped: nn.Module, scope: str) -> None:
+    for step in range(STEPS):
+        inputs, targets = distributed.local_slice(*batch(step))
+        first_pass = distributed.first_pass_context(wrapped, scope)
+        optimizer.step(BatchClosure(wrapped, nn.functional.cross_entropy, inputs, targets, (), first_pass))
+
+
+def sam(net: nn.Module, m: int = 0) -> SAM:
+    base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    return SAM(list(net.parameters()), base_optimizer=base, scheduler=Constant(RHO), m=m)
+
+
+def rank_main(rank: int, world: int, port: int, scope: str, out: str) -> None:
+    distributed.init(rank, world, port, torch.device("cpu"))
+    try:
+        torch.set_num_threads(1)
+        net = model()
+        wrapped = distributed.wrap(net, torch.device("cpu"))
+        train(net, sam(net), wrapped, scope)
+        if rank == 0:
+            torch.save(net.state_dict(), out)
+    finally:
+        distributed.shutdown()
+
+
+def distributed_weights(scope: str, tmp_path) -> dict[str, torch.Tensor]:
+    out = str(tmp_path / f"{scope}.pt")
+    mp.start_processes(rank_main, args=(2, distributed.free_port(), scope, out), nprocs=2, start_method="spawn")
+    return torch.load(out)
+
+
+def single_process_weights(m: int) -> dict[str, torch.Tensor]:
+    net = model()
+    train(net, sam(net, m=m), net, "global")
+    return net.state_dict()
+
+
+def assert_close(expected: dict, actual: dict) -> None:
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_global_scope_is_single_process_sam_on_the_full_batch(tmp_path):
+    assert_close(single_process_weights(m=0), distributed_weights("global", tmp_path))
+
+
+def test_local_scope_is_m_sharpness_with_the_per_rank_batch(tmp_path):
+    expected = single_process_weights(m=BATCH // 2)
+    actual = distributed_weights("local", tmp_path)
+    assert_close(expected, actual)
+    differs = any(not torch.allclose(actual[n], single_process_weights(m=0)[n], atol=1e-5) for n in actual)
+    assert differs  # local really differs from global SAM
+
+
+def test_harness_run_with_nproc_trains_one_run_over_two_processes(tmp_path):
+    suite = write_suite(
+        tmp_path / "ddp.yaml",
+        """
+        name: ddp
+        defaults: {epochs: 1, batch_size: 128, perturbation_scope: local}
+        methods: [sam]
+        models: [{name: mlp, hidden: 16}]
+        datasets: [digits]
+    """,
+    )
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "out"), "--nproc", "2"]) == 0
+    runs = read_runs(tmp_path / "out" / "ddp")
+    assert runs["status"].tolist() == ["ok"] and runs["steps"].tolist() == [1437 // 128]
+    assert '"nproc": 2' in runs["config"].iloc[0] and '"perturbation_scope": "local"' in runs["config"].iloc[0]
+    assert runs["sam_fraction"].tolist() == [1.0] and runs["grad_evals"].tolist() == [2 * (1437 // 128)]
