@@ -15,6 +15,14 @@ It also counts its calls and its gradient evaluations in full-batch equivalents:
 derives gradient evaluations from this count, not from the plugin. ``chunks(n)`` splits the batch
 into sub-batch closures that share the counters (m-sharpness, SAM paper Sec. 4.1); each pass on a
 chunk of size m counts m / batch_size evaluations.
+
+Precision (``harness.precision``): with a ``Precision`` every forward pass runs under its autocast
+(bf16, fp16) and, for fp16, the loss is scaled before ``backward`` and the gradients are unscaled
+in place after *every* pass, each pass's overflow check accumulating into one flag per step. A pass
+with a non-finite gradient drops the gradients (``p.grad = None``) and marks the step
+``overflowed()``: the sharpness-aware optimizers then restore the weights and skip the update,
+and a base optimizer stepped anyway (ERM) finds no gradient. ``finish()``, called once the step
+is over, updates the loss scale exactly once per step (lowered if either pass overflowed).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from harness.precision import Precision
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -73,6 +83,8 @@ class BatchClosure:
     bn_modules: the model's BatchNorm layers (``batchnorm_modules(model)``, computed once per run).
     first_pass: a context-manager factory entered around the first pass only; with DDP,
         ``model.no_sync`` keeps the clean gradient local to the rank (``perturbation_scope: local``).
+    precision: a ``harness.precision.Precision`` (autocast, fp16 loss scaling, channels-last
+        inputs); None runs in the model's own dtype.
     """
 
     def __init__(
@@ -83,9 +95,13 @@ class BatchClosure:
         targets: torch.Tensor,
         bn_modules: Sequence[_BatchNorm] = (),
         first_pass: Callable[[], AbstractContextManager] | None = None,
+        precision: Precision | None = None,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
+        self.precision = precision
+        if precision is not None:
+            inputs = precision.prepare_inputs(inputs)
         self.inputs = inputs
         self.targets = targets
         self.bn_modules = bn_modules
@@ -94,6 +110,9 @@ class BatchClosure:
         self._rng = RngState(inputs.device)
         self._parent: BatchClosure | None = None
         self._first_pass = first_pass
+        self._found_inf: torch.Tensor | None = None  # fp16: set by any pass with a non-finite gradient
+        self._overflow = False
+        self._finished = False
 
     @property
     def batch_size(self) -> int:
@@ -113,6 +132,7 @@ class BatchClosure:
                 self.inputs[start : start + size],
                 self.targets[start : start + size],
                 self.bn_modules,
+                precision=self.precision,
             )
             piece._rng, piece._parent = self._rng, self
             pieces.append(piece)
@@ -126,6 +146,24 @@ class BatchClosure:
         self.calls += 1
         self.evaluations += examples / self.batch_size
         return first
+
+    def _root(self) -> BatchClosure:
+        return self if self._parent is None else self._parent._root()
+
+    def overflowed(self) -> bool:
+        """Whether a pass of this step had a non-finite gradient (fp16 only; no host sync: a Python flag)."""
+        return self._root()._overflow
+
+    def finish(self) -> None:
+        """End the step: update the fp16 loss scale once (lowered if a pass overflowed). Idempotent."""
+        root = self._root()
+        if root._finished or root.calls == 0:
+            return
+        root._finished = True
+        scaler = root.precision.scaler if root.precision is not None else None
+        if scaler is not None:
+            found_inf = root._found_inf if root._found_inf is not None else torch.zeros((), device=scaler.device)
+            scaler.update(found_inf)
 
     def __call__(self) -> torch.Tensor:
         first = self._count(self.batch_size)
@@ -141,6 +179,28 @@ class BatchClosure:
         return loss
 
     def _forward_backward(self) -> torch.Tensor:
-        loss = self.loss_fn(self.model(self.inputs), self.targets)
-        loss.backward()
+        precision = self.precision
+        if precision is None:
+            loss = self.loss_fn(self.model(self.inputs), self.targets)
+            loss.backward()
+            return loss.detach()
+        with precision.autocast():
+            loss = self.loss_fn(self.model(self.inputs), self.targets)
+        if precision.scaler is None:
+            loss.backward()
+        else:
+            precision.scaler.scale_loss(loss).backward()
+            self._unscale(precision)
         return loss.detach()
+
+    def _unscale(self, precision: Precision) -> None:
+        """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""
+        root = self._root()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if root._found_inf is None:
+            device = grads[0].device if grads else precision.scaler.device
+            root._found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        precision.scaler.unscale_(grads, root._found_inf)
+        if bool(root._found_inf):  # the one host synchronization per fp16 pass (GradScaler.step has it too)
+            root._overflow = True
+            self.model.zero_grad(set_to_none=True)

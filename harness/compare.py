@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from harness.errors import UsageError, did_you_mean
 from harness.gather import GROUP, check_averageable, configuration_key, group_label, load
+from harness.report_tables import GROUP_COLUMNS, Table, first_line, group_cells, markdown
 from harness.seed_statistics import two_sample
-from harness.report_tables import first_line
 
 #: Metrics shown for every group (those present on both sides), before the gated ones.
 SHOWN = ("test_acc", "train_time_s", "sam_fraction", "grad_evals", "optimizer_state_bytes", "peak_device_bytes")
@@ -81,9 +80,11 @@ class Gate:
     def describe(self, base: float, new: float) -> str:
         """``change -1.2 (limit: below -0.5)`` in the gate's units (percent for a relative gate)."""
         scale, unit = (100, "%") if self.relative else (1, "")
-        limit = {-1: "below", 1: "above", 0: "beyond +-"}[self.direction]
-        bound = f"{abs(scale * self.threshold):g}" if self.direction == 0 else f"{scale * self.threshold:+g}"
-        return f"change {scale * self.change(base, new):+.6g}{unit} (fails {limit}{' ' if self.direction else ''}{bound}{unit})"
+        if self.direction == 0:
+            bound = f"beyond +-{abs(scale * self.threshold):g}{unit}"
+        else:
+            bound = f"{'below' if self.direction < 0 else 'above'} {scale * self.threshold:+g}{unit}"
+        return f"change {scale * self.change(base, new):+.6g}{unit} (fails {bound})"
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,10 @@ def _status_regressions(matched: pd.DataFrame) -> list[str]:
 
 
 def _number(value: float, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, numbers.Real) and math.isfinite(value) else "-"
+    """``value`` in ``fmt``; whole numbers (bytes, counts) in full."""
+    if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+        return "-"
+    return f"{int(value):{'+' if '+' in fmt else ''}d}" if float(value).is_integer() else format(value, fmt)
 
 
 def _markdown(
@@ -206,27 +210,22 @@ def _markdown(
         "configuration (provenance ignored). Means over the seeds ok on both sides; p: Welch's t-test, two-sided.",
     ]
     if not table.empty:
+        columns = [*GROUP_COLUMNS, "metric", "seeds", "base", "new", "delta", "delta %", "p Welch", "gate"]
         rows = [
             [
-                r["suite"],
-                r["dataset"],
-                r["model"],
-                f"{r['noise_rate']:g}",
-                r["method"],
+                *group_cells(r),
                 r["metric"],
                 str(r["seeds"]),
                 _number(r["base"], ".6g"),
                 _number(r["new"], ".6g"),
                 _number(r["delta"], "+.4g"),
-                _number(100 * r["delta_rel"], "+.2f") + ("%" if math.isfinite(r["delta_rel"]) else ""),
-                _number(r["welch_p"], ".4f") if math.isfinite(r["welch_p"]) else r["test_note"] or "-",
+                f"{100 * r['delta_rel']:+.2f}%" if math.isfinite(r["delta_rel"]) else "-",
+                f"{r['welch_p']:.4f}" if math.isfinite(r["welch_p"]) else r["test_note"] or "-",
                 r["gate"],
             ]
             for _, r in table.iterrows()
         ]
-        headers = ["suite", "dataset", "model", "noise", "method", "metric", "seeds", "base", "new", "delta",
-                   "delta %", "p Welch", "gate"]
-        parts.append(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
+        parts.append(markdown(Table(columns, rows)))
     fixed = matched[(matched["status_base"] != "ok") & (matched["status_new"] == "ok")]
     if len(fixed):
         parts.append(f"{len(fixed)} runs not ok in BASE are ok in NEW: {', '.join(fixed['run_id_new'])}")

@@ -23,17 +23,19 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from harness.gather import CONDITION
 
-CURVES = (
-    ("test_acc", "test accuracy %"),
-    ("train_acc_noisy_given", "train acc % on noisy samples\n(given labels: memorization)"),
-    ("train_acc_noisy_true", "train acc % on noisy samples\n(true labels)"),
+CURVES = (  # history column, panel title
+    ("test_acc", "test accuracy"),
+    ("train_acc_noisy_given", "noisy-labelled train samples,\naccuracy against the given labels (memorization)"),
+    ("train_acc_noisy_true", "noisy-labelled train samples,\naccuracy against the true labels"),
 )
 COLUMNS = 3
 PANEL = (4.6, 3.4)
-MIB = 2**20
+UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
 
 
 @dataclass(frozen=True)
@@ -181,27 +183,29 @@ def _accuracy_vs_noise(summary: pd.DataFrame, colors: dict) -> _Draft:
 
 def _memory(summary: pd.DataFrame, colors: dict) -> _Draft:
     pairs = list(summary.groupby(["dataset", "model"], sort=True))
-    figure, axes = _grid(len(pairs), f"{summary['suite'].iloc[0]}: memory per method (MiB)")
-    kinds = [("optimizer_state_bytes_mean", "optimizer state", None), ("peak_device_bytes_mean", "peak device", "//")]
+    kinds = [("optimizer_state_bytes_mean", "optimizer state", ""), ("peak_device_bytes_mean", "peak device", "//")]
+    largest = summary[[k for k, _, _ in kinds]].max().max()
+    unit, scale = next(((u, s) for u, s in UNITS if largest >= s), UNITS[-1])
+    figure, axes = _grid(len(pairs), f"{summary['suite'].iloc[0]}: memory per method ({unit})")
     for ax, ((dataset, model), rows) in zip(axes, pairs, strict=True):
         means = rows.groupby("method", sort=True)[[k for k, _, _ in kinds]].mean()
         shown = [(k, label, hatch) for k, label, hatch in kinds if means[k].notna().any()]
         height = 0.8 / max(len(shown), 1)
         positions = np.arange(len(means))
-        for offset, (column, label, hatch) in enumerate(shown):
+        for offset, (column, _, hatch) in enumerate(shown):
             ax.barh(
                 positions + offset * height,
-                means[column].fillna(0) / MIB,
+                means[column].fillna(0) / scale,
                 height=height,
                 color=[colors[m] for m in means.index],
                 hatch=hatch,
                 edgecolor="k",
-                label=label,
             )
         ax.set_yticks(positions + height * (len(shown) - 1) / 2, means.index)
-        ax.set_xlabel("MiB")
+        ax.set_xlabel(unit)
         ax.set_title(f"{dataset} / {model}" + ("" if len(shown) > 1 else " (no device memory: CPU)"), fontsize=10)
-        ax.legend(fontsize=8)
+        keys = [Patch(facecolor="white", edgecolor="k", hatch=hatch, label=label) for _, label, hatch in shown]
+        ax.legend(handles=keys, fontsize=8)
         ax.grid(alpha=0.3, axis="x")
     return _Draft(figure)
 
@@ -221,8 +225,10 @@ def _learning_curves(suite: str, runs: pd.DataFrame, history: pd.DataFrame, colo
         figure, axes = _grid(len(curves), f"{suite}: learning curves, {where}")
         for ax, (column, label) in zip(axes, curves, strict=True):
             _mean_band(ax, rows, column, colors)
+            ax.set_title(label, fontsize=10)
             ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
+            ax.set_ylabel("accuracy %")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         _legend(figure, colors, rows["method"])
         plots.append(
@@ -243,4 +249,3 @@ def _mean_band(ax: Axes, rows: pd.DataFrame, column: str, colors: dict) -> None:
         epochs, mean, std = by_epoch.index.to_numpy(), 100 * by_epoch["mean"], 100 * by_epoch["std"].fillna(0)
         ax.plot(epochs, mean, color=colors[method], marker="." if len(epochs) < 30 else None)
         ax.fill_between(epochs, mean - std, mean + std, color=colors[method], alpha=0.2)
-

@@ -27,8 +27,17 @@ CONDITION = ("dataset", "model", "noise_rate")
 GROUP = ("suite", *CONDITION, "method")
 #: Config keys that say where or with what a run was made, not what was run.
 PROVENANCE_KEYS = frozenset(
-    {"harness_version", "torch_version", "host", "device_name", "plugin_versions", "git_commit", "started_at",
-     "finished_at", "source"}
+    {
+        "harness_version",
+        "torch_version",
+        "host",
+        "device_name",
+        "plugin_versions",
+        "git_commit",
+        "started_at",
+        "finished_at",
+        "source",
+    }
 )
 #: A folder holding this file is a report's output, never a suite folder.
 REPORT_MARKER = "report.md"

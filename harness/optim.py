@@ -19,8 +19,16 @@ which radius: ``decide(ctx) -> (perturb, rho)``.
 3. unperturbed step: ``reuse`` may rewrite the gradient from earlier steps (LookSAM);
 4. the base optimizer steps on whatever is in ``p.grad``.
 
-All work on parameter lists uses ``torch._foreach_*`` kernels; the only host synchronization is in
-schedulers whose decision needs one (AE-SAM reads the gradient norm).
+All work on parameter lists uses ``torch._foreach_*`` kernels on persistent buffers (no per-step
+allocation of parameter-sized tensors, no Python loop over parameters on the hot path); the only host
+synchronization is in schedulers whose decision needs one (AE-SAM reads the gradient norm), and with
+fp16 loss scaling, where each pass checks for overflow (``harness.precision``).
+
+Overflow (fp16): a closure with ``overflowed()`` (``BatchClosure`` with an fp16 ``Precision``) that
+reports a non-finite gradient makes the step a skipped one: after pass 1, nothing else runs; after
+pass 2, ``descend`` still restores the weights (``self.step_overflowed`` tells variants not to
+update their own state) and the base optimizer does not step. ``StepInfo.extras["skipped"]`` is then
+true, and the closure's ``finish()`` lowers the loss scale once.
 """
 
 from __future__ import annotations
@@ -101,6 +109,19 @@ def _clean_pass(closure: Closure | None) -> torch.Tensor:
         return closure()
 
 
+def _overflowed(closure: Closure) -> bool:
+    """Whether the closure reports a non-finite gradient in this step (False for plain callables)."""
+    check = getattr(closure, "overflowed", None)
+    return bool(check()) if check is not None else False
+
+
+def _finish(closure: Closure) -> None:
+    """Let the closure end the step (fp16: one loss-scale update); plain callables have nothing to do."""
+    finish = getattr(closure, "finish", None)
+    if finish is not None:
+        finish()
+
+
 def _split_names(params: Iterable[Any]) -> tuple[list[Any], dict[int, str]]:
     """Separate ``(name, tensor)`` pairs into tensors and an ``id(tensor) -> name`` map."""
     items = list(params)
@@ -157,11 +178,19 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.last_step: StepInfo | None = None
         self._params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         self._backup: list[torch.Tensor] | None = None
+        self.step_overflowed = False
 
     def params_with_grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The trainable parameters that hold a gradient, and those gradients."""
-        params = [p for p in self._params if p.grad is not None]
-        return params, [p.grad for p in params]
+        """The trainable parameters that hold a gradient, and those gradients.
+
+        When every parameter has a gradient (the usual case) the parameter list is the optimizer's
+        own, not a copy: callers must not modify the list.
+        """
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):
+            params = [p for p in self._params if p.grad is not None]
+            return params, [p.grad for p in params]
+        return self._params, grads
 
     @staticmethod
     def global_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -169,6 +198,12 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         if not tensors:
             return torch.zeros(())
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+    def _backup_buffers(self) -> list[torch.Tensor]:
+        """The persistent copy of the weights (one buffer per trainable parameter, allocated once)."""
+        if self._backup is None:
+            self._backup = [torch.empty_like(p) for p in self._params]
+        return self._backup
 
     def context(self, grad_norm: torch.Tensor) -> StepContext:
         """The ``StepContext`` of the step about to be taken."""
@@ -185,6 +220,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
         """Take one step; ``closure`` is called once or more (see the module docstring)."""
         loss = _clean_pass(closure)
+        self.step_overflowed = _overflowed(closure)
+        if self.step_overflowed:  # fp16: pass 1 overflowed; skip the whole step
+            return self._skipped(closure, loss)
         params, grads = self.params_with_grads()
         grad_norm = self.global_norm(grads)
         perturb, rho = self.scheduler.decide(self.context(grad_norm))
@@ -192,14 +230,26 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             extras = self.ascend(params, grads, float(rho), grad_norm)
             with torch.enable_grad():
                 perturbed_loss = closure()
+            self.step_overflowed = _overflowed(closure)
             extras.update(self.descend(params, float(rho)))
             extras["surrogate_gap"] = perturbed_loss - loss  # GSAM's h = f(w_adv) - f(w), eq. 4
         else:
             extras = self.reuse(params, grads, grad_norm)
         extras.setdefault("grad_norm", grad_norm)
-        self.base_optimizer.step()
+        if self.step_overflowed:
+            extras["skipped"] = True
+        else:
+            self.base_optimizer.step()
         self.steps_taken += 1
         self.last_step = StepInfo(perturbed=bool(perturb), rho=float(rho) if perturb else 0.0, extras=extras)
+        _finish(closure)
+        return loss
+
+    def _skipped(self, closure: Closure, loss: torch.Tensor) -> torch.Tensor:
+        """End a step whose clean pass overflowed: no scheduler call, no second pass, no update."""
+        self.steps_taken += 1
+        self.last_step = StepInfo(perturbed=False, rho=0.0, extras={"skipped": True})
+        _finish(closure)
         return loss
 
     def perturbation(
@@ -211,10 +261,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def ascend(
         self, params: list[torch.Tensor], grads: list[torch.Tensor], rho: float, grad_norm: torch.Tensor
     ) -> dict[str, Any]:
-        """Save the weights and move them to ``w + e``. Returns extras for ``StepInfo``."""
-        if self._backup is None:
-            self._backup = [torch.empty_like(p) for p in self._params]
-        torch._foreach_copy_(self._backup, self._params)
+        """Save the weights and move them to ``w + e``. Returns extras for ``StepInfo``.
+
+        Overrides may overwrite ``grads`` in place (pass 2 replaces the gradients anyway).
+        """
+        torch._foreach_copy_(self._backup_buffers(), self._params)
         perturbation = self.perturbation(params, grads, rho, grad_norm)
         torch._foreach_add_(params, perturbation)
         return {"perturbation_norm": self.global_norm(perturbation)}

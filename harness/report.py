@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tabulate import tabulate
 
 from harness.errors import UsageError, did_you_mean
 from harness.figures import method_colors, suite_figures
 from harness.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report_html import Picture, page
-from harness.report_tables import Table, failures_table, summary_table
+from harness.report_tables import failures_table, markdown, summary_table
 from harness.summary import SAM, failures, summarize, warnings_for
 
 DPI = 100
@@ -113,14 +112,6 @@ def _intro(results: Results, reference: str) -> list[str]:
     ]
 
 
-def _markdown_table(data: Table) -> str:
-    rows = [
-        [f"**{cell}**" if (i, j) in data.bold else cell.replace("|", "\\|") for j, cell in enumerate(row)]
-        for i, row in enumerate(data.rows)
-    ]
-    return tabulate(rows, headers=data.columns, tablefmt="pipe", disable_numparse=True)
-
-
 def _full_errors(failed: pd.DataFrame) -> list[tuple[str, str]]:
     """(run_id, error) for the errors longer than their first line (tracebacks)."""
     return [
@@ -140,7 +131,7 @@ def _markdown(
 ) -> str:
     parts = ["# SAM harness report", *_intro(results, reference)]
     for suite, rows in summary.groupby("suite", sort=True):
-        parts += [f"## Suite {suite}", _markdown_table(summary_table(rows))]
+        parts += [f"## Suite {suite}", markdown(summary_table(rows))]
         sources = sorted(s for s in rows["reference_source"].unique() if s)
         if sources:
             parts.append("Published numbers: " + "; ".join(sources) + ".")
@@ -150,7 +141,7 @@ def _markdown(
     if failed.empty:
         parts.append("None: every run finished ok.")
     else:
-        parts.append(_markdown_table(failures_table(failed)))
+        parts.append(markdown(failures_table(failed)))
         parts += [f"`{run_id}`:\n\n```\n{text}\n```" for run_id, text in _full_errors(failed)]
     parts.append("## Figures")
     parts += [f"![{p.caption}]({p.name})" for p in pictures]

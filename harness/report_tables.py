@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass, field
 
 import pandas as pd
+from tabulate import tabulate
 
 from harness.seed_statistics import N_TOO_SMALL
 from harness.summary import ERM, SAM, metric_names
@@ -92,11 +93,7 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
     metrics = metric_names(summary)
     with_paper = summary["reference_test_acc"].notna().any()
     columns = [
-        *(["suite"] if with_suite else []),
-        "dataset",
-        "model",
-        "noise",
-        "method",
+        *GROUP_COLUMNS[0 if with_suite else 1 :],
         ACCURACY,
         "95% CI %",
         "seeds",
@@ -121,11 +118,7 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
             breaks.append(len(rows))
             previous = condition
         cells = [
-            *([r["suite"]] if with_suite else []),
-            r["dataset"],
-            r["model"],
-            f"{r['noise_rate']:g}",
-            r["method"],
+            *group_cells(r)[0 if with_suite else 1 :],
             accuracy(r["test_acc_mean"], r["test_acc_std"]),
             interval(r["test_acc_ci95_low"], r["test_acc_ci95_high"], r["n"]),
             seeds(r["n"], r["missing_seeds"]),
@@ -148,16 +141,29 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
     return Table(columns, rows, bold, breaks)
 
 
+GROUP_COLUMNS = ["suite", "dataset", "model", "noise", "method"]
+
+
+def group_cells(row: pd.Series) -> list[str]:
+    """The cells of ``GROUP_COLUMNS`` for a row holding suite, dataset, model, noise_rate and method."""
+    return [row["suite"], row["dataset"], row["model"], f"{row['noise_rate']:g}", row["method"]]
+
+
+def markdown(data: Table) -> str:
+    """``data`` as a Markdown pipe table, bold cells in ``**``, pipes inside cells escaped."""
+    escaped = [[cell.replace("|", "\\|") for cell in row] for row in data.rows]
+    rows = [
+        [f"**{cell}**" if (i, j) in data.bold else cell for j, cell in enumerate(row)] for i, row in enumerate(escaped)
+    ]
+    return tabulate(rows, headers=data.columns, tablefmt="pipe", disable_numparse=True)
+
+
 def failures_table(failures: pd.DataFrame) -> Table:
     """One row per failed or diverged run with the first line of its error."""
-    columns = ["suite", "dataset", "model", "noise", "method", "seed", "status", "run_id", "error"]
+    columns = [*GROUP_COLUMNS, "seed", "status", "run_id", "error"]
     rows = [
         [
-            r["suite"],
-            r["dataset"],
-            r["model"],
-            f"{r['noise_rate']:g}",
-            r["method"],
+            *group_cells(r),
             str(r["seed"]),
             r["status"],
             r["run_id"],

@@ -174,7 +174,9 @@ def test_accuracy_statistics_and_seed_counts_in_every_row(rows):
         assert row["dataset"] == DATASET and row["model"] == MODEL
     assert rows[0.0, "erm"]["seeds"] == "5" and rows[0.0, "asam"]["seeds"] == "3 of 5"
     assert rows[0.4, "asam"]["seeds"] == "1 of 5"
-    assert rows[0.0, "asam"]["not ok"] == "1" and rows[0.4, "asam"]["not ok"] == "4" and rows[0.0, "sam"]["not ok"] == "0"
+    assert (
+        rows[0.0, "asam"]["not ok"] == "1" and rows[0.4, "asam"]["not ok"] == "4" and rows[0.0, "sam"]["not ok"] == "0"
+    )
 
 
 def test_best_per_condition_is_marked_once(rows):
@@ -225,7 +227,9 @@ def test_cost_columns_ratios_and_memory(rows):
 
 def test_sharpness_metric_columns_without_their_budgets(rows):
     for (noise, method), row in rows.items():
-        values = EIGENVALUE[method] + np.array([s for s, v in zip(SEEDS, ACCURACY[noise, method]) if v is not None])
+        values = EIGENVALUE[method] + np.array(
+            [s for s, v in zip(SEEDS, ACCURACY[noise, method], strict=False) if v is not None]
+        )
         expected = f"{values.mean():.4g} +- {values.std(ddof=1):.2g}" if len(values) > 1 else f"{values.mean():.4g}"
         assert row["hessian_max_eig"] == expected
         assert "hessian_max_eig_iterations" not in row
@@ -364,7 +368,10 @@ def test_the_same_seed_from_two_folders_is_refused(tmp_path, capsys):
 def test_reference_method_option_and_unknown_reference(report, tmp_path, capsys):
     folder, _, _ = report
     assert main(["report", str(folder), "-o", str(tmp_path / "r"), "--reference", "erm"]) == 0
-    rows = {(float(r["noise"]), r["method"]): r for r in markdown_rows((tmp_path / "r" / "report.md").read_text(), "| dataset ")}
+    rows = {
+        (float(r["noise"]), r["method"]): r
+        for r in markdown_rows((tmp_path / "r" / "report.md").read_text(), "| dataset ")
+    }
     assert rows[0.0, "erm"]["p Welch vs erm (Holm)"] == "reference"
     sam, erm = ok_values(0.0, "sam"), ok_values(0.0, "erm")
     raw = [stats.ttest_ind(ok_values(0.0, m), erm, equal_var=False).pvalue for m in ("asam", "sam")]

@@ -177,9 +177,7 @@ class LocalExecutor:
                 for worker in list(active):
                     self._receive(worker, events)
                     if worker.process.exitcode is not None:
-                        self._receive(worker, events)  # what it sent just before exiting
-                        worker.process.join()
-                        worker.watch.settle(events, self._cause(worker, results_dir))
+                        self._finish(worker, str(results_dir), events)
                         active.remove(worker)
                         free.append(worker.slot)
                         free.sort()
@@ -218,10 +216,15 @@ class LocalExecutor:
             elif kind == "error":
                 worker.error = fields[0]
 
-    @staticmethod
-    def _cause(worker: _Worker, results_dir: str) -> str:
+    def _finish(self, worker: _Worker, results_dir: str, events: RunEvents) -> None:
+        """Report an exited worker's run: its row, or a crash record naming the cause."""
+        self._receive(worker, events)  # what it sent just before exiting
+        worker.process.join()
+        if worker.progress is not None:
+            worker.progress.close()
+            worker.progress = None
         cause = worker.error or exit_cause(worker.process.exitcode)
-        return f"{cause}; log: {log_path(results_dir, worker.run)}"
+        worker.watch.settle(events, f"{cause}; log: {log_path(results_dir, worker.run)}")
 
     @staticmethod
     def _stop(active: list[_Worker]) -> None:

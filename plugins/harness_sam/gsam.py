@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from harness_sam import perturbations
 from harness_sam.sam import SAM, GradientMemory
 
 
@@ -43,17 +42,27 @@ class GSAM(SAM):
 
     def descend(self, params, rho):
         extras = super().descend(params, rho)
-        clean = self._clean_grads
-        perturbed = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        inner = perturbations.dot(clean, perturbed)
-        perturbed_sq = perturbations.dot(perturbed, perturbed)
+        if self.step_overflowed:  # fp16: pass 2 overflowed, the step is skipped
+            return extras
+        perturbed = [p.grad for p in params]
+        if any(g is None for g in perturbed):  # a parameter unused in pass 2: g_p = 0 there
+            perturbed = [g if g is not None else torch.zeros_like(p) for p, g in zip(params, perturbed, strict=True)]
+            for p, g in zip(params, perturbed, strict=True):
+                p.grad = g
+        # <g, g_p> by polarization, with the clean-gradient buffer turned into s = g + g_p in place:
+        # <g, g_p> = (||s||^2 - ||g||^2 - ||g_p||^2) / 2. Fused kernels, no temporary, no loop.
+        total = self._clean_grads
+        torch._foreach_add_(total, perturbed)
+        perturbed_norm = self.global_norm(perturbed)
+        perturbed_sq = perturbed_norm * perturbed_norm
+        total_norm = self.global_norm(total)
+        inner = (total_norm * total_norm - self._clean_norm * self._clean_norm - perturbed_sq) / 2
         # g_perp = g - (<g, g_p> / ||g_p||^2) g_p;   update = g_p - alpha g_perp
+        #        = (1 + alpha (projection + 1)) g_p - alpha s, written into p.grad in place
         projection = inner / (perturbed_sq + self.eps)
-        torch._foreach_mul_(perturbed, 1.0 + self.alpha * projection)
-        torch._foreach_add_(perturbed, clean, alpha=-self.alpha)
-        for p, update in zip(params, perturbed, strict=True):
-            p.grad = update
-        extras["cos_g_gp"] = inner / (self._clean_norm * perturbed_sq.sqrt() + self.eps)
+        torch._foreach_mul_(perturbed, 1.0 + self.alpha * (projection + 1.0))
+        torch._foreach_add_(perturbed, total, alpha=-self.alpha)
+        extras["cos_g_gp"] = inner / (self._clean_norm * perturbed_norm + self.eps)
         return extras
 
     def held_tensors(self) -> list[torch.Tensor]:

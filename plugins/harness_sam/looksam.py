@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from harness_sam import perturbations
 from harness_sam.sam import SAM, GradientMemory
 
 
@@ -51,11 +50,20 @@ class LookSAM(SAM):
 
     def descend(self, params, rho):
         extras = super().descend(params, rho)
-        clean = self._clean_grads
+        if self.step_overflowed:  # fp16: pass 2 overflowed, the step is skipped and g_v kept
+            return extras
         sam_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # <g, g_s> by polarization, with the clean-gradient buffer turned into s = g + g_s in place:
+        # <g, g_s> = (||s||^2 - ||g||^2 - ||g_s||^2) / 2. Then g_v = g_s - projection g is the lerp
+        # g_s + w (s - g_s) with w = -projection. Fused kernels, no temporary, no loop.
+        total = self._clean_grads
+        torch._foreach_add_(total, sam_grads)
+        sam_norm = self.global_norm(sam_grads)
+        total_norm = self.global_norm(total)
+        inner = (total_norm * total_norm - self._clean_sq - sam_norm * sam_norm) / 2
+        projection = inner / (self._clean_sq + self.eps)
         orthogonal = self._orthogonal.store(params, sam_grads)
-        projection = perturbations.dot(clean, sam_grads) / (self._clean_sq + self.eps)
-        torch._foreach_add_(orthogonal, torch._foreach_mul(clean, projection), alpha=-1.0)
+        torch._foreach_lerp_(orthogonal, total, [-projection] * len(orthogonal))
         self._orthogonal_norm = self.global_norm(self._orthogonal.buffers)
         extras["gv_norm"] = self._orthogonal_norm
         return extras
@@ -64,7 +72,8 @@ class LookSAM(SAM):
         if self._orthogonal_norm is None:
             return {}
         scale = self.alpha * grad_norm / (self._orthogonal_norm + self.eps)
-        torch._foreach_add_(grads, torch._foreach_mul(self._orthogonal.select(params), scale))
+        # g += scale g_v in one pass per tensor, no temporary (scale stays on the device)
+        torch._foreach_addcmul_(grads, self._orthogonal.select(params), [scale] * len(grads))
         return {"gv_norm": self._orthogonal_norm}
 
     def held_tensors(self) -> list[torch.Tensor]:

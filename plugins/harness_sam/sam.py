@@ -25,6 +25,13 @@ Options (``harness_sam.perturbations`` has the formulas):
 - ``m``: m-sharpness (SAM Sec. 4.1): the batch is split into sub-batches of ``m`` examples, each
   perturbed with its own gradient, and the perturbed gradients are averaged (what SAM's data
   parallelism does, one perturbation per accelerator). 0 perturbs with the whole batch.
+
+Cost (shared/DESIGN.md section 9): for the default l2 perturbation along the gradient, ``ascend``
+scales the clean gradient in place into the perturbation (pass 2 replaces the gradients anyway) and
+adds it to the weights: one norm, one copy into the persistent weight backup, one scale and one add,
+all ``torch._foreach_*`` kernels, no allocation and no host synchronization; the perturbation's norm
+is computed from the gradient norm rather than by another pass. The other options build the
+perturbation with ``perturbation`` (which leaves the gradients untouched).
 """
 
 from __future__ import annotations
@@ -91,6 +98,18 @@ class SAM(SharpnessAwareOptimizer):
         self.normalize, self.direction, self.m, self.eps = normalize, direction, m, eps
         self._generator: torch.Generator | None = None
         self._seed = seed
+        # The default perturbation, e = rho g / (||g|| + eps), is computed in place in the gradients.
+        self._in_place = norm == "l2" and normalize and not adaptive and not layerwise and direction == "gradient"
+        self._sub_batch_sum: GradientMemory | None = None
+
+    def ascend(self, params, grads, rho, grad_norm):
+        if not self._in_place:
+            return super().ascend(params, grads, rho, grad_norm)
+        torch._foreach_copy_(self._backup_buffers(), self._params)
+        scale = rho / (grad_norm + self.eps)
+        torch._foreach_mul_(grads, scale)  # the gradients now hold e
+        torch._foreach_add_(params, grads)
+        return {"perturbation_norm": grad_norm * scale}
 
     def perturbation(self, params, grads, rho, grad_norm):
         if self.direction == "random":
@@ -113,6 +132,10 @@ class SAM(SharpnessAwareOptimizer):
         if self._generator is None:
             self._generator = torch.Generator(device=params[0].device).manual_seed(self._seed)
         return [torch.randn(p.shape, generator=self._generator, device=p.device, dtype=p.dtype) for p in params]
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        held = super().held_tensors()
+        return held + (self._sub_batch_sum.held() if self._sub_batch_sum is not None else [])
 
     def variant_state_dict(self) -> dict[str, Any]:
         """The random-direction generator's state, so a resumed run draws the same directions."""
@@ -139,13 +162,20 @@ class SAM(SharpnessAwareOptimizer):
         """
         chunks = closure.chunks(self.m)
         sizes = [chunk.batch_size / closure.batch_size for chunk in chunks]
-        total = [torch.zeros_like(p) for p in self._params]
+        if self._sub_batch_sum is None:
+            self._sub_batch_sum = GradientMemory(self._params)
+        total = self._sub_batch_sum.select(self._params)  # persistent, zeroed each step
+        torch._foreach_zero_(total)
         loss = torch.zeros((), device=self._params[0].device)
         decided: tuple[bool, float] | None = None
         perturbed_losses = []
+        overflowed = False
         for chunk, weight in zip(chunks, sizes, strict=True):
             with torch.enable_grad():
                 loss += chunk() * weight
+            if closure.overflowed():  # fp16: a non-finite gradient skips the step
+                overflowed = True
+                break
             params, grads = self.params_with_grads()
             grad_norm = self.global_norm(grads)
             if decided is None:
@@ -156,17 +186,26 @@ class SAM(SharpnessAwareOptimizer):
                 with torch.enable_grad():
                     perturbed_losses.append(chunk() * weight)
                 self.descend(params, float(rho))
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            torch._foreach_add_(total, grads, alpha=weight)
-        for p, gradient in zip(self._params, total, strict=True):
-            p.grad = gradient
-        perturb, rho = decided
-        extras: dict[str, Any] = {"grad_norm": self.global_norm(total), "sub_batches": len(chunks)}
-        if perturb:
-            extras["surrogate_gap"] = torch.stack(perturbed_losses).sum() - loss
-        self.base_optimizer.step()
+                if closure.overflowed():
+                    overflowed = True
+                    break
+            params, grads = self.params_with_grads()
+            torch._foreach_add_(self._sub_batch_sum.select(params), grads, alpha=weight)
+        self.step_overflowed = overflowed
+        perturb, rho = decided if decided is not None else (False, 0.0)
+        extras: dict[str, Any] = {"sub_batches": len(chunks)}
+        if overflowed:
+            extras["skipped"] = True
+        else:
+            for p, gradient in zip(self._params, total, strict=True):
+                p.grad = gradient
+            extras["grad_norm"] = self.global_norm(total)
+            if perturb:
+                extras["surrogate_gap"] = torch.stack(perturbed_losses).sum() - loss
+            self.base_optimizer.step()
         self.steps_taken += 1
         self.last_step = StepInfo(perturbed=bool(perturb), rho=float(rho) if perturb else 0.0, extras=extras)
+        closure.finish()
         return loss
 
 
@@ -186,6 +225,8 @@ class GradientMemory:
         """The buffers of ``params`` (a subset of the optimizer's parameters), allocating on first use."""
         if self.buffers is None:
             self.buffers = [torch.zeros_like(p) for p in self._params]
+        if len(params) == len(self._params):  # every parameter, in order (params_with_grads keeps the order)
+            return self.buffers
         return [self.buffers[self._index[id(p)]] for p in params]
 
     def store(self, params: list[torch.Tensor], values: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ then stops at ``max_iterations`` and ``hessian_max_eig_converged`` is 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -105,6 +106,8 @@ class HessianMaxEig:
         for step in range(1, self.max_iterations + 1):
             product = hessian(vector)
             value = float(torch.dot(product, vector).item())
+            if not math.isfinite(value):  # a non-finite loss or curvature: report it, do not iterate on
+                return value, vector, step, False
             following = _orthonormalize(product, found)
             if following is None:  # H v = 0 in the complement: the remaining eigenvalue is 0
                 return 0.0, vector, step, True
@@ -122,6 +125,6 @@ def _orthonormalize(vector: torch.Tensor, basis: Sequence[torch.Tensor]) -> torc
         for direction in basis:
             vector = vector - torch.dot(vector, direction) * direction
     norm = float(vector.norm().item())
-    if norm == 0.0 or norm != norm:
+    if norm == 0.0:
         return None
     return vector / norm

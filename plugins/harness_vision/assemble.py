@@ -45,19 +45,23 @@ def assemble(
     normalize: Normalize | None = None,
 ) -> ClassificationData:
     """``ClassificationData`` on ``device`` from CPU tensors (labels: integer class indices)."""
+    check_params(
+        name,
+        validation_fraction=validation_fraction,
+        noise_rate=noise_rate,
+        noise_type=noise_type,
+        limit_train=limit_train,
+        limit_test=limit_test,
+    )
     train_y, test_y = train_y.long(), test_y.long()
     for split, labels in (("train", train_y), ("test", test_y)):
         if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
             low, high = int(labels.min()), int(labels.max())
             raise ValueError(f"{name}: {split} labels must lie in [0, {num_classes}), found [{low}, {high}]")
-    kept = subset(
-        test_x.shape[0], _limit(name, "limit_test", limit_test), cpu_generator("limit-test", name, split_seed)
-    )
+    kept = subset(test_x.shape[0], limit_test, cpu_generator("limit-test", name, split_seed))
     if kept is not None:
         test_x, test_y = test_x[kept], test_y[kept]
-    kept = subset(
-        train_x.shape[0], _limit(name, "limit_train", limit_train), cpu_generator("limit-train", name, split_seed)
-    )
+    kept = subset(train_x.shape[0], limit_train, cpu_generator("limit-train", name, split_seed))
     if kept is not None:
         train_x, train_y = train_x[kept], train_y[kept]
     val_x = val_y = None
@@ -67,8 +71,6 @@ def assemble(
         )
         val_x, val_y = train_x[val_index], train_y[val_index]
         train_x, train_y = train_x[train_index], train_y[train_index]
-    elif validation_fraction < 0:
-        raise ValueError(f"{name}: validation_fraction must be in [0, 1), got {validation_fraction}")
     noisy_y = add_label_noise(
         train_y, dataset=name, num_classes=num_classes, rate=noise_rate, noise_type=noise_type, noise_seed=noise_seed
     )
@@ -110,12 +112,7 @@ def check_params(
     if noise_type not in NOISE_TYPES:
         raise ValueError(f"{name}: noise_type must be one of {', '.join(NOISE_TYPES)}, got {noise_type!r}")
     for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
-        _limit(name, key, value)
+        if value < 0:
+            raise ValueError(f"{name}: {key} must be >= 0 (0 keeps all samples), got {value}")
     if cutout < 0:
         raise ValueError(f"{name}: cutout must be >= 0 (0 = off, else the square's side), got {cutout}")
-
-
-def _limit(name: str, key: str, value: int) -> int:
-    if value < 0:
-        raise ValueError(f"{name}: {key} must be >= 0 (0 keeps all samples), got {value}")
-    return value

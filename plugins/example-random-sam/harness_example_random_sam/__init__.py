@@ -1,0 +1,1 @@
+"""An example third-party sam-harness plugin: noisy SAM (``example-random-sam``), registered in ``plugin``."""
