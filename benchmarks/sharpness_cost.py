@@ -12,7 +12,8 @@ Hessian-vector product), its budget is cut to fit and the table says so. Work is
 forward passes are calls of the loss function, backward passes are gradients reaching the loss, and
 Hessian-vector products come from the metrics' own columns.
 
-Writes a Markdown table to ``benchmarks/results/sharpness_cost.md`` and the raw figures beside it as JSON.
+Writes a Markdown table to ``benchmarks/results/sharpness_cost.md`` and the raw figures beside it as JSON
+(``--name`` changes the file names, e.g. for a GPU run), with the machine's load average before and after.
 
     python benchmarks/sharpness_cost.py [--batches 2] [--batch-size 32] [--limit-s 120] [--device cpu]
 """
@@ -230,6 +231,17 @@ def _versus_row(label: str, figures: dict[str, Any]) -> str:
     )
 
 
+def _load(values: list[float] | None) -> str:
+    return "unknown" if values is None else "/".join(f"{value:.1f}" for value in values)
+
+
+def load_average() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
 def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     versus = report["versus_pyhessian"]
@@ -237,7 +249,9 @@ def markdown(report: dict[str, Any]) -> str:
         "# Cost of the sharpness metrics",
         "",
         f"Machine: {env['processor']}, {env['cpus']} CPUs, torch {env['torch']} with {env['threads']} threads, "
-        f"device {env['device']}. Other processes may have been running; timings are single runs.",
+        f"device {env['device']}. Timings are single runs; other processes may have shared the machine: its load "
+        f"average (1, 5, 15 minutes) was {_load(env['load_before'])} at the start and {_load(env['load_after'])} "
+        "at the end.",
         "",
         "## hessian_max_eig against PyHessian",
         "",
@@ -311,9 +325,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="sharpness_cost", help="file names: NAME.md and NAME.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     registry = Registry.from_plugins()
+    load_before = load_average()
     print("hessian_max_eig against PyHessian ...", flush=True)
     versus = versus_pyhessian(registry, device, args.seed)
     print("every metric on ResNet-18 ...", flush=True)
@@ -325,14 +341,16 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "load_before": load_before,
+            "load_after": load_average(),
         },
         "versus_pyhessian": versus,
         "metric_costs": costs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
-    (args.out / "sharpness_cost.md").write_text(text)
-    (args.out / "sharpness_cost.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(text)
 
 
