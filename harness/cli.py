@@ -86,6 +86,47 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 1 when a condition's mean change crosses the threshold: test_acc:-0.005 (new - base < -0.005), "
         "train_time_s:+10%% (new > 1.1 x base), grad_evals:0 (any change)",
     )
+    bench = commands.add_parser(
+        "bench",
+        help="time one optimizer step of each method against ERM, pytorch-optimizer and a bare loop: "
+        "RESULTS_DIR/bench/*.parquet and bench.md",
+    )
+    bench.add_argument(
+        "--model",
+        help="registered model name(s), comma-separated (default: resnet18-cifar on cpu, wrn-28-10,vit-cifar on cuda)",
+    )
+    bench.add_argument(
+        "--model-param", dest="model_params", action="append", default=[], metavar="KEY=VALUE",
+        help="a model parameter (VALUE read as JSON when it parses), e.g. --model-param channels=16",
+    )
+    bench.add_argument("--batch", type=int, help="batch size (default: 64 on cpu, 128 on cuda)")
+    bench.add_argument(
+        "--methods", help="comma-separated presets (default: erm,sam,looksam,sam-k,ae-sam,ss-sam,gsam,nusam)"
+    )
+    bench.add_argument(
+        "--references",
+        default="po-sam,po-gsam,bare-erm,bare-sam",
+        help="comma-separated references: po-sam, po-gsam (pytorch-optimizer), bare-erm, bare-sam "
+        "(hand-written loops); 'none' for none (default: all)",
+    )
+    bench.add_argument("--threads", help="CPU thread counts, comma-separated (default: 1 and every core)")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate (default: 5)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps per candidate first (default: 3)")
+    bench.add_argument(
+        "--steps", type=int, default=5, help="steps per timed block, a multiple of LookSAM's k=5 (default: 5)"
+    )
+    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    bench.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
+    bench.add_argument("--compile", action="store_true", help="torch.compile every model copy")
+    bench.add_argument(
+        "--preset-base", action="store_true",
+        help="give each preset its own base optimizer (nusam: AdamW, ...) instead of one shared momentum SGD",
+    )
+    bench.add_argument("--input-shape", default="3,32,32", help="input shape C,H,W (default: 3,32,32)")
+    bench.add_argument("--num-classes", type=int, default=10)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
     return parser
 
 
@@ -94,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "validate": _validate, "plugins": _plugins, "report": _report, "compare": _compare}
+        commands["bench"] = _bench
         return commands[args.command](args)
     except HarnessError as error:  # SuiteError, PluginError, UnknownNameError: nothing has trained
         print(f"error: {error}", file=sys.stderr)
@@ -238,6 +280,57 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(args.base, args.new, [Gate.parse(text) for text in args.gates])
     print(comparison.markdown)
     return EXIT_RUN_FAILED if comparison.failures else EXIT_OK
+
+
+def _csv(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    from harness.bench import DEFAULT_METHODS, BenchConfig, run_bench
+
+    cuda = args.device.startswith("cuda")
+    models = _csv(args.model) or (["wrn-28-10", "vit-cifar"] if cuda else ["resnet18-cifar"])
+    model_params = {}
+    for item in args.model_params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--model-param {item!r}: expected KEY=VALUE")
+        try:
+            model_params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            model_params[key] = value
+    try:
+        threads = tuple(int(t) for t in _csv(args.threads)) or tuple(dict.fromkeys((1, os.cpu_count() or 1)))
+        input_shape = tuple(int(d) for d in _csv(args.input_shape))
+    except ValueError as error:
+        raise UsageError(f"--threads and --input-shape take comma-separated integers ({error})") from error
+    references = () if args.references.strip().lower() == "none" else tuple(_csv(args.references))
+    config = BenchConfig(
+        model=models[0],
+        model_params=model_params,
+        batch=args.batch or (128 if cuda else 64),
+        methods=tuple(_csv(args.methods)) or DEFAULT_METHODS,
+        references=references,
+        threads=() if cuda else threads,
+        device=args.device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        steps=args.steps,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        preset_base=args.preset_base,
+        input_shape=input_shape,
+        num_classes=args.num_classes,
+        seed=args.seed,
+    )
+    result = run_bench(config, args.results_dir, models=models)
+    print(result.markdown)
+    print("wrote " + ", ".join(str(path) for path in result.files))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ class BatchClosure:
         ``model.no_sync`` keeps the clean gradient local to the rank (``perturbation_scope: local``).
     precision: a ``harness.precision.Precision`` (autocast, fp16 loss scaling, channels-last
         inputs); None runs in the model's own dtype.
+    params: the model's parameters (``list(model.parameters())``, computed once per run like
+        ``bn_modules``), whose gradients each pass sets to None; without them each pass calls
+        ``model.zero_grad``, which walks the module tree (milliseconds for a deep model, on the
+        host, twice per SAM step: it shows on a GPU when the step is launch-bound).
     """
 
     def __init__(
@@ -96,8 +100,10 @@ class BatchClosure:
         bn_modules: Sequence[_BatchNorm] = (),
         first_pass: Callable[[], AbstractContextManager] | None = None,
         precision: Precision | None = None,
+        params: Sequence[torch.Tensor] | None = None,
     ) -> None:
         self.model = model
+        self.params = params
         self.loss_fn = loss_fn
         self.precision = precision
         if precision is not None:
@@ -133,6 +139,7 @@ class BatchClosure:
                 self.targets[start : start + size],
                 self.bn_modules,
                 precision=self.precision,
+                params=self.params,
             )
             piece._rng, piece._parent = self._rng, self
             pieces.append(piece)
@@ -169,7 +176,7 @@ class BatchClosure:
         first = self._count(self.batch_size)
         if not first:
             self._rng.restore()
-        self.model.zero_grad(set_to_none=True)
+        self._zero_grad()
         if first:
             with self._first_pass() if self._first_pass is not None else nullcontext():
                 loss = self._forward_backward()
@@ -177,6 +184,13 @@ class BatchClosure:
             with frozen_running_stats(self.bn_modules):
                 loss = self._forward_backward()
         return loss
+
+    def _zero_grad(self) -> None:
+        if self.params is None:
+            self.model.zero_grad(set_to_none=True)
+            return
+        for p in self.params:
+            p.grad = None
 
     def _forward_backward(self) -> torch.Tensor:
         precision = self.precision
@@ -196,11 +210,12 @@ class BatchClosure:
     def _unscale(self, precision: Precision) -> None:
         """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""
         root = self._root()
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        params = self.params if self.params is not None else self.model.parameters()
+        grads = [p.grad for p in params if p.grad is not None]
         if root._found_inf is None:
             device = grads[0].device if grads else precision.scaler.device
             root._found_inf = torch.zeros((), dtype=torch.float32, device=device)
         precision.scaler.unscale_(grads, root._found_inf)
         if bool(root._found_inf):  # the one host synchronization per fp16 pass (GradScaler.step has it too)
             root._overflow = True
-            self.model.zero_grad(set_to_none=True)
+            self._zero_grad()

@@ -202,6 +202,7 @@ def _memory(summary: pd.DataFrame, colors: dict) -> _Draft:
                 edgecolor="k",
             )
         ax.set_yticks(positions + height * (len(shown) - 1) / 2, means.index)
+        ax.invert_yaxis()  # methods top to bottom in alphabetical order
         ax.set_xlabel(unit)
         ax.set_title(f"{dataset} / {model}" + ("" if len(shown) > 1 else " (no device memory: CPU)"), fontsize=10)
         keys = [Patch(facecolor="white", edgecolor="k", hatch=hatch, label=label) for _, label, hatch in shown]

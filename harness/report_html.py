@@ -21,7 +21,7 @@ h1 { font-size: 1.6rem; } h2 { font-size: 1.3rem; margin-top: 2.2rem; border-bot
 table { border-collapse: collapse; font-size: 0.82rem; margin: 0.6rem 0; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
 th { background: #f1f3f5; position: sticky; top: 0; }
-td.text { text-align: left; }
+td.text, th.text { text-align: left; }
 tbody.condition:nth-of-type(even) td { background: #fafbfc; }
 tbody.condition { border-top: 2px solid #888; }
 td.best { font-weight: 700; background: #e6f4ea !important; }
@@ -43,7 +43,8 @@ window.addEventListener("load", function () {
 """
 
 #: Columns whose cells are text (left-aligned) rather than numbers.
-TEXT_COLUMNS = {"suite", "dataset", "model", "method", "status", "run_id", "paper / measured %"}
+TEXT_COLUMNS = {"suite", "dataset", "model", "method", "status", "run_id", "error", "paper / measured %"}
+TEXT = ' class="text"'
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Picture:
 
 def table(data: Table, *, table_id: str | None = None) -> str:
     """``data`` as an HTML table; each condition is a ``<tbody>``, bold cells get class ``best``."""
-    head = "".join(f"<th>{escape(c)}</th>" for c in data.columns)
+    head = "".join(f"<th{TEXT if c in TEXT_COLUMNS else ''}>{escape(c)}</th>" for c in data.columns)
     bounds = [*data.breaks, len(data.rows)] if data.breaks else [0, len(data.rows)]
     bodies = []
     for start, stop in zip(bounds, bounds[1:], strict=False):

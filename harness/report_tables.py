@@ -18,6 +18,7 @@ from harness.seed_statistics import N_TOO_SMALL
 from harness.summary import ERM, SAM, metric_names
 
 ACCURACY = "test acc % (mean +- std)"
+GROUP_COLUMNS = ["suite", "dataset", "model", "noise", "method"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,6 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)
     breaks: list[int] = field(default_factory=list)
-
-
-def percent(value: float) -> str:
-    return f"{100 * value:.2f}" if _finite(value) else "-"
 
 
 def accuracy(mean: float, std: float) -> str:
@@ -87,6 +84,11 @@ def seeds(n: int, missing: str) -> str:
     return f"{n} of {n + len(missing.split(','))}" if missing else str(n)
 
 
+def group_cells(row: pd.Series) -> list[str]:
+    """The cells of ``GROUP_COLUMNS`` for a row holding suite, dataset, model, noise_rate and method."""
+    return [row["suite"], row["dataset"], row["model"], f"{row['noise_rate']:g}", row["method"]]
+
+
 def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
     """One row per condition and method; the best test accuracy of each condition in bold."""
     reference = summary["reference_method"].iloc[0] if len(summary) else SAM
@@ -139,14 +141,6 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
             bold.add((len(rows), columns.index(ACCURACY)))
         rows.append(cells)
     return Table(columns, rows, bold, breaks)
-
-
-GROUP_COLUMNS = ["suite", "dataset", "model", "noise", "method"]
-
-
-def group_cells(row: pd.Series) -> list[str]:
-    """The cells of ``GROUP_COLUMNS`` for a row holding suite, dataset, model, noise_rate and method."""
-    return [row["suite"], row["dataset"], row["model"], f"{row['noise_rate']:g}", row["method"]]
 
 
 def markdown(data: Table) -> str:

@@ -86,9 +86,7 @@ def run_rule(registry: Registry, kind: str, name: str, rule_name: str) -> None:
         raise ContractViolation(f"{where}: {type(error).__name__}: {error}") from error
 
 
-def check_component(
-    registry: Registry, kind: str, name: str, rules: Sequence[str] | None = None
-) -> dict[str, str]:
+def check_component(registry: Registry, kind: str, name: str, rules: Sequence[str] | None = None) -> dict[str, str]:
     """Run the rules (all by default) of one component; return ``{rule: "passed" | "skipped: why"}``.
 
     Raises ``ContractViolation`` listing every broken rule, one per line.

@@ -97,10 +97,14 @@ def shapes(registry: Registry, name: str) -> None:
         if tensor.device.type != "cpu":
             raise ContractViolation(f"{key} is on {tensor.device}; tensors must be on the requested device (cpu)")
         if key.endswith("_x") and tuple(tensor.shape[1:]) != data.input_shape:
-            raise ContractViolation(f"{key} has inputs of shape {tuple(tensor.shape[1:])}; train_x has {data.input_shape}")
+            raise ContractViolation(
+                f"{key} has inputs of shape {tuple(tensor.shape[1:])}; train_x has {data.input_shape}"
+            )
     for key, labels in _labels(data).items():
         if labels.dtype != torch.int64 or labels.ndim != 1:
-            raise ContractViolation(f"{key} is {labels.dtype} of shape {tuple(labels.shape)}; expected 1-D int64 labels")
+            raise ContractViolation(
+                f"{key} is {labels.dtype} of shape {tuple(labels.shape)}; expected 1-D int64 labels"
+            )
     spec = registry.get("dataset", name)
     describe = spec.load_describe()
     if describe is not None:
@@ -113,11 +117,14 @@ def shapes(registry: Registry, name: str) -> None:
             )
     inputs, targets = _first_batch(data)
     evaluated = data.model_input(data.test_x[:4])
-    for what, tensor, count in (("a training batch", inputs, 8), ("model_input(test_x[:4])", evaluated, 4)):
-        if not tensor.is_floating_point() or tuple(tensor.shape) != (min(count, tensor.shape[0]), *data.input_shape):
+    expected = {
+        "a training batch": (inputs, (min(8, data.train_x.shape[0]), *data.input_shape)),
+        "model_input(test_x[:4])": (evaluated, (min(4, data.test_x.shape[0]), *data.input_shape)),
+    }
+    for what, (tensor, shape) in expected.items():
+        if not tensor.is_floating_point() or tuple(tensor.shape) != shape:
             raise ContractViolation(
-                f"{what} is {tensor.dtype} of shape {tuple(tensor.shape)}; expected floating point of shape "
-                f"({count}, {', '.join(map(str, data.input_shape))})"
+                f"{what} is {tensor.dtype} of shape {tuple(tensor.shape)}; expected floating point of shape {shape}"
             )
     if targets.dtype != torch.int64:
         raise ContractViolation(f"a training batch has {targets.dtype} labels; expected int64")

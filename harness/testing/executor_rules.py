@@ -52,7 +52,9 @@ def _suite(registry: Registry, folder: Path) -> Any:
 
     for kind, name in (("preset", "erm"), ("preset", "sam"), ("model", "mlp"), ("dataset", "digits")):
         if name not in registry.names(kind):
-            raise ContractSkip(f"the kit's executor suite needs the {kind} {name!r} of sam-harness, which is not loaded")
+            raise ContractSkip(
+                f"the kit's executor suite needs the {kind} {name!r} of sam-harness, which is not loaded"
+            )
     path = folder / "suite.yaml"
     path.write_text(textwrap.dedent(SUITE))
     return load_suite(path, registry)
@@ -127,9 +129,7 @@ def same_rows(registry: Registry, name: str) -> None:
     for run_id, want in expected.items():
         got = rows[run_id]
         if any(got[key] != want[key] for key in COLUMNS):
-            raise ContractViolation(
-                f"run {run_id}: {_shown(got)} where {reference} gave {_shown(want)}"
-            )
+            raise ContractViolation(f"run {run_id}: {_shown(got)} where {reference} gave {_shown(want)}")
 
 
 def _shown(row: dict[str, Any]) -> str:

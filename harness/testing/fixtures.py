@@ -39,6 +39,7 @@ TOTAL_STEPS = 8
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+
 class ContractNet(nn.Module):
     """Linear -> BatchNorm -> tanh, plus a frozen shift, an optional odd-call branch, and a linear head."""
 
@@ -88,10 +89,8 @@ def create(registry: Registry, kind: str, name: str, *args: Any, **params: Any) 
     """``registry.create``; a factory that raises is a violation naming the call."""
     try:
         return registry.create(kind, name, *args, **params)
-    except ContractSkip:
-        raise
     except Exception as error:
-        shown = ", ".join(f"{key}={value!r}" for key, value in params.items() if key not in ("base_optimizer",))
+        shown = ", ".join(f"{key}={value!r}" for key, value in params.items() if key != "base_optimizer")
         raise ContractViolation(
             f"building it with its defaults{' and ' + shown if shown else ''} raised {type(error).__name__}: {error}"
         ) from error
@@ -146,7 +145,9 @@ def take_step(
     try:
         loss = optimizer.step(closure)
     except Exception as error:
-        raise ContractViolation(f"step {step}: optimizer.step(closure) raised {type(error).__name__}: {error}") from error
+        raise ContractViolation(
+            f"step {step}: optimizer.step(closure) raised {type(error).__name__}: {error}"
+        ) from error
     return StepRecord(loss, getattr(optimizer, "last_step", None), closure.calls, closure.evaluations, model.calls)
 
 
@@ -209,22 +210,19 @@ def round_trip(state: Any, what: str) -> Any:
     return torch.load(buffer, weights_only=False)
 
 
-def step_contexts(total_steps: int, *, start: int = 0, count: int | None = None, seed: int = 0) -> list[StepContext]:
-    """Step contexts of a run of ``total_steps``: a cosine learning rate, varied squared gradient norms."""
-    generator = np.random.default_rng(seed)
-    norms = np.exp(generator.normal(size=total_steps + start + (count or total_steps)))
+def step_contexts(total_steps: int, steps: range | None = None, *, seed: int = 0) -> list[StepContext]:
+    """Contexts of ``steps`` (default: all) of a run of ``total_steps``: a cosine learning rate from 0.1 to
+    0.001, and a squared gradient norm drawn per step (the same for a step whatever the range)."""
     lr_max, lr_min = 0.1, 0.001
-    steps = range(start, start + (count if count is not None else total_steps))
     contexts = []
-    for step in steps:
+    for step in steps if steps is not None else range(total_steps):
         progress = min(step / max(total_steps, 1), 1.0)
-        lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
         contexts.append(
             StepContext(
                 step=step,
                 total_steps=total_steps,
-                lr=lr,
-                grad_sq_norm=torch.tensor(float(norms[step])),
+                lr=lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress)),
+                grad_sq_norm=torch.tensor(math.exp(np.random.default_rng((seed, step)).normal())),
                 lr_max=lr_max,
                 lr_min=lr_min,
             )

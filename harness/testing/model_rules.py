@@ -48,7 +48,9 @@ def _meta_build(registry: Registry, name: str, shape: tuple[int, ...], classes: 
         return registry.create("model", name, num_classes=classes, input_shape=shape)
 
 
-def _meta_logits(registry: Registry, name: str, shape: tuple[int, ...], classes: int) -> tuple[torch.Tensor, int] | None:
+def _meta_logits(
+    registry: Registry, name: str, shape: tuple[int, ...], classes: int
+) -> tuple[torch.Tensor, int] | None:
     """Logits and parameter count from a build and a forward pass on the meta device; ``None`` if unsupported."""
     try:
         model = _meta_build(registry, name, shape, classes)
@@ -84,7 +86,9 @@ def model_input(registry: Registry, name: str) -> tuple[tuple[int, ...], int]:
             refusals.append(f"{shape} x {classes} classes: {error}")
             continue
         return shape, classes
-    raise ContractViolation("the model takes none of the inputs the registered datasets describe; " + "; ".join(refusals))
+    raise ContractViolation(
+        "the model takes none of the inputs the registered datasets describe; " + "; ".join(refusals)
+    )
 
 
 def _count(model: nn.Module) -> int:
@@ -103,7 +107,9 @@ def output_shape(registry: Registry, name: str) -> None:
         if not bool(logits.isfinite().all()):
             raise ContractViolation(f"input {(BATCH, *shape)} gave non-finite logits")
     if tuple(logits.shape) != expected:
-        raise ContractViolation(f"input {(BATCH, *shape)} gave output of shape {tuple(logits.shape)}; expected {expected}")
+        raise ContractViolation(
+            f"input {(BATCH, *shape)} gave output of shape {tuple(logits.shape)}; expected {expected}"
+        )
 
 
 @rule("model", "deterministic_init", "two builds under the same seed have the same weights and buffers, bit for bit")

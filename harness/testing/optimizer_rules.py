@@ -58,12 +58,28 @@ def restore_tolerance(optimizer: Any) -> float:
     return DOCUMENTED_TOLERANCES.get(f"{cls.__module__}.{cls.__qualname__}", 0.0)
 
 
-def _setup(registry: Registry, name: str, scheduler: str = "constant", *, seed: int = 0, branch: bool = True, **kw):
+def _setup(
+    registry: Registry,
+    name: str,
+    scheduler: str = "constant",
+    *,
+    scheduler_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    branch: bool = True,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[Any, Any, torch.optim.SGD]:
+    """``ContractNet`` under ``seed``, the optimizer ``name`` on it (driven by ``scheduler``, rho 0.05 unless
+    given), and its base optimizer."""
     model = contract_net(seed, branch=branch)
-    params = {"rho": 0.05} if scheduler in ("constant", "periodic") else {}
-    params.update(kw.pop("scheduler_params", {}))
-    optimizer, base = build_optimizer(registry, name, model, kit_scheduler(registry, scheduler, **params), **kw)
+    driver = kit_scheduler(registry, scheduler, **{"rho": 0.05, **(scheduler_params or {})})
+    optimizer, base = build_optimizer(registry, name, model, driver, momentum=momentum, weight_decay=weight_decay)
     return model, optimizer, base
+
+
+def _alternating(registry: Registry) -> tuple[str, dict[str, Any]]:
+    """A scheduler whose perturbed and unperturbed steps alternate (``periodic``, k=2), else ``constant``."""
+    return ("periodic", {"k": 2}) if "periodic" in registry.names("scheduler") else ("constant", {})
 
 
 def _differs(what: str, expected: dict, actual: dict, tolerance: float) -> None:
@@ -93,8 +109,8 @@ def step_info(registry: Registry, name: str) -> None:
     "the closure runs exactly the passes the StepInfo implies (2 perturbed, 1 not), and no pass outside it",
 )
 def gradient_evaluations(registry: Registry, name: str) -> None:
-    scheduler = "periodic" if "periodic" in registry.names("scheduler") else "constant"
-    model, optimizer, _ = _setup(registry, name, scheduler, scheduler_params={"k": 2} if scheduler == "periodic" else {})
+    scheduler, params = _alternating(registry)
+    model, optimizer, _ = _setup(registry, name, scheduler, scheduler_params=params)
     for step in range(4):
         record = take_step(model, optimizer, step)
         info = check_step_info(record.info, step)
@@ -166,17 +182,17 @@ def exact_restore(registry: Registry, name: str) -> None:
 
 @rule("optimizer", "state_dict", "a state_dict round trip (torch.save/load, fresh objects) continues bit for bit")
 def state_dict_round_trip(registry: Registry, name: str) -> None:
-    scheduler = "periodic" if "periodic" in registry.names("scheduler") else "constant"
-    options = {"scheduler_params": {"k": 2} if scheduler == "periodic" else {}, "momentum": 0.9}
+    scheduler, params = _alternating(registry)
+    options = {"scheduler_params": params, "momentum": 0.9}
 
     def trajectory(split: int | None) -> dict[str, torch.Tensor]:
-        model, optimizer, _ = _setup(registry, name, scheduler, **dict(options))
+        model, optimizer, _ = _setup(registry, name, scheduler, **options)
         for step in range(6):
             if step == split:
                 saved = round_trip(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "optimizer.state_dict()"
                 )
-                model, optimizer, _ = _setup(registry, name, scheduler, seed=1, **dict(options))
+                model, optimizer, _ = _setup(registry, name, scheduler, seed=1, **options)
                 model.load_state_dict(saved["model"])
                 try:
                     optimizer.load_state_dict(saved["optimizer"])

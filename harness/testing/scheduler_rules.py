@@ -7,6 +7,7 @@ of a short run (``harness.testing.fixtures.step_contexts``: a cosine learning ra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -70,7 +71,7 @@ def state_dict_round_trip(registry: Registry, name: str) -> None:
     half = TOTAL_STEPS // 2
     seed_everything(0)
     original = create(registry, "scheduler", name)
-    _decisions(original, step_contexts(TOTAL_STEPS, count=half))
+    _decisions(original, step_contexts(TOTAL_STEPS, range(half)))
     state = original.state_dict()
     if not isinstance(state, dict):
         raise ContractViolation(f"state_dict() returned {type(state).__name__}; expected a dict")
@@ -81,7 +82,7 @@ def state_dict_round_trip(registry: Registry, name: str) -> None:
         resumed.load_state_dict(state)
     except Exception as error:
         raise ContractViolation(f"load_state_dict(state_dict()) raised {type(error).__name__}: {error}") from error
-    rest = step_contexts(TOTAL_STEPS, start=half, count=TOTAL_STEPS - half)
+    rest = step_contexts(TOTAL_STEPS, range(half, TOTAL_STEPS))
     straight, continued = _decisions(original, rest), _decisions(resumed, rest)
     if straight != continued:
         step = next(i for i, (a, b) in enumerate(zip(straight, continued, strict=True)) if a != b) + half
@@ -96,10 +97,7 @@ def state_dict_round_trip(registry: Registry, name: str) -> None:
 def total_steps(registry: Registry, name: str) -> None:
     for total in (3, 50):
         _decisions(create(registry, "scheduler", name), step_contexts(total))
-    unknown = step_contexts(TOTAL_STEPS)[0]
-    unknown = StepContext(
-        step=0, total_steps=0, lr=unknown.lr, grad_sq_norm=unknown.grad_sq_norm, lr_max=unknown.lr_max, lr_min=0.001
-    )
+    unknown = dataclasses.replace(step_contexts(TOTAL_STEPS)[0], total_steps=0)
     try:
         decision = create(registry, "scheduler", name).decide(unknown)
     except ValueError as error:

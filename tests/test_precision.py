@@ -1,0 +1,235 @@
+"""Mixed precision in the closure: bf16 autocast, fp16 loss scaling across the two passes of a step,
+channels-last inputs. Expected values come from an fp32 run of the same step, or are exact (a
+skipped step leaves the weights bit-for-bit unchanged and halves the scale once)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from harness_sam.erm import ERM
+from harness_sam.gsam import GSAM
+from harness_sam.looksam import LookSAM
+from harness_sam.sam import SAM
+from harness_schedules.basic import Constant, Never, Periodic
+from torch import nn
+
+from harness.closure import BatchClosure, batchnorm_modules
+from harness.precision import LossScaler, Precision, prepare_model
+
+INIT_SCALE = 2.0**10
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def batch(seed: int = 0, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def make(kind: str, model: nn.Module, rho: float = 0.1):
+    base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    params = list(model.parameters())
+    if kind == "erm":
+        return ERM(params, base_optimizer=base, scheduler=Never())
+    if kind == "gsam":
+        return GSAM(params, base_optimizer=base, scheduler=Constant(rho), alpha=0.3)
+    if kind == "looksam":
+        return LookSAM(params, base_optimizer=base, scheduler=Periodic(rho=rho, k=2), alpha=0.7)
+    return SAM(params, base_optimizer=base, scheduler=Constant(rho))
+
+
+def fp16_autocast_works() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = nn.Linear(4, 2)(torch.randn(3, 4))
+        out.float().sum().backward()
+        return out.dtype == torch.float16
+    except (RuntimeError, TypeError):
+        return False
+
+
+needs_fp16 = pytest.mark.skipif(not fp16_autocast_works(), reason="this torch build has no CPU fp16 autocast")
+
+
+def relative_update_error(model: nn.Module, reference: nn.Module, start: nn.Module) -> float:
+    """||delta - delta_ref|| / ||delta_ref|| over all weights, delta = weights after - weights before."""
+    diff, norm = 0.0, 0.0
+    for p, r, s in zip(model.parameters(), reference.parameters(), start.parameters(), strict=True):
+        delta, delta_ref = p.detach() - s.detach(), r.detach() - s.detach()
+        diff += float((delta - delta_ref).pow(2).sum())
+        norm += float(delta_ref.pow(2).sum())
+    return (diff / norm) ** 0.5
+
+
+def step(model: nn.Module, optimizer, precision: Precision | None, seed: int = 0) -> BatchClosure:
+    inputs, targets = batch(seed)
+    closure = BatchClosure(model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision)
+    optimizer.step(closure)
+    closure.finish()
+    return closure
+
+
+@pytest.mark.parametrize("kind", ["sam", "gsam", "looksam"])
+def test_bf16_autocast_sam_step_matches_fp32(kind):
+    start = mlp()
+    reference, candidate = copy.deepcopy(start), copy.deepcopy(start)
+    dtypes = []
+    candidate[0].register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    ref_opt, opt = make(kind, reference), make(kind, candidate)
+    for seed in range(4):
+        step(reference, ref_opt, None, seed)
+        closure = step(candidate, opt, Precision("bf16", "cpu"), seed)
+    assert closure.calls == (2 if kind != "looksam" else 1)  # looksam k=2: step 3 reuses g_v
+    assert set(dtypes) == {torch.bfloat16}  # every pass ran under autocast
+    assert all(p.dtype == torch.float32 for p in candidate.parameters())
+    assert relative_update_error(candidate, reference, start) < 0.05
+
+
+def test_bf16_with_batchnorm_keeps_the_running_statistics_policy():
+    from harness_vision.small_models import small_cnn
+
+    torch.manual_seed(0)
+    model = small_cnn(num_classes=10, input_shape=(1, 8, 8), channels=8)
+    optimizer = SAM(
+        list(model.parameters()), base_optimizer=torch.optim.SGD(model.parameters(), lr=0.05), scheduler=Constant(0.05)
+    )
+    inputs, targets = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    closure = BatchClosure(
+        model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=Precision("bf16")
+    )
+    optimizer.step(closure)
+    assert closure.calls == 2 and int(model[1].num_batches_tracked) == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@needs_fp16
+@pytest.mark.parametrize("kind", ["erm", "sam", "gsam"])
+def test_fp16_normal_step_matches_fp32_and_counts_towards_growth(kind):
+    start = mlp()
+    reference, candidate = copy.deepcopy(start), copy.deepcopy(start)
+    ref_opt, opt = make(kind, reference), make(kind, candidate)
+    precision = Precision("fp16", "cpu", scaler_options={"init_scale": INIT_SCALE})
+    step(reference, ref_opt, None)
+    closure = step(candidate, opt, precision)
+    assert not closure.overflowed()
+    assert relative_update_error(candidate, reference, start) < 0.02
+    assert precision.scaler.get_scale() == INIT_SCALE
+    assert int(precision.scaler.growth_tracker) == 1
+
+
+class InjectInf:
+    """A gradient hook that turns the gradient of one parameter into inf on chosen backward passes."""
+
+    def __init__(self, parameter: nn.Parameter, passes: set[int]) -> None:
+        self.calls = 0
+        self.passes = passes
+        parameter.register_hook(self)
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls in self.passes:
+            return torch.full_like(grad, float("inf"))
+        return grad
+
+
+@needs_fp16
+@pytest.mark.parametrize(("kind", "bad_pass"), [("sam", 1), ("sam", 2), ("gsam", 2), ("looksam", 2), ("erm", 1)])
+def test_fp16_step_with_an_overflowing_pass_is_skipped_and_the_scale_lowered_once(kind, bad_pass):
+    model = mlp()
+    optimizer = make(kind, model)
+    precision = Precision("fp16", "cpu", scaler_options={"init_scale": INIT_SCALE})
+    step(model, optimizer, precision, seed=0)  # a normal step first: momentum buffers and (LookSAM) g_v exist
+    if kind == "looksam":
+        step(model, optimizer, precision, seed=1)  # k=2: step 1 reuses g_v, step 2 (tested) is a SAM step
+    before = copy.deepcopy(model.state_dict())
+    momentum = {id(p): optimizer.base_optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()}
+    g_v = [t.clone() for t in optimizer._orthogonal.buffers] if kind == "looksam" else None
+    InjectInf(model[2].weight, {bad_pass})  # counts the backward passes after it is registered
+    scale_before = precision.scaler.get_scale()
+    closure = step(model, optimizer, precision, seed=5)
+
+    assert closure.overflowed()
+    assert closure.calls == (bad_pass if kind != "erm" else 1)  # an overflow in pass 1 skips pass 2
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), f"{name} changed in a skipped step"
+    for p in model.parameters():
+        assert torch.equal(optimizer.base_optimizer.state[p]["momentum_buffer"], momentum[id(p)])
+    if kind != "erm":
+        assert optimizer.last_step.extras["skipped"] is True
+    if g_v is not None:
+        assert all(torch.equal(a, b) for a, b in zip(optimizer._orthogonal.buffers, g_v, strict=True))
+    assert precision.scaler.get_scale() == scale_before * 0.5  # lowered exactly once
+    closure.finish()  # idempotent: the runner and the optimizer may both call it
+    assert precision.scaler.get_scale() == scale_before * 0.5
+
+    closure = step(model, optimizer, precision, seed=6)  # training goes on at the lower scale
+    assert not closure.overflowed()
+    assert any(not torch.equal(value, before[name]) for name, value in model.state_dict().items())
+
+
+@needs_fp16
+def test_fp16_m_sharpness_step_with_an_overflow_is_skipped():
+    model = mlp()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = SAM(list(model.parameters()), base_optimizer=base, scheduler=Constant(0.1), m=8)
+    precision = Precision("fp16", "cpu", scaler_options={"init_scale": INIT_SCALE})
+    before = copy.deepcopy(model.state_dict())
+    InjectInf(model[0].weight, {4})  # chunk 2, pass 2
+    closure = step(model, optimizer, precision)
+    assert closure.overflowed() and closure.calls == 4
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert precision.scaler.get_scale() == INIT_SCALE * 0.5
+
+
+def test_loss_scaler_grows_after_the_interval_and_round_trips():
+    scaler = LossScaler("cpu", init_scale=8.0, growth_interval=3)
+    finite = torch.zeros(())
+    for _ in range(3):
+        scaler.update(finite)
+    assert scaler.get_scale() == 16.0 and int(scaler.growth_tracker) == 0
+    scaler.update(torch.ones(()))
+    assert scaler.get_scale() == 8.0
+    other = LossScaler("cpu")
+    other.load_state_dict(scaler.state_dict())
+    assert other.get_scale() == 8.0 and other.growth_interval == 3
+
+
+def test_loss_scaler_unscales_and_flags_non_finite_gradients():
+    scaler = LossScaler("cpu", init_scale=4.0)
+    grads = [torch.full((3,), 8.0), torch.tensor([4.0, float("nan")])]
+    found = torch.zeros(())
+    scaler.unscale_(grads[:1], found)
+    assert float(found) == 0.0 and torch.equal(grads[0], torch.full((3,), 2.0))
+    scaler.unscale_(grads[1:], found)
+    assert float(found) == 1.0
+
+
+def test_precision_refuses_unknown_modes():
+    with pytest.raises(ValueError, match="precision"):
+        Precision("fp8")
+
+
+def test_channels_last_inputs_and_model_give_the_same_sam_step():
+    from harness_vision.small_models import small_cnn
+
+    torch.manual_seed(0)
+    start = small_cnn(num_classes=10, input_shape=(3, 8, 8), channels=8)
+    dense, last = copy.deepcopy(start), prepare_model(copy.deepcopy(start), channels_last=True)
+    assert last[0].weight.is_contiguous(memory_format=torch.channels_last)
+    inputs, targets = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    for model, precision in ((dense, None), (last, Precision("fp32", channels_last=True))):
+        optimizer = SAM(
+            list(model.parameters()), base_optimizer=torch.optim.SGD(model.parameters(), lr=0.05), scheduler=Constant()
+        )
+        closure = BatchClosure(model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision)
+        optimizer.step(closure)
+        if precision is not None:
+            assert closure.inputs.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(dense.parameters(), last.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
