@@ -116,12 +116,6 @@ BAD_SUITES = [
         ["noise_rates[0]: -0.1 is invalid", ">= 0.0 and < 1.0"],
     ),
     (
-        "noise-on-dataset-without-noise",
-        GOOD + "noise_rates: [0.0, 0.2]\n",
-        [],
-        ["noise_rates[1]: 0.2 is invalid", "'digits'", "does not support label noise"],
-    ),
-    (
         "duplicate-method-names",
         _edit("[erm, sam]", "[sam, erm, {preset: sam, scheduler: {rho: 0.1}}]"),
         [],
@@ -347,7 +341,7 @@ def test_plugin_defaults_are_merged_into_resolved_params(tmp_path, registry):
     assert sam_mlp.optimizer_params["eps"] == 1e-12 and sam_mlp.optimizer_params["norm"] == "l2"
     assert dict(sam_mlp.scheduler_params) == {"rho": 0.05}  # preset 'sam'
     assert dict(sam_mlp.model_params) == {"hidden": 64, "depth": 2, "dropout": 0.0}
-    assert dict(sam_mlp.dataset_params) == {"test_fraction": 0.2, "split_seed": 0}
+    assert dict(sam_mlp.dataset_params) == dict(registry.get("dataset", "digits").defaults)
     config = sam_mlp.config()
     assert config["model"] == {"name": "mlp", "hidden": 64, "depth": 2, "dropout": 0.0}
     assert config["base_optimizer"] == {
@@ -400,4 +394,26 @@ def test_quickstart_validates_and_prints_every_run_id(tmp_path, capsys, monkeypa
     assert len(runs) == 6
     for run in runs:
         assert run.run_id in out
+    _assert_nothing_written(results)
+
+
+PLAIN_DATASET_PLUGIN = """
+from harness import DatasetSpec, hookimpl
+
+@hookimpl
+def register_datasets():
+    return [DatasetSpec("plain-digits", "harness_vision.digits:load_digits", defaults={"test_fraction": 0.2})]
+"""
+
+
+def test_noise_on_a_dataset_without_noise_support_exits_2(tmp_path, capsys, add_entry_points):
+    add_entry_points({"plain": PLAIN_DATASET_PLUGIN})
+    suite = _write(
+        tmp_path, GOOD.replace("datasets: [digits]", "datasets: [plain-digits]") + "noise_rates: [0.0, 0.2]\n"
+    )
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results-dir", str(results)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    for fragment in ["noise_rates[1]: 0.2 is invalid", "'plain-digits'", "does not support label noise"]:
+        assert fragment in err, (fragment, err)
     _assert_nothing_written(results)
