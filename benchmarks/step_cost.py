@@ -30,14 +30,43 @@ def run(argv: list[str] | None = None) -> int:
     common = ["--device", args.device, "--repeats", args.repeats, "--results-dir", args.results_dir, *rest]
     if args.device.startswith("cuda"):
         return harness(
-            ["bench", "--model", "wrn-28-10,vit-cifar", "--batch", "128", "--precision", "bf16", "--channels-last",
-             *common]
+            [
+                "bench",
+                "--model",
+                "wrn-28-10,vit-cifar",
+                "--batch",
+                "128",
+                "--precision",
+                "bf16",
+                "--channels-last",
+                *common,
+            ]
         )
     code = harness(["bench", "--model", "resnet18-cifar", "--batch", "64", "--threads", "1,2", *common])
     state = harness(
-        ["bench", "--model", "vit-cifar", "--batch", "64", "--methods", "erm,sam,nusam", "--references", "none",
-         "--device", args.device, "--repeats", "1", "--steps", "1", "--warmup", "1", "--threads", "2",
-         "--results-dir", args.results_dir]
+        [
+            "bench",
+            "--model",
+            "vit-cifar",
+            "--batch",
+            "64",
+            "--methods",
+            "erm,sam,nusam",
+            "--references",
+            "none",
+            "--device",
+            args.device,
+            "--repeats",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+            "--results-dir",
+            args.results_dir,
+        ]
     )
     return code or state
 

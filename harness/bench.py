@@ -258,8 +258,10 @@ class Bench:
 
     def _base_settings(self, preset: Any) -> dict[str, Any]:
         if self.config.preset_base and preset is not None and preset.base_optimizer:
-            return {**COMMON_BASE, **preset.base_optimizer} if "name" not in preset.base_optimizer else dict(
-                preset.base_optimizer
+            return (
+                {**COMMON_BASE, **preset.base_optimizer}
+                if "name" not in preset.base_optimizer
+                else dict(preset.base_optimizer)
             )
         return dict(COMMON_BASE)
 
@@ -275,7 +277,11 @@ class Bench:
         trained = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
         params = [(n, p) for n, p in module.named_parameters() if id(p) in trained]
         optimizer = self.registry.create(
-            "optimizer", spec.optimizer, params, base_optimizer=base_optimizer, scheduler=scheduler,
+            "optimizer",
+            spec.optimizer,
+            params,
+            base_optimizer=base_optimizer,
+            scheduler=scheduler,
             **spec.optimizer_params,
         )
         optimizer.total_steps = self.total_steps
@@ -702,8 +708,11 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, float, float]]:
     aesam = _row(rows, "ae-sam")
     if aesam is not None and aesam["ratio_to_erm"] is not None and aesam["sam_fraction"] is not None:
         checks.append(
-            (f"ae-sam / erm (1 + %SAM + 0.05, %SAM = {aesam['sam_fraction']:.0%})", aesam["ratio_to_erm"],
-             1.0 + aesam["sam_fraction"] + 0.05)
+            (
+                f"ae-sam / erm (1 + %SAM + 0.05, %SAM = {aesam['sam_fraction']:.0%})",
+                aesam["ratio_to_erm"],
+                1.0 + aesam["sam_fraction"] + 0.05,
+            )
         )
     for method, limit in (("gsam", 1.03), ("nusam", 1.05)):
         value = ratio(method, "ratio_to_sam")
@@ -721,8 +730,7 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[tuple[str, float, float]]:
     sam_row, nusam_row = _row(rows, "sam"), _row(rows, "nusam")
     if sam_row and nusam_row and sam_row["extra_state_bytes"]:
         checks.append(
-            ("nusam extra optimizer state / sam's", nusam_row["extra_state_bytes"] / sam_row["extra_state_bytes"],
-             0.01)
+            ("nusam extra optimizer state / sam's", nusam_row["extra_state_bytes"] / sam_row["extra_state_bytes"], 0.01)
         )
     return checks
 
@@ -800,8 +808,12 @@ class BenchResult:
     files: list[Path]
 
 
-def run_bench(config: BenchConfig, results_dir: str | Path = "results", models: Sequence[str] | None = None,
-              registry: Registry | None = None) -> BenchResult:
+def run_bench(
+    config: BenchConfig,
+    results_dir: str | Path = "results",
+    models: Sequence[str] | None = None,
+    registry: Registry | None = None,
+) -> BenchResult:
     """Measure every (model, thread count) setting, write Parquet and Markdown, return the rows."""
     registry = registry or Registry.from_plugins()
     models = list(models or [config.model])
@@ -828,8 +840,9 @@ def run_bench(config: BenchConfig, results_dir: str | Path = "results", models: 
     text = markdown(rows, config, list(dict.fromkeys(notes)))
     folder = Path(results_dir) / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([{name: row.get(name) for name in BENCH_SCHEMA.names} for row in rows],
-                                 schema=BENCH_SCHEMA)
+    table = pa.Table.from_pylist(
+        [{name: row.get(name) for name in BENCH_SCHEMA.names} for row in rows], schema=BENCH_SCHEMA
+    )
     parquet = folder / f"{bench_id}.parquet"
     write_atomic(table, parquet)
     report = folder / f"{bench_id}.md"

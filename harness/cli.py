@@ -96,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         help="registered model name(s), comma-separated (default: resnet18-cifar on cpu, wrn-28-10,vit-cifar on cuda)",
     )
     bench.add_argument(
-        "--model-param", dest="model_params", action="append", default=[], metavar="KEY=VALUE",
+        "--model-param",
+        dest="model_params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a model parameter (VALUE read as JSON when it parses), e.g. --model-param channels=16",
     )
     bench.add_argument("--batch", type=int, help="batch size (default: 64 on cpu, 128 on cuda)")
@@ -120,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs")
     bench.add_argument("--compile", action="store_true", help="torch.compile every model copy")
     bench.add_argument(
-        "--preset-base", action="store_true",
+        "--preset-base",
+        action="store_true",
         help="give each preset its own base optimizer (nusam: AdamW, ...) instead of one shared momentum SGD",
     )
     bench.add_argument("--input-shape", default="3,32,32", help="input shape C,H,W (default: 3,32,32)")

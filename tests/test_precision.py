@@ -68,7 +68,9 @@ def relative_update_error(model: nn.Module, reference: nn.Module, start: nn.Modu
 
 def step(model: nn.Module, optimizer, precision: Precision | None, seed: int = 0) -> BatchClosure:
     inputs, targets = batch(seed)
-    closure = BatchClosure(model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision)
+    closure = BatchClosure(
+        model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision
+    )
     optimizer.step(closure)
     closure.finish()
     return closure
@@ -227,7 +229,9 @@ def test_channels_last_inputs_and_model_give_the_same_sam_step():
         optimizer = SAM(
             list(model.parameters()), base_optimizer=torch.optim.SGD(model.parameters(), lr=0.05), scheduler=Constant()
         )
-        closure = BatchClosure(model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision)
+        closure = BatchClosure(
+            model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model), precision=precision
+        )
         optimizer.step(closure)
         if precision is not None:
             assert closure.inputs.is_contiguous(memory_format=torch.channels_last)
