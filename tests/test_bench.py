@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.bench import BENCH_SCHEMA, Bench, BenchConfig, _expected_fraction, markdown, targets
+from harness.bench import BENCH_SCHEMA, Bench, BenchConfig, _excess, _expected_fraction, markdown, targets
 from harness.cli import EXIT_OK, EXIT_USAGE, main
 from harness.plugins import Registry
 
@@ -119,17 +119,25 @@ def test_targets_and_markdown_from_rows():
     rows = [
         row("erm", ratio_to_erm=1.0),
         row("sam", ratio_to_erm=2.01, ratio_to_sam=1.0, extra_state_bytes=1000),
-        row("ae-sam", ratio_to_erm=1.6, sam_fraction=0.5),
+        row("ae-sam", ratio_to_erm=1.6, sam_fraction=0.5, excess_over_theory=0.1),
         row("nusam", ratio_to_sam=1.07, extra_state_bytes=5),
         row("po-sam", counterpart_ratio=0.97),
     ]
     checks = {what.split(" (")[0]: (value, limit) for what, value, limit in targets(rows)}
     assert checks["sam / erm"] == (2.01, 2.05)
-    assert checks["ae-sam / erm"] == (1.6, pytest.approx(1.55))
+    assert checks["ae-sam / erm -"] == (0.1, 0.05)
     assert checks["nusam / sam"] == (1.07, 1.05)
     assert checks["sam / pytorch-optimizer SAM"] == (0.97, 1.0)
     assert checks["nusam extra optimizer state / sam's"] == (0.005, 0.01)
     assert "Nothing was measured" in markdown([], BenchConfig())
+
+
+def test_excess_over_theory_uses_each_rounds_own_fraction():
+    times = {"erm": [1.0, 2.0, 1.0], "ae-sam": [1.3, 3.2, 1.9]}
+    # rounds perturbed 20%, 50%, 100% of their steps: excesses 0.1, 0.1, -0.1
+    assert _excess(times, "ae-sam", "erm", None, [0.2, 0.5, 1.0]) == pytest.approx(0.1)
+    assert _excess(times, "ae-sam", "erm", 1.0, []) == pytest.approx(-0.4)  # a fixed theory of 2.0
+    assert _excess(times, "sam", "erm", 1.0, []) is None
 
 
 def test_pytorch_optimizer_references_step(registry):
