@@ -1,7 +1,7 @@
-"""The ``harness`` command: run, validate, plugins, report.
+"""The ``harness`` command: run, validate, plugins, report, compare, bench.
 
-Exit codes: 0 every run ok; 1 some run failed or diverged; 2 bad usage or an invalid suite (and
-then nothing trains).
+Exit codes: 0 every run ok; 1 some run failed or diverged (``compare``: a gate failed); 2 bad usage
+or an invalid suite (and then nothing trains); 130 interrupted with Ctrl-C (finished runs are kept).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--smoke",
         action="store_true",
-        help="a quick check: 1 epoch, first seed, highest noise rate, batch <= 64, <= 256 examples; "
+        help="a quick wiring check: 1 epoch, first seed, highest noise rate, batch <= 32, <= 64 examples, "
+        "every method, model and dataset once (not their product); "
         "results go to <suite>-smoke",
     )
 
@@ -139,12 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``harness`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _run, "validate": _validate, "plugins": _plugins, "report": _report, "compare": _compare}
-        commands["bench"] = _bench
-        return commands[args.command](args)
+        return COMMANDS[args.command](args)
     except HarnessError as error:  # SuiteError, PluginError, UnknownNameError: nothing has trained
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before or after training (during it, ``_run`` reports and returns 130)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _load(args: argparse.Namespace):
@@ -337,6 +339,15 @@ def _bench(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(path) for path in result.files))
     return EXIT_OK
 
+
+COMMANDS = {
+    "run": _run,
+    "validate": _validate,
+    "plugins": _plugins,
+    "report": _report,
+    "compare": _compare,
+    "bench": _bench,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

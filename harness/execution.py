@@ -93,11 +93,14 @@ def run_worker(
     *,
     threads: int | None = None,
     on_epoch: Callable[[str, int, float], None] | None = None,
+    entry_points: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Train one run in this process (a fresh one, ideally) and write its files; return its status.
 
     threads: torch's intra-op threads for this run (executors split the cores between workers).
     on_epoch: ``on_epoch(run_id, epoch, test_acc)`` after every epoch (progress for the driver).
+    entry_points: the driver's ``harness.plugins.loaded_entry_points()``, loaded here too, so the run
+        trains with the plugins its suite was validated against.
     """
     import torch
 
@@ -117,7 +120,8 @@ def run_worker(
                 print(f"epoch {epoch}/{spec.epochs} test_acc {test_acc:.4f}", file=log)
                 on_epoch(spec.run_id, epoch, test_acc)
 
-        row = execute(run, Registry.from_plugins(), results_dir, on_epoch=epoch_callback)
+        registry = Registry.from_plugins(extra_entry_points=entry_points)
+        row = execute(run, registry, results_dir, on_epoch=epoch_callback)
         print(f"{datetime.now(timezone.utc).isoformat()} {run.run_id}: {row['status']} {row['error']}", file=log)
     return row["status"]
 

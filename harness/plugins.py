@@ -64,11 +64,29 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
-def get_plugin_manager(*, load_entry_points: bool = True, plugins: Iterable[Any] = ()) -> pluggy.PluginManager:
+def loaded_entry_points() -> list[tuple[str, str]]:
+    """``(name, "module:attr")`` of every ``sam_harness`` entry point this process sees.
+
+    Executors send this list to their worker processes (``extra_entry_points``), so a worker trains
+    with the plugins the driver validated the suite against, including entry points added at run
+    time that a fresh interpreter would not find itself.
+    """
+    return [(entry_point.name, entry_point.value) for entry_point in _entry_points()]
+
+
+def get_plugin_manager(
+    *,
+    load_entry_points: bool = True,
+    plugins: Iterable[Any] = (),
+    extra_entry_points: Iterable[tuple[str, str]] = (),
+) -> pluggy.PluginManager:
     """Build a new plugin manager with every installed plugin loaded and checked.
 
     load_entry_points: load the ``sam_harness`` entry points (tests turn this off to start empty).
     plugins: extra plugin objects (modules or instances) to register, after the entry points.
+    extra_entry_points: ``(name, "module:attr")`` entry points to load as well as the installed ones
+        (the driver's ``loaded_entry_points()``, in a worker process); ones already installed are
+        loaded once.
 
     Raises ``PluginError`` for a plugin that fails to import in strict mode, and for a hook
     implementation with no matching hook specification (a misspelled hook name).
@@ -77,7 +95,7 @@ def get_plugin_manager(*, load_entry_points: bool = True, plugins: Iterable[Any]
     manager.add_hookspecs(hookspecs)
     manager.harness_providers = {}  # plugin name -> Provider
     if load_entry_points:
-        _load_entry_points(manager)
+        _load_entry_points(manager, extra_entry_points)
     for plugin in plugins:
         name = manager.register(plugin)
         manager.harness_providers[name] = Provider(name, getattr(plugin, "__name__", name), "")
@@ -95,9 +113,20 @@ def _hook_names() -> list[str]:
     return [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "sam_harness_spec")]
 
 
-def _load_entry_points(manager: pluggy.PluginManager) -> None:
+def _with_extra(extra: Iterable[tuple[str, str]]) -> list[metadata.EntryPoint]:
+    installed = _entry_points()
+    seen = {(entry_point.name, entry_point.value) for entry_point in installed}
+    added = [
+        metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+        for name, value in extra
+        if (name, value) not in seen
+    ]
+    return sorted([*installed, *added], key=lambda entry_point: entry_point.name)
+
+
+def _load_entry_points(manager: pluggy.PluginManager, extra: Iterable[tuple[str, str]]) -> None:
     blocked = _env_list(DISABLE_ENV)
-    for entry_point in _entry_points():
+    for entry_point in _with_extra(extra):
         distribution = entry_point.dist.name if entry_point.dist else "unknown"
         version = entry_point.dist.version if entry_point.dist else ""
         if entry_point.name in blocked or distribution in blocked:
@@ -123,7 +152,8 @@ class Registry:
     """Every named component the loaded plugins registered, by kind.
 
     Kinds: optimizer, scheduler, model, dataset, metric, executor, preset. Build it with
-    ``Registry.from_plugins()`` (loads entry points) or ``Registry(manager)``.
+    ``Registry.from_plugins()`` (loads entry points; ``extra_entry_points=`` adds more) or
+    ``Registry(manager)``.
     """
 
     def __init__(self, manager: pluggy.PluginManager) -> None:

@@ -45,6 +45,7 @@ from harness.evaluation import evaluate, training_set_accuracies
 from harness.metrics import Batch, Metric, metric_batches, run_metrics
 from harness.optim import optimizer_state_bytes
 from harness.plugins import Registry
+from harness.precision import Precision, prepare_model
 from harness.results import write_run
 from harness.suite import RunSpec
 from harness.timing import StepTimer, Stopwatch
@@ -129,6 +130,8 @@ class Setup:
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     bn_modules: list[nn.Module]
+    params: list[torch.Tensor]  # the model's parameters, whose gradients each pass clears
+    precision: Precision
     shuffle: torch.Generator
     augment: torch.Generator
     metrics: list[tuple[str, Metric]]
@@ -147,6 +150,7 @@ def build(run: RunSpec, registry: Registry) -> Setup:
     model: nn.Module = registry.create(
         "model", run.model, num_classes=data.num_classes, input_shape=data.input_shape, **run.model_params
     ).to(device)
+    prepare_model(model, channels_last=run.channels_last)
     base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
     scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
     if distributed.active() and run.perturbation_scope == "local":
@@ -164,11 +168,13 @@ def build(run: RunSpec, registry: Registry) -> Setup:
         device=device,
         data=data,
         model=model,
-        train_model=distributed.wrap(model, device),
+        train_model=prepare_model(distributed.wrap(model, device), compile=run.compile),
         base_optimizer=base_optimizer,
         optimizer=optimizer,
         lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
         bn_modules=batchnorm_modules(model),
+        params=list(model.parameters()),
+        precision=Precision(run.precision, device, channels_last=run.channels_last),
         shuffle=torch.Generator().manual_seed(run.seed),
         augment=torch.Generator(device=device).manual_seed(run.seed),
         metrics=metrics,
@@ -231,9 +237,19 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
     with Stopwatch(setup.device) as clock:
         for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
             inputs, targets = distributed.local_slice(*batch)
-            closure = BatchClosure(setup.train_model, F.cross_entropy, inputs, targets, setup.bn_modules, first_pass)
+            closure = BatchClosure(
+                setup.train_model,
+                F.cross_entropy,
+                inputs,
+                targets,
+                setup.bn_modules,
+                first_pass,
+                precision=setup.precision,
+                params=setup.params,
+            )
             timer.start()
             loss = setup.optimizer.step(closure)
+            closure.finish()  # fp16: one loss-scale update per step (optimizers that call it make this a no-op)
             timer.stop()
             setup.lr_scheduler.step_update(num_updates=state.steps + 1)
             info = setup.optimizer.last_step

@@ -75,12 +75,21 @@ RUN_DEFAULTS: dict[str, Any] = {
     "target_acc": None,
     "nproc": 1,
     "perturbation_scope": "global",
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
 }
+#: Settings added after the first release: they enter ``RunSpec.config()`` (and so the run id) only when
+#: they differ from these defaults, so results written before they existed keep their ids and resume.
+LATER_SETTINGS = {"precision": "fp32", "channels_last": False, "compile": False}
 TRAIN_EVAL = ("end", "epoch")
+PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: suite loading needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
-#: SMOKE_BATCH, and at most SMOKE_EXAMPLES training and test examples where the dataset can subsample.
-SMOKE_BATCH = 64
-SMOKE_EXAMPLES = 256
+#: SMOKE_BATCH, at most SMOKE_EXAMPLES training and test examples where the dataset can subsample, and
+#: every method, model and dataset once rather than their product (``_smoke_grid``). A wiring check on a
+#: CPU in about a minute, even for a suite of WRN-28-10s.
+SMOKE_BATCH = 32
+SMOKE_EXAMPLES = 64
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
 LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
 LR_SCHEDULE_KEYS = (
@@ -133,6 +142,9 @@ class RunSpec:
     target_acc: float | None = None
     nproc: int = 1
     perturbation_scope: str = "global"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
     reference_test_acc: float | None = None
     reference_source: str = ""
 
@@ -162,6 +174,7 @@ class RunSpec:
             "target_acc": self.target_acc,
             "nproc": self.nproc,
             "perturbation_scope": self.perturbation_scope,
+            **{key: getattr(self, key) for key, default in LATER_SETTINGS.items() if getattr(self, key) != default},
         }
 
     @property
@@ -370,11 +383,17 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     )
     _unique(checker, "metrics", list(settings["metrics"]), what="metric (same name and parameters)")
     references = _references(checker, document.get("reference", []), path, methods, models)
+    combinations = itertools.product(methods, models, datasets)
     if smoke:
         name, settings, seeds, noise_rates, batch_sizes, datasets = _smoke(
             registry, name, settings, seeds, noise_rates, batch_sizes, datasets
         )
-    grid = itertools.product(methods, models, datasets, noise_rates, batch_sizes, seeds)
+        combinations = _smoke_grid(methods, models, datasets)
+    grid = (
+        (method, model, dataset, noise_rate, batch_size, seed)
+        for method, model, dataset in combinations
+        for noise_rate, batch_size, seed in itertools.product(noise_rates, batch_sizes, seeds)
+    )
     runs = tuple(_with_reference(_run(name, settings, *axes), references) for axes in grid)
     executor = _executor(checker, registry, document.get("executor"))
     return Suite(name=name, description=description, path=path, runs=runs, executor=executor)
@@ -402,6 +421,18 @@ def _smoke(registry, name, settings, seeds, noise_rates, batch_sizes, datasets):
         limited.append((dataset, params))
     batches = sorted({min(b, SMOKE_BATCH) for b in batch_sizes})
     return f"{name}-smoke", settings, seeds[:1], [max(noise_rates)], batches, limited
+
+
+def _smoke_grid(methods: list, models: list, datasets: list) -> list[tuple[Any, Any, Any]]:
+    """Every method on the first model and dataset, then each other model and dataset with the first method.
+
+    Each component is built and stepped at least once (what a wiring check needs) in
+    ``len(methods) + len(models) + len(datasets) - 2`` combinations instead of their product.
+    """
+    combinations = [(method, models[0], datasets[0]) for method in methods]
+    combinations += [(methods[0], model, datasets[0]) for model in models[1:]]
+    combinations += [(methods[0], models[0], dataset) for dataset in datasets[1:]]
+    return combinations
 
 
 def _check_combinations(
@@ -527,6 +558,14 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
             settings["perturbation_scope"],
             "global (perturb with the all-reduced gradient) or local (each rank with its own)",
         )
+    if settings["precision"] not in PRECISIONS:
+        raise checker.fail(
+            "defaults.precision",
+            settings["precision"],
+            "fp32, bf16 (autocast, float32 weights) or fp16 (autocast with a dynamic loss scale)",
+        )
+    for key in ("channels_last", "compile"):
+        settings[key] = checker.boolean(f"defaults.{key}", settings[key])
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:
@@ -775,4 +814,7 @@ def _run(
         target_acc=settings["target_acc"],
         nproc=settings["nproc"],
         perturbation_scope=settings["perturbation_scope"],
+        precision=settings["precision"],
+        channels_last=settings["channels_last"],
+        compile=settings["compile"],
     )

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 from harness_vision import cifar
+from harness_vision.cifar_files import CIFAR10_NAMES
+from harness_vision.cifar_files import write_cifar_files as write_cifar
 from harness_vision.label_noise import add_label_noise
 from scipy import stats
 
@@ -26,54 +28,7 @@ from harness.plugins import Registry
 from harness.runner import seed_everything
 
 CPU = torch.device("cpu")
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-TRAIN_SIZES = (20, 20, 20, 20, 20)
-TEST_SIZE = 30
 SHARED_PARAMS = {"validation_fraction", "noise_rate", "noise_type", "noise_seed", "limit_train", "limit_test"}
-
-
-def write_cifar(
-    root: Path, variant: str = "cifar10", *, train_sizes=TRAIN_SIZES, test_size=TEST_SIZE, seed=0, protocol=2
-) -> dict:
-    """Write a small CIFAR-10 or CIFAR-100 in torchvision's layout under ``root``; return what was written.
-
-    Pixels are drawn in [1, 255] (no zero: padding and cutout stand out), so images are distinct.
-    """
-    rng = np.random.default_rng(seed)
-    classes = 10 if variant == "cifar10" else 100
-    folder = root / ("cifar-10-batches-py" if variant == "cifar10" else "cifar-100-python")
-    folder.mkdir(parents=True, exist_ok=True)
-    label_key = b"labels" if variant == "cifar10" else b"fine_labels"
-
-    def batch(count: int, name: str, title: bytes) -> tuple[np.ndarray, list[int]]:
-        data = rng.integers(1, 256, size=(count, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, classes, size=count)]
-        entry = {b"batch_label": title, label_key: labels, b"data": data, b"filenames": [b"x.png"] * count}
-        if variant == "cifar100":
-            entry[b"coarse_labels"] = [label % 20 for label in labels]
-        with (folder / name).open("wb") as stream:
-            pickle.dump(entry, stream, protocol=protocol)
-        return data, labels
-
-    if variant == "cifar10":
-        train_names = [f"data_batch_{i}" for i in range(1, 6)]
-        test_name, meta_name = "test_batch", "batches.meta"
-        meta = {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_cases_per_batch": 10000, b"num_vis": 3072}
-    else:
-        train_names, test_name, meta_name = ["train"], "test", "meta"
-        meta = {b"fine_label_names": [b"c%d" % i for i in range(100)], b"coarse_label_names": [b"s"] * 20}
-    parts = [batch(size, name, b"training batch") for size, name in zip(train_sizes, train_names, strict=True)]
-    test_x, test_y = batch(test_size, test_name, b"testing batch")
-    with (folder / meta_name).open("wb") as stream:
-        pickle.dump(meta, stream, protocol=protocol)
-    return {
-        "folder": folder,
-        "train_x": np.concatenate([p[0] for p in parts]),
-        "train_y": np.array(sum((p[1] for p in parts), [])),
-        "test_x": test_x,
-        "test_y": np.array(test_y),
-        "files": [folder / name for name in (*train_names, test_name, meta_name)],
-    }
 
 
 def as_rows(images: torch.Tensor) -> np.ndarray:

@@ -228,3 +228,16 @@ def test_every_preset_runs_and_reports_its_sam_fraction(tmp_path):
     assert (runs["grad_evals"] == expected_evals).all()
     registry_presets = set(Registry.from_plugins().names("preset"))
     assert registry_presets <= set(runs.index)  # the smoke suite covers every preset
+
+
+def test_ctrl_c_while_the_suite_loads_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import harness.suite
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.suite, "load_suite", interrupted)
+    assert main(["run", str(QUICKSTART), "--results-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted" and "Traceback" not in err
+    assert not (tmp_path / "quickstart").exists()

@@ -62,6 +62,13 @@ TEST_PLUGIN = """
         raise RuntimeError("this model cannot be built")
 
 
+    def diverging(*, num_classes, input_shape):
+        model = tiny(num_classes=num_classes, input_shape=input_shape)
+        forward = model.forward
+        model.forward = lambda x: forward(x) * float("nan")
+        return model
+
+
     def killer(*, num_classes, input_shape):
         import torch
 
@@ -99,6 +106,7 @@ TEST_PLUGIN = """
         return [
             ModelSpec("tiny", tiny, defaults={"hidden": 16}),
             ModelSpec("raising", raising),
+            ModelSpec("diverging", diverging),
             ModelSpec("killer", killer),
             ModelSpec("held", held, defaults={"hold": ""}),
         ]
@@ -239,16 +247,21 @@ def test_a_second_run_trains_only_the_failed_run(local_runs):
     assert len(changed) == 1 and _rows(results, "local")[changed[0].removesuffix(".parquet")]["model"] == "raising"
 
 
-def test_a_worker_killed_by_a_signal_is_recorded_and_the_others_finish(test_plugin, tmp_path):
+def test_a_raising_a_diverging_and_a_killed_run_are_recorded_and_the_others_finish(test_plugin, tmp_path):
     # The forkserver start method: the same executor, with workers forked from a server that imported torch.
-    suite = _suite(tmp_path, "killed", "[tiny, killer]", executor="{name: local, start_method: forkserver}")
+    models = "[tiny, raising, diverging, killer, {name: tiny, hidden: 8}]"
+    suite = _suite(tmp_path, "faults", models, executor="{name: local, start_method: forkserver}")
     code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"), "--workers", "2")
     assert code == 1
-    rows = {r["model"]: r for r in _rows(tmp_path / "out", "killed").values()}
-    assert rows["tiny"]["status"] == "ok"
-    assert rows["killer"]["status"] == "failed"
-    assert "killed by signal 9 (SIGKILL)" in rows["killer"]["error"]
-    assert "suite killed: 1 failed, 1 ok" in out
+    rows = {(r["model"], r["model_params"]): r for r in _rows(tmp_path / "out", "faults").values()}
+    statuses = {model: row["status"] for (model, _), row in rows.items() if model != "tiny"}
+    assert statuses == {"raising": "failed", "diverging": "diverged", "killer": "failed"}
+    assert [row["status"] for (model, _), row in rows.items() if model == "tiny"] == ["ok", "ok"]
+    errors = {model: row["error"] for (model, _), row in rows.items()}
+    assert "RuntimeError: this model cannot be built" in errors["raising"]
+    assert "non-finite" in errors["diverging"]
+    assert "killed by signal 9 (SIGKILL)" in errors["killer"]
+    assert "suite faults: 1 diverged, 2 failed, 2 ok" in out
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------------------
@@ -325,6 +338,62 @@ def test_ctrl_c_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_p
 
 
 # --- submitit and Ray ------------------------------------------------------------------------------------------
+
+#: Result columns every executor must reproduce exactly (timing, memory and host columns may differ).
+REPRODUCED = (
+    "status", "steps", "epochs_completed", "test_acc", "best_test_acc", "test_loss", "train_loss", "train_acc",
+    "train_acc_clean", "sam_fraction", "perturbed_steps", "grad_evals", "optimizer_state_bytes", "config",
+)  # fmt: skip
+REPRODUCED_HISTORY = ("epoch", "step", "lr", "rho", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@pytest.fixture(scope="module")
+def smoke_suite(test_plugin, tmp_path_factory):
+    """A 4-run suite (erm and sam, two MLPs) and its results from ``local --workers 1``, the reference."""
+    folder = tmp_path_factory.mktemp("smoke")
+    suite = write_suite(
+        folder / "smoke4.yaml",
+        """
+        name: smoke4
+        defaults: {epochs: 2, batch_size: 256}
+        methods: [erm, sam]
+        models: [{name: tiny, hidden: 16}, {name: tiny, hidden: 8}]
+        datasets: [digits]
+        """,
+    )
+    code, out = _run(str(suite), "--results-dir", str(folder / "reference"), "--executor", "local", "--workers", "1")
+    assert code == 0, out
+    return folder, suite
+
+
+def _assert_same_results(expected: Path, got: Path, suite: str) -> None:
+    want, have = _rows(expected, suite), _rows(got, suite)
+    assert len(want) == 4 and set(have) == set(want)
+    for run_id, row in want.items():
+        for column in REPRODUCED:
+            if isinstance(row[column], float):
+                assert have[run_id][column] == pytest.approx(row[column], abs=1e-6, nan_ok=True), (run_id, column)
+            else:
+                assert have[run_id][column] == row[column], (run_id, column)
+    history = [read_history(folder / suite).sort_values(["run_id", "epoch"]) for folder in (expected, got)]
+    assert history[1]["run_id"].tolist() == history[0]["run_id"].tolist()
+    for column in REPRODUCED_HISTORY:
+        want_column, have_column = (frame[column].tolist() for frame in history)
+        assert have_column == pytest.approx(want_column, abs=1e-6, nan_ok=True), column
+
+
+@pytest.mark.parametrize(
+    "executor",
+    [("local", "--workers", "2"), ("submitit",), ("ray",)],
+    ids=["local-2-workers", "submitit", "ray"],
+)
+def test_every_executor_writes_the_rows_of_one_local_worker(smoke_suite, executor):
+    if executor[0] != "local":
+        pytest.importorskip(executor[0])
+    folder, suite = smoke_suite
+    code, out = _run(str(suite), "--results-dir", str(folder / executor[0]), "--executor", *executor)
+    assert code == 0 and "suite smoke4: 4 ok" in out, out
+    _assert_same_results(folder / "reference", folder / executor[0], "smoke4")
 
 
 def test_submitit_local_cluster_trains_runs_and_records_a_dead_job(test_plugin, tmp_path):

@@ -15,12 +15,11 @@ import pytest
 import torch
 from harness_vision import augment, cifar
 from harness_vision.augment import Normalize, crop_flip_cutout, cutout, random_crop_flip
+from harness_vision.cifar_files import write_cifar_files as write_cifar
 
 from harness.cli import main
 from harness.plugins import Registry
 from harness.results import read_runs
-
-from .test_datasets import write_cifar
 
 CPU = torch.device("cpu")
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

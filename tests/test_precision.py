@@ -237,3 +237,62 @@ def test_channels_last_inputs_and_model_give_the_same_sam_step():
             assert closure.inputs.is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(dense.parameters(), last.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# --- the runner: suite settings precision, channels_last, compile ------------------------------------------------
+
+RUNNER_SUITE = """
+    name: precision
+    defaults: {{epochs: 1, batch_size: 64, {settings}}}
+    methods: [sam]
+    models: [{{name: small-cnn, channels: 4}}]
+    datasets: [{{name: digits, limit_train: 256, limit_test: 128}}]
+"""
+
+
+def _train(tmp_path, name: str, settings: str) -> dict:
+    from harness.cli import main
+    from harness.results import read_runs
+
+    from .conftest import write_suite
+
+    suite = write_suite(tmp_path / f"{name}.yaml", RUNNER_SUITE.format(settings=settings))
+    assert main(["run", str(suite), "--results-dir", str(tmp_path)]) == 0
+    return read_runs(tmp_path / "precision").set_index("run_id").sort_values("finished_at").iloc[-1].to_dict()
+
+
+@pytest.mark.slow
+def test_suite_precision_settings_reach_the_runner(tmp_path, monkeypatch):
+    autocast_dtypes = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(*args, **kwargs):
+        autocast_dtypes.append(kwargs.get("dtype"))
+        return real_autocast(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    fp32 = _train(tmp_path, "fp32", "precision: fp32")
+    assert autocast_dtypes == [] and '"precision"' not in fp32["config"]  # the default keeps earlier run ids
+    bf16 = _train(tmp_path, "bf16", "precision: bf16")
+    assert set(autocast_dtypes) == {torch.bfloat16} and '"precision": "bf16"' in bf16["config"]
+    assert bf16["status"] == "ok" and bf16["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
+    fp16 = _train(tmp_path, "fp16", "precision: fp16")
+    assert fp16["status"] == "ok" and fp16["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
+    channels_last = _train(tmp_path, "channels-last", "channels_last: true")
+    assert channels_last["train_loss"] == pytest.approx(fp32["train_loss"], rel=1e-4)
+    assert '"channels_last": true' in channels_last["config"]
+
+
+def test_suite_refuses_an_unknown_precision(tmp_path):
+    from harness.errors import SuiteError
+    from harness.plugins import Registry
+    from harness.suite import load_suite
+
+    from .conftest import write_suite
+
+    suite = write_suite(tmp_path / "bad.yaml", RUNNER_SUITE.format(settings="precision: fp8"))
+    with pytest.raises(SuiteError, match=r"bad\.yaml: defaults\.precision: 'fp8' is invalid; expected fp32, bf16"):
+        load_suite(str(suite), Registry.from_plugins(), [])
+    suite = write_suite(tmp_path / "bad2.yaml", RUNNER_SUITE.format(settings="compile: 'yes'"))
+    with pytest.raises(SuiteError, match=r"defaults\.compile: 'yes' is invalid; expected true or false"):
+        load_suite(str(suite), Registry.from_plugins(), [])

@@ -90,6 +90,25 @@ def test_smoke_shrinks_epochs_seeds_noise_batches_and_data(tmp_path, shape_regis
         assert run.dataset_params["limit_train"] == SMOKE_EXAMPLES == run.dataset_params["limit_test"]
 
 
+def test_smoke_builds_every_method_model_and_dataset_once_not_their_product(tmp_path, shape_registry):
+    text = GRID.replace("methods: [erm, sam]", "methods: [erm, sam, gsam]")
+    text = text.replace("models: [rgb-net]", "models: [{name: rgb-net, width: 4}, {name: rgb-net, width: 8}, family:x]")
+    text = text.replace("datasets: [images]", "datasets: [images, {name: images, limit_train: 10}]")
+    full = load_suite(write_suite(tmp_path / "s.yaml", text), shape_registry).runs
+    smoke = load_suite(write_suite(tmp_path / "s.yaml", text), shape_registry, smoke=True).runs
+    assert len(full) == 3 * 3 * 2 * 3 * 2 * 3 and len(smoke) == 3 + 2 + 1
+    seen = [(run.method, run.model, run.model_params.get("width"), run.dataset_params["limit_train"]) for run in smoke]
+    assert seen == [
+        ("erm", "rgb-net", 4, SMOKE_EXAMPLES),  # every method on the first model and dataset
+        ("sam", "rgb-net", 4, SMOKE_EXAMPLES),
+        ("gsam", "rgb-net", 4, SMOKE_EXAMPLES),
+        ("erm", "rgb-net", 8, SMOKE_EXAMPLES),  # each other model with the first method
+        ("erm", "family:x", None, SMOKE_EXAMPLES),
+        ("erm", "rgb-net", 4, 10),  # the other dataset with the first method and model
+    ]
+    assert len({run.run_id for run in smoke}) == 6
+
+
 def test_a_model_that_cannot_take_the_dataset_fails_validation(tmp_path, shape_registry):
     text = GRID.replace("datasets: [images]", "datasets: [{name: images, channels: 1}]")
     with pytest.raises(

@@ -34,9 +34,9 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.execution import RunEvents, describe_exception, log_path, run_payload, run_worker
+from harness.plugins import loaded_entry_points
 from harness.suite import RunSpec
 from harness_executors.outcome import RowWatch
-from harness_executors.same_plugins import driver_entry_points, use_entry_points
 
 #: What the ``forkserver`` start method imports once, before it forks each worker.
 FORKSERVER_PRELOAD = ("torch", "harness.runner", "harness_executors.local")
@@ -94,8 +94,7 @@ def work(
     try:
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        use_entry_points(entry_points)
-        run_worker(payload, results_dir, threads=threads, on_epoch=on_epoch)
+        run_worker(payload, results_dir, threads=threads, on_epoch=on_epoch, entry_points=entry_points)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # outside the run's own recording (run_worker records the run's failures)
@@ -167,7 +166,7 @@ class LocalExecutor:
         pending = deque(runs)
         free = list(range(self.workers))
         active: list[_Worker] = []
-        entry_points = driver_entry_points()
+        entry_points = loaded_entry_points()
         try:
             while pending or active:
                 while pending and free:
