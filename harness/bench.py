@@ -51,6 +51,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -504,12 +505,15 @@ class Bench:
         torch.cuda.empty_cache()
         return peaks
 
-    def time(self, candidates: list[Candidate]) -> dict[str, list[float]]:
+    def time(self, candidates: list[Candidate], label: str = "") -> dict[str, list[float]]:
         """Per-step seconds of every candidate, one value per round (see the module docstring).
 
         ``self.fractions[name]`` gets, per round, the share of that round's steps with a second pass.
+        Progress (one line per round, labelled ``label``) goes to stderr.
         """
         config = self.config
+        began = time.perf_counter()
+        _progress(f"{label}: warming up {len(candidates)} candidates")
         for candidate in candidates:  # warm-up, round-robin as well
             for _ in range(candidate.warmup):
                 candidate.step()
@@ -543,7 +547,12 @@ class Bench:
                 _synchronize(self.device)
                 for name, start, end in events:
                     times[name].append(start.elapsed_time(end) / 1000.0 / config.steps)
+            _progress(f"{label}: round {round_ + 1}/{config.repeats} timed ({time.perf_counter() - began:.0f} s)")
         return times
+
+
+def _progress(line: str) -> None:
+    print(f"bench {line}", file=sys.stderr, flush=True)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -594,7 +603,7 @@ def measure_setting(
     peaks = bench.peak_memory(names)
     load_before = _load()
     candidates = [c for c in (bench.build(name) for name in names) if c is not None]
-    times = bench.time(candidates)
+    times = bench.time(candidates, f"{model_name}, {threads or torch.get_num_threads()} thread(s)")
     load_after = _load()
     device = bench.device
     parameters = sum(p.numel() for p in bench.template.parameters())

@@ -151,6 +151,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     The runner sets ``total_steps`` and ``lr_range = (lr_min, lr_max)`` before the first step.
     """
 
+    #: The largest weight difference a restore may leave (the contract kit checks it): 0, bit for bit, for
+    #: variants that restore from a copy; a variant that subtracts its perturbation instead declares its
+    #: rounding allowance (nuSAM: 1e-6).
+    restore_tolerance: float = 0.0
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],

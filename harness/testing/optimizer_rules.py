@@ -44,18 +44,9 @@ from harness.testing.fixtures import (
 
 RHO_ZERO_ATOL = 1e-6
 
-#: Built-in optimizers that do not declare ``restore_tolerance`` themselves yet, with the allowance their own
-#: documentation states (harness_sam.nusam: "restores W_i only to within floating-point rounding").
-DOCUMENTED_TOLERANCES = {"harness_sam.nusam.NuSAM": 1e-6}
-
-
 def restore_tolerance(optimizer: Any) -> float:
     """The largest weight difference ``optimizer`` allows itself in a restore (0: bit for bit)."""
-    declared = getattr(optimizer, "restore_tolerance", None)
-    if declared is not None:
-        return float(declared)
-    cls = type(optimizer)
-    return DOCUMENTED_TOLERANCES.get(f"{cls.__module__}.{cls.__qualname__}", 0.0)
+    return float(getattr(optimizer, "restore_tolerance", 0.0))
 
 
 def _setup(
