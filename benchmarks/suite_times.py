@@ -2,10 +2,11 @@
 
 For each suite given (default: every paper suite with ``--smoke``), runs ``harness run SUITE [ARGS]``
 as a subprocess, with ``HARNESS_DATA`` pointing at small CIFAR-format files written by
-``harness_vision.cifar_files`` (this machine cannot download CIFAR; ``--smoke`` reads at most 256
+``harness_vision.cifar_files`` (this machine cannot download CIFAR; ``--smoke`` reads at most 64
 training examples anyway), and records the wall-clock, the exit code, the number of runs and their
 statuses, and the machine (CPU model, cores, load average before and after). Results go to a fresh
-results folder per invocation, so nothing is skipped as already finished.
+results folder per invocation (``--keep DIR`` keeps them, for a report), so nothing is skipped as already
+finished.
 
     python benchmarks/suite_times.py                       # every paper suite, --smoke
     python benchmarks/suite_times.py suites/digits_noise.yaml --args="--workers 2" --label digits-w2
@@ -55,8 +56,9 @@ def statuses(results: Path) -> dict[str, int]:
     return counts
 
 
-def time_suite(suite: Path, args: list[str], data_root: Path) -> dict:
-    with tempfile.TemporaryDirectory(prefix="suite-times-") as results:
+def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="suite-times-") as scratch:
+        results = str(keep / suite.stem) if keep else scratch
         command = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results-dir", results, *args]
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help="suite files (default: every paper suite)")
     parser.add_argument("--args", default="--smoke", help="arguments for harness run (default: --smoke)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--keep", type=Path, help="keep the results under KEEP/<suite stem> (default: discarded)")
     options = parser.parse_args()
     suites = [Path(s) for s in options.suites] or [ROOT / "suites" / f"{name}.yaml" for name in PAPER_SUITES]
     records = json.loads(options.output.read_text()) if options.output.exists() else []
@@ -112,7 +115,7 @@ def main() -> None:
         write_cifar_files(Path(data), "cifar10", train_sizes=(60,) * 5, test_size=300)
         write_cifar_files(Path(data), "cifar100", train_sizes=(300,), test_size=300)
         for suite in suites:
-            record = time_suite(suite, shlex.split(options.args), Path(data))
+            record = time_suite(suite, shlex.split(options.args), Path(data), options.keep)
             print(json.dumps(record), flush=True)
             records.append(record)
             options.output.parent.mkdir(parents=True, exist_ok=True)

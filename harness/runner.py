@@ -125,7 +125,8 @@ class Setup:
     device: torch.device
     data: ClassificationData
     model: nn.Module
-    train_model: nn.Module  # ``model``, inside DDP when the run spans several processes
+    train_model: nn.Module  # ``model``, inside DDP when the run spans several processes, compiled if asked
+    first_pass: Any  # the closure's first-pass context (DDP's ``no_sync`` under the local scope) or None
     base_optimizer: torch.optim.Optimizer
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
@@ -164,11 +165,13 @@ def build(run: RunSpec, registry: Registry) -> Setup:
     optimizer.total_steps = run.epochs * steps_per_epoch
     optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))
     metrics = [(name, registry.create("metric", name, **params)) for name, params in run.metrics]
+    wrapped = distributed.wrap(model, device)
     return Setup(
         device=device,
         data=data,
         model=model,
-        train_model=prepare_model(distributed.wrap(model, device), compile=run.compile),
+        train_model=prepare_model(wrapped, compile=run.compile),
+        first_pass=distributed.first_pass_context(wrapped, run.perturbation_scope),
         base_optimizer=base_optimizer,
         optimizer=optimizer,
         lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
@@ -233,7 +236,6 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
     loss_sum = torch.zeros((), device=setup.device)
     last_rho = 0.0
     setup.model.train()
-    first_pass = distributed.first_pass_context(setup.train_model, run.perturbation_scope)
     with Stopwatch(setup.device) as clock:
         for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
             inputs, targets = distributed.local_slice(*batch)
@@ -243,7 +245,7 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
                 inputs,
                 targets,
                 setup.bn_modules,
-                first_pass,
+                setup.first_pass,
                 precision=setup.precision,
                 params=setup.params,
             )
@@ -272,7 +274,11 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
 
 
 def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> dict[str, Any]:
-    """Test (and validation, training-set, metric) evaluation after an epoch, outside the train clock."""
+    """Test (and validation, training-set, metric) evaluation after an epoch, outside the train clock.
+
+    Evaluation runs the uncompiled model in float32 whatever the run's ``precision``: accuracies are then
+    comparable across precision settings, and its cost is outside the measured train time anyway.
+    """
     data, model = setup.data, setup.model
     last = epoch == run.epochs
     row: dict[str, Any] = {}
@@ -428,14 +434,16 @@ def execute(
     return row
 
 
-def _rank_main(rank: int, payload: dict[str, Any], results_dir: str, port: int, world_size: int) -> None:
-    """One rank of a data-parallel run (``torch.multiprocessing`` entry point)."""
+def _rank_main(
+    rank: int, payload: dict[str, Any], results_dir: str, port: int, world_size: int, entry_points: list
+) -> None:
+    """One rank of a data-parallel run (``torch.multiprocessing`` entry point), with the driver's plugins."""
     from harness.execution import run_from_payload
 
     run = run_from_payload(payload)
     distributed.init(rank, world_size, port, resolve_device(run.device))
     try:
-        execute(run, Registry.from_plugins(), results_dir)
+        execute(run, Registry.from_plugins(extra_entry_points=entry_points), results_dir)
     finally:
         distributed.shutdown()
 
@@ -445,12 +453,13 @@ def _execute_spawned(run: RunSpec, results_dir: str | Path) -> dict[str, Any]:
     import torch.multiprocessing as mp
 
     from harness.execution import record_crash, run_payload
+    from harness.plugins import loaded_entry_points
     from harness.results import read_runs, suite_dir
 
     try:
         mp.start_processes(
             _rank_main,
-            args=(run_payload(run), str(results_dir), distributed.free_port(), run.nproc),
+            args=(run_payload(run), str(results_dir), distributed.free_port(), run.nproc, loaded_entry_points()),
             nprocs=run.nproc,
             start_method="spawn",
         )

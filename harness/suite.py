@@ -81,7 +81,7 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 #: Settings added after the first release: they enter ``RunSpec.config()`` (and so the run id) only when
 #: they differ from these defaults, so results written before they existed keep their ids and resume.
-LATER_SETTINGS = {"precision": "fp32", "channels_last": False, "compile": False}
+LATER_SETTINGS = {key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile")}
 TRAIN_EVAL = ("end", "epoch")
 PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: suite loading needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
@@ -416,10 +416,11 @@ def _smoke(registry, name, settings, seeds, noise_rates, batch_sizes, datasets):
         defaults = registry.get("dataset", dataset).defaults
         params = dict(params)
         for key in ("limit_train", "limit_test"):
-            if key in defaults and not params.get(key):
-                params[key] = SMOKE_EXAMPLES
+            if key in defaults:
+                params[key] = min(params.get(key) or SMOKE_EXAMPLES, SMOKE_EXAMPLES)
         limited.append((dataset, params))
-    batches = sorted({min(b, SMOKE_BATCH) for b in batch_sizes})
+    nproc = settings["nproc"]  # a smoke batch still splits evenly over the ranks
+    batches = sorted({max(nproc, min(b, SMOKE_BATCH) // nproc * nproc) for b in batch_sizes})
     return f"{name}-smoke", settings, seeds[:1], [max(noise_rates)], batches, limited
 
 
@@ -566,6 +567,13 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
         )
     for key in ("channels_last", "compile"):
         settings[key] = checker.boolean(f"defaults.{key}", settings[key])
+    if settings["precision"] == "fp16" and settings["nproc"] > 1 and settings["perturbation_scope"] == "local":
+        raise checker.fail(
+            "defaults.precision",
+            "fp16",
+            "fp32 or bf16 with nproc > 1 and perturbation_scope: local (each rank would decide on its own whether "
+            "its unsynchronized first pass overflowed, and the ranks would part ways)",
+        )
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:

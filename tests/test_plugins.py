@@ -37,6 +37,21 @@ def test_third_party_plugin_is_loaded_from_its_entry_point(add_entry_points):
     assert "third-party-sam" in registry.names("optimizer")
 
 
+def test_a_worker_loads_the_drivers_entry_points_once(monkeypatch, tmp_path):
+    # What executors do: the driver's loaded_entry_points() are loaded in the worker as well as its own.
+    import textwrap
+
+    from harness.plugins import loaded_entry_points
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "driver_only_plugin.py").write_text(textwrap.dedent(GOOD_PLUGIN))
+    driver = [*loaded_entry_points(), ("driver-only", "driver_only_plugin")]
+    assert "third-party-sam" not in Registry.from_plugins().names("optimizer")
+    registry = Registry.from_plugins(extra_entry_points=driver)  # installed ones again: loaded once, no duplicate
+    assert "third-party-sam" in registry.names("optimizer") and "sam" in registry.names("optimizer")
+    assert registry.get("optimizer", "third-party-sam").provider == "unknown"
+
+
 def test_broken_plugin_warns_naming_it_and_is_skipped(add_entry_points, monkeypatch):
     monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
     add_entry_points({"broken": "raise RuntimeError('boom at import')", "thirdparty": GOOD_PLUGIN})

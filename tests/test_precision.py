@@ -292,3 +292,38 @@ def test_suite_refuses_an_unknown_precision(tmp_path):
     suite = write_suite(tmp_path / "bad2.yaml", RUNNER_SUITE.format(settings="compile: 'yes'"))
     with pytest.raises(SuiteError, match=r"defaults\.compile: 'yes' is invalid; expected true or false"):
         load_suite(str(suite), Registry.from_plugins(), [])
+
+
+def _run_spec(tmp_path, settings: str, overrides=()):
+    from harness.plugins import Registry
+    from harness.suite import load_suite
+
+    from .conftest import write_suite
+
+    registry = Registry.from_plugins()
+    suite = write_suite(tmp_path / "s.yaml", RUNNER_SUITE.format(settings=settings))
+    return load_suite(str(suite), registry, list(overrides)).runs[0], registry
+
+
+def test_runner_builds_channels_last_weights_compiled_model_and_the_precision(tmp_path):
+    from harness.runner import build
+
+    run, registry = _run_spec(tmp_path, "channels_last: true, compile: true", ["precision=bf16"])
+    assert (run.precision, run.channels_last, run.compile) == ("bf16", True, True)  # --set without defaults.
+    setup = build(run, registry)
+    convolution = next(p for p in setup.model.parameters() if p.dim() == 4)
+    assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
+    assert isinstance(setup.train_model, torch._dynamo.eval_frame.OptimizedModule)
+    assert setup.train_model._orig_mod is setup.model and setup.first_pass is None
+    assert (setup.precision.mode, setup.precision.channels_last) == ("bf16", True)
+    plain = build(_run_spec(tmp_path, "precision: fp32")[0], registry)
+    assert plain.train_model is plain.model and plain.precision.mode == "fp32"
+
+
+def test_suite_refuses_fp16_with_local_perturbation_over_several_ranks(tmp_path):
+    from harness.errors import SuiteError
+
+    settings = "precision: fp16, nproc: 2, perturbation_scope: local"
+    with pytest.raises(SuiteError, match=r"defaults\.precision: 'fp16' is invalid; expected fp32 or bf16 with nproc"):
+        _run_spec(tmp_path, settings)
+    assert _run_spec(tmp_path, "precision: fp16, nproc: 2, perturbation_scope: global")[0].precision == "fp16"

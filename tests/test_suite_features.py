@@ -84,7 +84,7 @@ def test_batch_sizes_expand_as_an_axis(tmp_path, shape_registry):
 def test_smoke_shrinks_epochs_seeds_noise_batches_and_data(tmp_path, shape_registry):
     suite = load_suite(write_suite(tmp_path / "s.yaml", GRID), shape_registry, smoke=True)
     assert suite.name == "grid-smoke"
-    assert len(suite.runs) == 2  # methods x models x datasets x highest noise x min batch x first seed
+    assert len(suite.runs) == 2  # 2 methods on the one model and dataset, highest noise, min batch, first seed
     for run in suite.runs:
         assert run.epochs == 1 and run.seed == 0 and run.noise_rate == 0.8 and run.batch_size == SMOKE_BATCH
         assert run.dataset_params["limit_train"] == SMOKE_EXAMPLES == run.dataset_params["limit_test"]
@@ -241,3 +241,12 @@ def test_train_eval_setting_is_checked(tmp_path, capsys):
     )
     assert main(["validate", str(suite)]) == 2
     assert "defaults.train_eval: 'always' is invalid; expected end" in capsys.readouterr().err
+
+
+def test_smoke_caps_explicit_limits_and_keeps_batches_divisible_by_the_ranks(tmp_path, shape_registry):
+    text = GRID.replace("datasets: [images]", "datasets: [{name: images, limit_train: 50000}]")
+    text = text.replace("defaults: {epochs: 3, batch_size: 128}", "defaults: {epochs: 3, batch_size: 129, nproc: 3}")
+    text = text.replace("batch_sizes: [128, 1024]", "batch_sizes: [129, 1026]")
+    runs = load_suite(write_suite(tmp_path / "s.yaml", text), shape_registry, smoke=True).runs
+    assert {run.dataset_params["limit_train"] for run in runs} == {SMOKE_EXAMPLES}
+    assert {run.batch_size for run in runs} == {SMOKE_BATCH // 3 * 3}

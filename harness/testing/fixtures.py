@@ -140,10 +140,11 @@ def take_step(
     """One ``optimizer.step(closure)`` with the runner's closure on the batch of ``step``."""
     inputs, targets = batch(step)
     model.calls = 0
-    closure = BatchClosure(model, loss_fn, inputs, targets, batchnorm_modules(model))
+    closure = BatchClosure(model, loss_fn, inputs, targets, batchnorm_modules(model), params=list(model.parameters()))
     optimizer.last_step = None
     try:
         loss = optimizer.step(closure)
+        closure.finish()  # as the runner does after every step
     except Exception as error:
         raise ContractViolation(
             f"step {step}: optimizer.step(closure) raised {type(error).__name__}: {error}"

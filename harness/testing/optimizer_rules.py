@@ -44,6 +44,7 @@ from harness.testing.fixtures import (
 
 RHO_ZERO_ATOL = 1e-6
 
+
 def restore_tolerance(optimizer: Any) -> float:
     """The largest weight difference ``optimizer`` allows itself in a restore (0: bit for bit)."""
     return float(getattr(optimizer, "restore_tolerance", 0.0))

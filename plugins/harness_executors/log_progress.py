@@ -9,6 +9,7 @@ anyway) and reports ``started`` (from the log's start line, which names the host
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,14 @@ def _ignore(run_id: str, epoch: int, test_acc: float) -> None:
     """The epoch callback of remote workers: ``run_worker`` logs each epoch when it has one."""
 
 
-def run_logged(payload: dict[str, Any], results_dir: str, threads: int | None = None) -> str:
-    """Train one run in this process, its epochs written to its log; return its status."""
-    return run_worker(payload, results_dir, threads=threads, on_epoch=_ignore)
+def run_logged(
+    payload: dict[str, Any], results_dir: str, threads: int | None = None, entry_points: Sequence[tuple[str, str]] = ()
+) -> str:
+    """Train one run in this process, its epochs written to its log; return its status.
+
+    entry_points: the driver's ``harness.plugins.loaded_entry_points()`` (see ``run_worker``).
+    """
+    return run_worker(payload, results_dir, threads=threads, on_epoch=_ignore, entry_points=entry_points)
 
 
 class LogProgress:

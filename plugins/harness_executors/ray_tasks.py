@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import PluginError, UsageError
 from harness.execution import RunEvents, run_payload
+from harness.plugins import loaded_entry_points
 from harness.suite import RunSpec
 from harness_executors.log_progress import LogProgress, run_logged
 from harness_executors.outcome import RowWatch
@@ -90,6 +91,7 @@ class RayExecutor:
         connected_here = self._connect()
         train = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_calls=1, max_retries=0)(run_logged)
         threads = max(1, int(self.num_cpus))
+        entry_points = loaded_entry_points()
         limit = self.max_concurrent or len(runs)
         pending = deque(runs)
         active: dict[Any, _Task] = {}
@@ -99,7 +101,7 @@ class RayExecutor:
                     run = pending.popleft()
                     watch = RowWatch(results_dir, run)
                     progress = LogProgress(results_dir, run, "ray")
-                    ref = train.remote(run_payload(run), results_dir, threads)
+                    ref = train.remote(run_payload(run), results_dir, threads, entry_points)
                     active[ref] = _Task(ref, run, watch, progress)
                 ready, _ = ray.wait(list(active), num_returns=len(active), timeout=POLL_S, fetch_local=False)
                 for task in active.values():

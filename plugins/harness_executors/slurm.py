@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.errors import PluginError, UsageError
 from harness.execution import RunEvents, run_payload
+from harness.plugins import loaded_entry_points
 from harness.results import suite_dir
 from harness.suite import RunSpec
 from harness_executors.log_progress import LogProgress, run_logged
@@ -139,6 +140,7 @@ class SubmititExecutor:
             [run_payload(run) for run in batch],
             [results_dir] * len(batch),
             [self.cpus_per_task] * len(batch),
+            [loaded_entry_points()] * len(batch),
         )
         return [
             _Job(job, run, watch, LogProgress(results_dir, run, f"job {job.job_id}"))

@@ -26,6 +26,8 @@ def write_cifar_files(
 
     Pixels are drawn in [1, 255] (no zero: padding and cutout stand out), so images are distinct.
     """
+    if variant not in ("cifar10", "cifar100"):
+        raise ValueError(f"variant must be 'cifar10' or 'cifar100', got {variant!r}")
     rng = np.random.default_rng(seed)
     classes = 10 if variant == "cifar10" else 100
     folder = root / ("cifar-10-batches-py" if variant == "cifar10" else "cifar-100-python")
