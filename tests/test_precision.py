@@ -311,7 +311,7 @@ def test_runner_builds_channels_last_weights_compiled_model_and_the_precision(tm
     run, registry = _run_spec(tmp_path, "channels_last: true, compile: true", ["precision=bf16"])
     assert (run.precision, run.channels_last, run.compile) == ("bf16", True, True)  # --set without defaults.
     setup = build(run, registry)
-    convolution = next(p for p in setup.model.parameters() if p.dim() == 4)
+    convolution = next(p for p in setup.model.parameters() if p.dim() == 4 and p.shape[1] > 1)  # not the 1-channel stem
     assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
     assert isinstance(setup.train_model, torch._dynamo.eval_frame.OptimizedModule)
     assert setup.train_model._orig_mod is setup.model and setup.first_pass is None
