@@ -86,7 +86,7 @@ def get_plugin_manager(
     plugins: extra plugin objects (modules or instances) to register, after the entry points.
     extra_entry_points: ``(name, "module:attr")`` entry points to load as well as the installed ones
         (the driver's ``loaded_entry_points()``, in a worker process); ones already installed are
-        loaded once.
+        loaded once. Ignored with ``load_entry_points=False``, which loads no entry point at all.
 
     Raises ``PluginError`` for a plugin that fails to import in strict mode, and for a hook
     implementation with no matching hook specification (a misspelled hook name).
