@@ -157,6 +157,17 @@ class Precision:
         return inputs
 
 
+def fp16_autocast_available(device: str = "cpu") -> bool:
+    """Whether this torch build runs float16 autocast (forward and backward) on ``device``."""
+    try:
+        with torch.autocast(device, dtype=torch.float16):
+            out = nn.Linear(4, 2).to(device)(torch.randn(3, 4, device=device))
+        out.float().sum().backward()
+        return out.dtype == torch.float16
+    except (RuntimeError, TypeError):
+        return False
+
+
 def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False, **compile_options: Any):
     """Convert ``model`` to channels-last (in place) and optionally compile it; returns the model to call.
 

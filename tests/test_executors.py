@@ -308,6 +308,9 @@ def test_ctrl_c_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_p
             [sys.executable, "-m", "harness.cli", "run", str(suite), "--results-dir", str(results), "--workers", "1"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A shell runs background jobs with SIGINT ignored, and an ignored SIGINT is inherited and kept by
+            # Python (no KeyboardInterrupt): give the driver the default disposition a terminal would.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             reached = Path(f"{hold}.reached")

@@ -17,7 +17,7 @@ from harness_schedules.basic import Constant, Never, Periodic
 from torch import nn
 
 from harness.closure import BatchClosure, batchnorm_modules
-from harness.precision import LossScaler, Precision, prepare_model
+from harness.precision import LossScaler, Precision, fp16_autocast_available, prepare_model
 
 INIT_SCALE = 2.0**10
 
@@ -44,17 +44,7 @@ def make(kind: str, model: nn.Module, rho: float = 0.1):
     return SAM(params, base_optimizer=base, scheduler=Constant(rho))
 
 
-def fp16_autocast_works() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.float16):
-            out = nn.Linear(4, 2)(torch.randn(3, 4))
-        out.float().sum().backward()
-        return out.dtype == torch.float16
-    except (RuntimeError, TypeError):
-        return False
-
-
-needs_fp16 = pytest.mark.skipif(not fp16_autocast_works(), reason="this torch build has no CPU fp16 autocast")
+needs_fp16 = pytest.mark.skipif(not fp16_autocast_available(), reason="this torch build has no CPU fp16 autocast")
 
 
 def relative_update_error(model: nn.Module, reference: nn.Module, start: nn.Module) -> float:

@@ -30,6 +30,7 @@ from torch import nn
 from harness.closure import BatchClosure, batchnorm_modules
 from harness.optim import StepContext, StepInfo
 from harness.plugins import Registry
+from harness.precision import Precision
 from harness.runner import seed_everything
 from harness.testing.base import ContractSkip, ContractViolation
 
@@ -135,12 +136,18 @@ class StepRecord:
 
 
 def take_step(
-    model: ContractNet, optimizer: torch.optim.Optimizer, step: int, loss_fn: LossFn = F.cross_entropy
+    model: ContractNet,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    loss_fn: LossFn = F.cross_entropy,
+    precision: Precision | None = None,
 ) -> StepRecord:
     """One ``optimizer.step(closure)`` with the runner's closure on the batch of ``step``."""
     inputs, targets = batch(step)
     model.calls = 0
-    closure = BatchClosure(model, loss_fn, inputs, targets, batchnorm_modules(model), params=list(model.parameters()))
+    closure = BatchClosure(
+        model, loss_fn, inputs, targets, batchnorm_modules(model), precision=precision, params=list(model.parameters())
+    )
     optimizer.last_step = None
     try:
         loss = optimizer.step(closure)

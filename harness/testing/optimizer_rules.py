@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from harness.closure import BatchClosure, batchnorm_modules
 from harness.plugins import Registry
-from harness.testing.base import ContractViolation, first_difference, is_finite_number, rule
+from harness.precision import Precision, fp16_autocast_available
+from harness.testing.base import ContractSkip, ContractViolation, first_difference, is_finite_number, rule
 from harness.testing.fixtures import (
     FAST_LR,
     SLOW_LR,
@@ -281,6 +282,58 @@ def per_group_lr(registry: Registry, name: str) -> None:
                 )
 
 
+def _overflowing_loss(bad_pass: int):
+    """Cross-entropy whose ``bad_pass``-th call (1-based) is infinite: that pass's gradients overflow."""
+    passes = 0
+
+    def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        nonlocal passes
+        passes += 1
+        loss = F.cross_entropy(outputs, targets)
+        return loss * math.inf if passes == bad_pass else loss
+
+    return loss_fn
+
+
+#: The loss scale of the fp16 rule: small, so that only the injected overflow overflows.
+FP16_INIT_SCALE = 2.0**10
+
+
+@rule(
+    "optimizer",
+    "fp16_overflow",
+    "under fp16, a step with an overflowing pass changes no weight and lowers the loss scale exactly once",
+)
+def fp16_overflow(registry: Registry, name: str) -> None:
+    if not fp16_autocast_available():
+        raise ContractSkip("this torch build has no CPU float16 autocast")
+    for bad_pass in (1, 2):
+        model, optimizer, _ = _setup(registry, name, scheduler_params={"rho": 0.5}, momentum=0.9)
+        precision = Precision("fp16", "cpu", scaler_options={"init_scale": FP16_INIT_SCALE})
+        take_step(model, optimizer, 0, precision=precision)  # a normal step first: momentum and buffers exist
+        before, scale = parameters(model), precision.scaler.get_scale()
+        record = take_step(model, optimizer, 1, _overflowing_loss(bad_pass), precision=precision)
+        if record.calls < bad_pass:
+            continue  # a one-pass step (ERM): there is no second pass to overflow
+        _differs(
+            f"fp16 step whose pass {bad_pass} overflowed (non-finite gradients): the weights changed; when "
+            "closure.overflowed() is true, restore the weights and skip the update",
+            before,
+            parameters(model),
+            restore_tolerance(optimizer),
+        )
+        if record.calls > bad_pass and bad_pass == 1:
+            raise ContractViolation(
+                "fp16: after the first pass overflowed the step still ran a second pass; check "
+                "closure.overflowed() after the first pass and skip the ascent"
+            )
+        if precision.scaler.get_scale() != scale * 0.5:
+            raise ContractViolation(
+                f"fp16: the loss scale went from {scale:g} to {precision.scaler.get_scale():g} over a step with an "
+                "overflow; it must be halved exactly once (call closure.finish() once, at the end of the step)"
+            )
+
+
 RULES = (
     step_info,
     gradient_evaluations,
@@ -291,4 +344,5 @@ RULES = (
     zero_gradients,
     batchnorm_once,
     per_group_lr,
+    fp16_overflow,
 )
