@@ -25,7 +25,6 @@ import importlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import torch
 from harness_sharpness.functional import HessianOperator, LossSurface
 from torch.nn import functional as F
 
+from harness.bench import processor_name
 from harness.plugins import Registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -305,16 +305,6 @@ def markdown(report: dict[str, Any]) -> str:
         "hessian_trace builds it once per batch.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

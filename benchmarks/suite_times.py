@@ -29,22 +29,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.bench import processor_name
 from harness.results import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUITES = ("digits_noise", "cifar_noise", "cifar10", "cifar100", "looksam_cifar", "vit_cifar", "large_batch")
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "suite_times.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def statuses(results: Path) -> dict[str, int]:
@@ -79,7 +69,7 @@ def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None 
         "summary": summary[-1] if summary else done.stderr.strip()[-500:],
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
-        "cpu": cpu_model(),
+        "cpu": processor_name(),
         "cores": os.cpu_count(),
         "host": platform.node(),
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -161,6 +161,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def processor_name() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere), for the record."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
