@@ -46,6 +46,18 @@ def statuses(results: Path) -> dict[str, int]:
     return counts
 
 
+def commit() -> str:
+    """The repository's commit (``+dirty`` with uncommitted changes): which code a record measured."""
+
+    def git(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return ""
+    return head.stdout.strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").stdout else "")
+
+
 def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="suite-times-") as scratch:
         results = str(keep / suite.stem) if keep else scratch
@@ -69,6 +81,7 @@ def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None 
         "summary": summary[-1] if summary else done.stderr.strip()[-500:],
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
+        "commit": commit(),
         "cpu": processor_name(),
         "cores": os.cpu_count(),
         "host": platform.node(),

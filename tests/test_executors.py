@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import re
 import signal
@@ -23,9 +24,11 @@ import pytest
 from harness_executors.local import LocalExecutor, available_cpus, exit_cause, visible_gpus
 
 from harness.cli import main
-from harness.errors import PluginError
+from harness.errors import PluginError, UsageError
+from harness.execution import RUN_MODULES, worker_modules
 from harness.plugins import Registry
 from harness.results import read_history, read_runs
+from harness.suite import load_suite
 
 from .conftest import write_suite
 
@@ -60,6 +63,13 @@ TEST_PLUGIN = """
 
     def raising(*, num_classes, input_shape):
         raise RuntimeError("this model cannot be built")
+
+
+    def marked(*, num_classes, input_shape):
+        import executor_test_mark  # on the driver's sys.path only from the test that uses this model
+
+        print(f"worker mark: {os.environ.get('EXECUTOR_TEST_MARK')} {executor_test_mark.VALUE}")
+        return tiny(num_classes=num_classes, input_shape=input_shape)
 
 
     def diverging(*, num_classes, input_shape):
@@ -106,6 +116,7 @@ TEST_PLUGIN = """
         return [
             ModelSpec("tiny", tiny, defaults={"hidden": 16}),
             ModelSpec("raising", raising),
+            ModelSpec("marked", marked),
             ModelSpec("diverging", diverging),
             ModelSpec("killer", killer),
             ModelSpec("held", held, defaults={"hold": ""}),
@@ -248,9 +259,9 @@ def test_a_second_run_trains_only_the_failed_run(local_runs):
 
 
 def test_a_raising_a_diverging_and_a_killed_run_are_recorded_and_the_others_finish(test_plugin, tmp_path):
-    # The forkserver start method: the same executor, with workers forked from a server that imported torch.
+    # The spawn start method (the other tests use the default, forkserver): a fresh interpreter per run.
     models = "[tiny, raising, diverging, killer, {name: tiny, hidden: 8}]"
-    suite = _suite(tmp_path, "faults", models, executor="{name: local, start_method: forkserver}")
+    suite = _suite(tmp_path, "faults", models, executor="{name: local, start_method: spawn}")
     code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"), "--workers", "2")
     assert code == 1
     rows = {(r["model"], r["model_params"]): r for r in _rows(tmp_path / "out", "faults").values()}
@@ -448,6 +459,52 @@ def test_gpus_and_threads_are_split_between_workers(monkeypatch):
     assert visible_gpus("0, 1") == ["0", "1"] and visible_gpus("") == [] and visible_gpus([4]) == ["4"]
     assert LocalExecutor(workers=2).threads == max(1, available_cpus() // 2)
     assert LocalExecutor(workers=2, threads_per_worker=3).threads == 3
+
+
+def test_a_forked_worker_has_the_drivers_environment_and_path_of_when_its_run_started(test_plugin, tmp_path):
+    first = _suite(tmp_path, "first", "[tiny]", executor="{name: local, start_method: forkserver}")
+    assert _run(str(first), "--results-dir", str(tmp_path / "out"))[0] == 0  # the forkserver is running now
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "executor_test_mark.py").write_text("VALUE = 'from-the-new-path'\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(modules))
+        patch.setenv("EXECUTOR_TEST_MARK", "set-after-the-server-started")
+        second = _suite(tmp_path, "second", "[marked]", executor="{name: local, start_method: forkserver}")
+        code, out = _run(str(second), "--results-dir", str(tmp_path / "out"))
+    assert code == 0, out
+    log = next((tmp_path / "out" / "second" / "logs").glob("*.log")).read_text()
+    assert "worker mark: set-after-the-server-started from-the-new-path" in log
+
+
+def test_the_forkserver_preloads_the_suites_modules_that_import(monkeypatch):
+    from harness_executors import local
+
+    monkeypatch.setattr(local, "worker_modules", lambda runs, registry: ["torch", "json", "no_such_module_x1"])
+    assert local.preload_modules([], []) == [*local.FORKSERVER_PRELOAD, "json"]
+    auto = LocalExecutor()
+    assert auto.start_method == ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    with pytest.raises(UsageError, match=r"start_method='fork'; expected one of \('auto', 'spawn', 'forkserver'\)"):
+        LocalExecutor(start_method="fork")
+
+
+def test_worker_modules_are_the_cores_and_the_lazy_factories_of_the_runs(test_plugin, tmp_path):
+    registry = Registry.from_plugins()
+    suite = write_suite(
+        tmp_path / "modules.yaml",
+        """
+        name: modules
+        methods: [sam, gsam]
+        models: [small-cnn, tiny]
+        datasets: [digits]
+        """,
+    )
+    runs = load_suite(suite, registry).runs
+    listed = worker_modules(runs, registry)
+    assert listed[: len(RUN_MODULES)] == list(RUN_MODULES)
+    components = {"harness_sam.sam", "harness_sam.gsam", "harness_schedules.basic", "harness_schedules.lr_linked"}
+    components |= {"harness_vision.small_models", "harness_vision.digits"}  # tiny's factory is a callable
+    assert set(listed[len(RUN_MODULES) :]) == components and len(listed) == len(set(listed))
 
 
 def test_exit_causes_name_the_signal():

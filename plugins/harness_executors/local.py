@@ -1,7 +1,10 @@
 """The ``local`` executor: a fresh worker process per run, ``workers`` at a time, on this machine.
 
-Each run trains in a new process (``spawn``: a fresh interpreter; ``forkserver`` forks it from a
-clean server process), so its timing, peak memory and CUDA state are its own. Worker slot ``i``
+Each run trains in a new process, so its timing, peak memory and CUDA state are its own: by default
+(``start_method: auto``) forked from a forkserver, a clean process that imported torch and the suite's
+modules once and never ran a tensor operation or touched CUDA; ``spawn`` starts a fresh interpreter per
+run instead (seconds slower per run; the only choice where there is no forkserver). A worker takes the
+driver's current environment variables and ``sys.path``, whichever start method made it. Worker slot ``i``
 gets the GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set in the worker before
 torch touches CUDA, and ``threads_per_worker`` intra-op threads (by default the cores split evenly
 between the workers). With ``workers=1`` the runs train one after another, in order.
@@ -18,6 +21,7 @@ the driver re-raises ``KeyboardInterrupt`` for the CLI to report. Finished rows 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import shutil
@@ -33,13 +37,15 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from harness.errors import UsageError
-from harness.execution import RunEvents, describe_exception, log_path, run_payload, run_worker
-from harness.plugins import loaded_entry_points
+from harness.execution import RunEvents, describe_exception, log_path, run_payload, run_worker, worker_modules
+from harness.plugins import Registry, loaded_entry_points
 from harness.suite import RunSpec
 from harness_executors.outcome import RowWatch
 
-#: What the ``forkserver`` start method imports once, before it forks each worker.
+#: What the forkserver imports before it forks the first worker, besides the suite's own modules.
 FORKSERVER_PRELOAD = ("torch", "harness.runner", "harness_executors.local")
+
+START_METHODS = ("auto", "spawn", "forkserver")
 
 #: Seconds a worker has to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10.0
@@ -71,6 +77,25 @@ def visible_gpus(gpus: str | Sequence[Any]) -> list[str]:
     return [line.strip() for line in query.stdout.splitlines() if line.strip().isdigit()]
 
 
+def preload_modules(runs: Sequence[RunSpec], entry_points: list[tuple[str, str]]) -> list[str]:
+    """What the forkserver imports before forking workers for ``runs`` (``harness.execution.worker_modules``).
+
+    Each module is imported here first and left out if that fails: a module that fails to import in
+    the server would take every run with it, while left out, the runs that need it record the error
+    themselves. The server starts once per driver process, so a later suite in the same process keeps
+    the first one's list.
+    """
+    needed = worker_modules(runs, Registry.from_plugins(extra_entry_points=entry_points))
+    importable = []
+    for name in dict.fromkeys([*FORKSERVER_PRELOAD, *needed]):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the run that needs it will record the error
+            continue
+        importable.append(name)
+    return importable
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -81,11 +106,20 @@ def work(
     threads: int,
     gpu: str | None,
     entry_points: list[tuple[str, str]],
+    environment: dict[str, str],
+    path: list[str],
     progress: Connection,
 ) -> None:
-    """A worker process: train one run; epochs go to the driver through ``progress``."""
+    """A worker process: train one run; epochs go to the driver through ``progress``.
+
+    ``environment`` and ``path`` are the driver's when it started this run: a forkserver's child
+    would otherwise have those of the moment the server started.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
     signal.signal(signal.SIGTERM, _interrupt)  # ... and stops them with SIGTERM
+    os.environ.clear()
+    os.environ.update(environment)
+    sys.path[:] = path
 
     def on_epoch(run_id: str, epoch: int, test_acc: float) -> None:
         with contextlib.suppress(OSError):  # the driver is gone; the run still trains and writes its row
@@ -135,8 +169,9 @@ class LocalExecutor:
     threads_per_worker: torch intra-op threads per worker; 0 splits this machine's cores evenly.
     gpus: ``"auto"`` (the visible CUDA devices; none on a CPU machine), ``""`` (no GPU assignment),
         or the devices to use, ``"0,1"``; worker ``i`` gets ``gpus[i % len(gpus)]``.
-    start_method: ``spawn`` (a fresh interpreter per run) or ``forkserver`` (each run forks from a
-        server that imported torch and the harness once: seconds faster to start, as clean a process).
+    start_method: ``auto`` (``forkserver`` where the platform has it, else ``spawn``), ``forkserver``
+        (each run forks from a server that imported torch and the suite's modules once: seconds faster
+        per run) or ``spawn`` (a fresh interpreter per run).
     """
 
     def __init__(
@@ -144,7 +179,7 @@ class LocalExecutor:
         workers: int = 1,
         threads_per_worker: int = 0,
         gpus: str | Sequence[Any] = "auto",
-        start_method: str = "spawn",
+        start_method: str = "auto",
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UsageError(f"executor local: workers={workers!r}; expected an integer >= 1")
@@ -153,20 +188,23 @@ class LocalExecutor:
                 f"executor local: threads_per_worker={threads_per_worker!r}; expected an integer >= 0 "
                 f"(0 splits the {available_cpus()} cores between the workers)"
             )
-        if start_method not in ("spawn", "forkserver"):
-            raise UsageError(f"executor local: start_method={start_method!r}; expected 'spawn' or 'forkserver'")
+        if start_method not in START_METHODS:
+            raise UsageError(f"executor local: start_method={start_method!r}; expected one of {START_METHODS}")
+        if start_method == "auto":
+            start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.workers = workers
         self.threads = threads_per_worker or max(1, available_cpus() // workers)
         self.gpus = visible_gpus(gpus)
+        self.start_method = start_method
         self.context = multiprocessing.get_context(start_method)
-        if start_method == "forkserver":  # the server imports torch once; each run forks a clean copy of it
-            self.context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
 
     def run(self, runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None:
         pending = deque(runs)
         free = list(range(self.workers))
         active: list[_Worker] = []
         entry_points = loaded_entry_points()
+        if self.start_method == "forkserver":
+            self.context.set_forkserver_preload(preload_modules(runs, entry_points))
         try:
             while pending or active:
                 while pending and free:
@@ -192,7 +230,7 @@ class LocalExecutor:
         watch = RowWatch(results_dir, run)
         process = self.context.Process(
             target=work,
-            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, writer),
+            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, dict(os.environ), sys.path, writer),
             name=f"harness-worker-{slot}",
         )
         process.start()

@@ -11,8 +11,8 @@ def register_executors() -> list[ExecutorSpec]:
         ExecutorSpec(
             name="local",
             factory="harness_executors.local:LocalExecutor",
-            defaults={"workers": 1, "threads_per_worker": 0, "gpus": "auto", "start_method": "spawn"},
-            choices={"start_method": ("spawn", "forkserver")},
+            defaults={"workers": 1, "threads_per_worker": 0, "gpus": "auto", "start_method": "auto"},
+            choices={"start_method": ("auto", "spawn", "forkserver")},
             description="A fresh worker process per run, `workers` at a time; one GPU per worker, CPU threads split",
         ),
         ExecutorSpec(
