@@ -91,14 +91,15 @@ def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None 
 
 def markdown(records: list[dict]) -> str:
     lines = [
-        "| suite | args | runs | statuses | seconds | runs/hour | exit | load before/after | CPU (cores) |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        "| suite | args | runs | statuses | seconds | runs/hour | exit | load before/after | CPU (cores) | commit |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for r in records:
         shown = ", ".join(f"{count} {status}" for status, count in sorted(r["statuses"].items()))
         lines.append(
             f"| {r['suite']} | `{r['args']}` | {r['runs']} | {shown} | {r['seconds']:.0f} | {r['runs_per_hour']} | "
-            f"{r['exit_code']} | {r['load_before']} / {r['load_after']} | {r['cpu']} ({r['cores']}) |"
+            f"{r['exit_code']} | {r['load_before']} / {r['load_after']} | {r['cpu']} ({r['cores']}) | "
+            f"{r.get('commit', '')} |"
         )
     return "\n".join(lines)
 
