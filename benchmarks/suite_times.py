@@ -47,7 +47,7 @@ def statuses(results: Path) -> dict[str, int]:
 
 
 def commit() -> str:
-    """The repository's commit (``+dirty`` with uncommitted changes): which code a record measured."""
+    """The repository's commit (``+dirty`` with uncommitted changes but records): which code a record measured."""
 
     def git(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -55,7 +55,8 @@ def commit() -> str:
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode != 0:
         return ""
-    return head.stdout.strip() + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").stdout else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").stdout
+    return head.stdout.strip() + ("+dirty" if changed else "")
 
 
 def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None = None) -> dict:
