@@ -35,6 +35,8 @@ from harness.results import read_runs
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUITES = ("digits_noise", "cifar_noise", "cifar10", "cifar100", "looksam_cifar", "vit_cifar", "large_batch")
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "suite_times.json"
+#: What a record's timing depends on (uncommitted changes elsewhere, the README say, do not make it dirty).
+CODE = ("harness", "plugins", "suites", "benchmarks/suite_times.py", "pyproject.toml")
 
 
 def statuses(results: Path) -> dict[str, int]:
@@ -47,7 +49,7 @@ def statuses(results: Path) -> dict[str, int]:
 
 
 def commit() -> str:
-    """The repository's commit (``+dirty`` with uncommitted changes but records): which code a record measured."""
+    """The repository's commit (``+dirty`` with uncommitted changes to the code): which code a record measured."""
 
     def git(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -55,7 +57,7 @@ def commit() -> str:
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode != 0:
         return ""
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").stdout
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE).stdout
     return head.stdout.strip() + ("+dirty" if changed else "")
 
 
