@@ -9,9 +9,9 @@ or backward pass but copies a fixed set of random gradients into ``p.grad`` (the
 the difference between the two timings is the difference between the implementations. Same base optimizer
 (``harness.bench.COMMON_BASE``: SGD with momentum through timm's factory, the runner's), same rho.
 
-Timing as in ``harness bench``: warm-up steps, then ``--repeats`` rounds, each timing a block of
-``--steps`` steps of each optimizer with the order alternating; median and IQR of the per-step time, and
-the median of the per-round ratios.
+Timing is ``harness bench``'s (``harness.bench.time_rounds``): warm-up steps, then ``--repeats`` rounds,
+each timing a block of ``--steps`` steps of each optimizer, the order rotated every round; median and IQR
+of the per-step time, and the median of the per-round ratios.
 
     python benchmarks/sam_update_cost.py [--model resnet18-cifar] [--threads 1,2] [--repeats 30]
 
@@ -25,15 +25,13 @@ import argparse
 import copy
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from harness.bench import COMMON_BASE, SAM_RHO, processor_name
+from harness.bench import COMMON_BASE, SAM_RHO, Candidate, paired_ratio, processor_name, quartiles, time_rounds
 from harness.plugins import Registry
 from harness.runner import build_base_optimizer
 
@@ -87,43 +85,30 @@ def pytorch_optimizer_sam(module: torch.nn.Module) -> Callable[[], None]:
     return step
 
 
-def time_block(step: Callable[[], None], steps: int) -> float:
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps
-
-
 def measure(model: str, threads: int, repeats: int, steps: int, warmup: int) -> dict:
     torch.set_num_threads(threads)
     registry = Registry.from_plugins()
     template = registry.create("model", model, num_classes=10, input_shape=(3, 32, 32))
-    candidates = {
+    steppers = {
         "harness sam": harness_sam(registry, copy.deepcopy(template)),
         "pytorch-optimizer SAM": pytorch_optimizer_sam(copy.deepcopy(template)),
     }
-    for step in candidates.values():
-        time_block(step, warmup)
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    names = list(candidates)
-    for round_index in range(repeats):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            times[name].append(time_block(candidates[name], steps))
-    ours, theirs = times["harness sam"], times["pytorch-optimizer SAM"]
-
-    def quartiles(values: list[float]) -> list[float]:
-        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-        return [round(v * 1e3, 3) for v in (q1, median, q3)]
-
+    candidates = [
+        Candidate(name, "update", step, optimizer=None, model=template, base_optimizer=None, warmup=warmup)
+        for name, step in steppers.items()
+    ]
+    label = f"{model}, {threads} thread(s)"
+    times, _ = time_rounds(candidates, repeats=repeats, steps=steps, device=torch.device("cpu"), label=label)
+    ratio, _ = paired_ratio(times, "harness sam", "pytorch-optimizer SAM")
     return {
         "model": model,
         "parameters": sum(p.numel() for p in template.parameters()),
         "threads": threads,
         "repeats": repeats,
         "steps": steps,
-        "harness_ms_q1_median_q3": quartiles(ours),
-        "pytorch_optimizer_ms_q1_median_q3": quartiles(theirs),
-        "ratio_median": round(statistics.median(a / b for a, b in zip(ours, theirs, strict=True)), 3),
+        "harness_ms_q1_median_q3": [round(v * 1e3, 3) for v in quartiles(times["harness sam"])],
+        "pytorch_optimizer_ms_q1_median_q3": [round(v * 1e3, 3) for v in quartiles(times["pytorch-optimizer SAM"])],
+        "ratio_median": round(ratio, 3),
         "cpu": processor_name(),
         "cores": os.cpu_count(),
         "load_before": round(os.getloadavg()[0], 2),

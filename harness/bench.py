@@ -507,70 +507,88 @@ class Bench:
         return peaks
 
     def time(self, candidates: list[Candidate], label: str = "") -> dict[str, list[float]]:
-        """Per-step seconds of every candidate, one value per round (see the module docstring).
+        """Per-step seconds of every candidate, one value per round (``time_rounds`` with this config).
 
         ``self.fractions[name]`` gets, per round, the share of that round's steps with a second pass.
-        Progress (one line per round, labelled ``label``) goes to stderr.
         """
         config = self.config
-        began = time.perf_counter()
-        _progress(f"{label}: warming up {len(candidates)} candidates")
-        for candidate in candidates:  # warm-up, round-robin as well
-            for _ in range(candidate.warmup):
-                candidate.step()
-            candidate.counters.steps = candidate.counters.perturbed = 0
-            candidate.counters.evaluations = 0.0
-        _synchronize(self.device)
-        times: dict[str, list[float]] = {c.name: [] for c in candidates}
-        self.fractions = {c.name: [] for c in candidates}
-        cuda = self.device.type == "cuda"
-        for round_ in range(config.repeats):
-            shift = round_ % len(candidates)
-            order = candidates[shift:] + candidates[:shift]
-            gc.collect()
-            events = []
-            for candidate in order:
-                perturbed = candidate.counters.perturbed
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    for _ in range(config.steps):
-                        candidate.step()
-                    end.record()
-                    events.append((candidate.name, start, end))
-                else:
-                    started = time.perf_counter()
-                    for _ in range(config.steps):
-                        candidate.step()
-                    times[candidate.name].append((time.perf_counter() - started) / config.steps)
-                self.fractions[candidate.name].append((candidate.counters.perturbed - perturbed) / config.steps)
-            if cuda:
-                _synchronize(self.device)
-                for name, start, end in events:
-                    times[name].append(start.elapsed_time(end) / 1000.0 / config.steps)
-            _progress(f"{label}: round {round_ + 1}/{config.repeats} timed ({time.perf_counter() - began:.0f} s)")
+        times, self.fractions = time_rounds(
+            candidates, repeats=config.repeats, steps=config.steps, device=self.device, label=label
+        )
         return times
+
+
+def time_rounds(
+    candidates: Sequence[Candidate], *, repeats: int, steps: int, device: torch.device, label: str = ""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time ``candidates`` as the module docstring says: per-step seconds, one value per round.
+
+    Each candidate first takes its ``warmup`` steps; then ``repeats`` rounds, each timing a block of
+    ``steps`` steps of every candidate, round-robin with the order rotated every round (CUDA events on
+    a CUDA device, ``time.perf_counter`` otherwise). Returns (times, fractions): ``fractions[name]`` is,
+    per round, the share of that round's steps with a second pass (from the candidate's counters).
+    Progress (one line per round, labelled ``label``) goes to stderr.
+    """
+    candidates = list(candidates)
+    began = time.perf_counter()
+    _progress(f"{label}: warming up {len(candidates)} candidates")
+    for candidate in candidates:  # warm-up, round-robin as well
+        for _ in range(candidate.warmup):
+            candidate.step()
+        candidate.counters.steps = candidate.counters.perturbed = 0
+        candidate.counters.evaluations = 0.0
+    _synchronize(device)
+    times: dict[str, list[float]] = {c.name: [] for c in candidates}
+    fractions: dict[str, list[float]] = {c.name: [] for c in candidates}
+    cuda = device.type == "cuda"
+    for round_ in range(repeats):
+        shift = round_ % len(candidates)
+        order = candidates[shift:] + candidates[:shift]
+        gc.collect()
+        events = []
+        for candidate in order:
+            perturbed = candidate.counters.perturbed
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(steps):
+                    candidate.step()
+                end.record()
+                events.append((candidate.name, start, end))
+            else:
+                started = time.perf_counter()
+                for _ in range(steps):
+                    candidate.step()
+                times[candidate.name].append((time.perf_counter() - started) / steps)
+            fractions[candidate.name].append((candidate.counters.perturbed - perturbed) / steps)
+        if cuda:
+            _synchronize(device)
+            for name, start, end in events:
+                times[name].append(start.elapsed_time(end) / 1000.0 / steps)
+        _progress(f"{label}: round {round_ + 1}/{repeats} timed ({time.perf_counter() - began:.0f} s)")
+    return times, fractions
 
 
 def _progress(line: str) -> None:
     print(f"bench {line}", file=sys.stderr, flush=True)
 
 
-def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile (one value: that value three times)."""
     if len(values) == 1:
         return values[0], values[0], values[0]
     q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, median, q3
 
 
-def _paired(times: dict[str, list[float]], numerator: str, denominator: str) -> tuple[float, float] | None:
+def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> tuple[float, float] | None:
     """Median and IQR of the per-round ratios ``numerator / denominator``; None if either is missing."""
     if numerator not in times or denominator not in times:
         return None
     ratios = [a / b for a, b in zip(times[numerator], times[denominator], strict=True) if b > 0]
     if not ratios:
         return None
-    q1, median, q3 = _quartiles(ratios)
+    q1, median, q3 = quartiles(ratios)
     return median, q3 - q1
 
 
@@ -612,16 +630,16 @@ def measure_setting(
     rows = []
     for candidate in candidates:
         name = candidate.name
-        q1, median, q3 = _quartiles(times[name])
+        q1, median, q3 = quartiles(times[name])
         counters = candidate.counters
         fraction = counters.perturbed / counters.steps if counters.steps else None
         expected = candidate.expected_fraction if candidate.expected_fraction is not None else fraction
         erm = "erm" if "erm" in times else "bare-erm"
-        to_erm = _paired(times, name, erm)
+        to_erm = paired_ratio(times, name, erm)
         excess = _excess(times, name, erm, candidate.expected_fraction, bench.fractions.get(name, []))
-        to_sam = _paired(times, name, "sam")
+        to_sam = paired_ratio(times, name, "sam")
         counterpart = COUNTERPARTS.get(name)
-        versus = _paired(times, counterpart, name) if counterpart else None
+        versus = paired_ratio(times, counterpart, name) if counterpart else None
         state_bytes, extra_bytes = held_bytes(candidate)
         rows.append(
             {
