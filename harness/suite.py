@@ -682,8 +682,30 @@ def _method(
         preset = _lookup(checker, registry, "preset", f"{key}.preset", preset_name)
         optimizer_name = optimizer_block.pop("name", preset.optimizer)
         scheduler_name = scheduler_block.pop("name", preset.scheduler)
-        optimizer_params = {**preset.optimizer_params, **optimizer_block}
-        scheduler_params = {**preset.scheduler_params, **scheduler_block}
+        optimizer_params = {
+            **_inherited(
+                checker,
+                registry,
+                "optimizer",
+                f"{key}.optimizer.name",
+                optimizer_name,
+                preset.optimizer,
+                preset.optimizer_params,
+            ),
+            **optimizer_block,
+        }
+        scheduler_params = {
+            **_inherited(
+                checker,
+                registry,
+                "scheduler",
+                f"{key}.scheduler.name",
+                scheduler_name,
+                preset.scheduler,
+                preset.scheduler_params,
+            ),
+            **scheduler_block,
+        }
         if preset.base_optimizer:
             base = {**base, **preset.base_optimizer}
         method_name = value.get("name", preset_name)
@@ -709,6 +731,21 @@ def _method(
         "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
         "base_optimizer": base,
     }
+
+
+def _inherited(
+    checker: _Checker, registry: Registry, kind: str, key: str, name: str, preset_name: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The preset's parameters for its ``kind`` component that carry over to the method's ``name``.
+
+    All of them when the method keeps the preset's component; when it names another one, those the other
+    accepts (``{preset: sam, scheduler: {name: periodic, k: 5}}`` keeps SAM's rho, a switch to ``never``
+    drops it instead of failing on it).
+    """
+    if name == preset_name:
+        return dict(params)
+    accepted = _lookup(checker, registry, kind, key, name).defaults
+    return {param: value for param, value in params.items() if param in accepted}
 
 
 def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: Any) -> tuple[str, dict[str, Any]]:

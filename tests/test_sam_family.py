@@ -126,7 +126,7 @@ def test_looksam_with_k1_equals_sam(registry):
 
 
 def test_looksam_with_alpha_zero_equals_sam_k(registry):
-    # No reuse between SAM steps: the clean gradient alone, as SAM-k (suites/looksam_alpha.yaml sweeps alpha)
+    # No reuse between SAM steps: the clean gradient alone, as SAM-k (suites/digits_ablations.yaml sweeps alpha)
     expected, _, _ = trajectory(registry, "sam", {}, "periodic", {"rho": 0.1, "k": 3})
     actual, _, _ = trajectory(registry, "looksam", {"alpha": 0.0}, "periodic", {"rho": 0.1, "k": 3})
     assert_same_weights(expected, actual)

@@ -333,6 +333,19 @@ def test_preset_override_lands_in_scheduler_params(tmp_path, registry):
     assert {run.scheduler_params["rho"] for run in plain} == {0.05}
 
 
+def test_a_preset_with_another_scheduler_keeps_only_the_parameters_that_scheduler_takes(tmp_path, registry):
+    methods = (
+        "[{preset: sam, name: sam-every-5, scheduler: {name: periodic, k: 5}},"
+        " {preset: sam, name: unperturbed, scheduler: {name: never}}]"
+    )
+    suite = load_suite(_write(tmp_path, GRID.replace("[erm, sam]", methods)), registry)
+    every_5 = next(run for run in suite.runs if run.method == "sam-every-5")
+    assert every_5.scheduler == "periodic" and every_5.scheduler_params["rho"] == 0.05  # the preset's rho
+    assert every_5.scheduler_params["k"] == 5
+    off = next(run for run in suite.runs if run.method == "unperturbed")
+    assert off.scheduler == "never" and dict(off.scheduler_params) == {}  # rho dropped, not refused
+
+
 def test_plugin_defaults_are_merged_into_resolved_params(tmp_path, registry):
     suite = load_suite(_write(tmp_path, GRID), registry)
     sam_mlp = next(run for run in suite.runs if run.method == "sam" and run.model == "mlp")
