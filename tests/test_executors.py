@@ -488,6 +488,37 @@ def test_the_forkserver_preloads_the_suites_modules_that_import(monkeypatch):
         LocalExecutor(start_method="fork")
 
 
+NO_CUDA_AT_IMPORT = """
+import glob, importlib, sys, torch
+queried = []
+if hasattr(torch._C, "_cuda_getDeviceCount"):  # CUDA builds: count who asks for devices (cuInit; breaks a fork)
+    count = torch._C._cuda_getDeviceCount
+    torch._C._cuda_getDeviceCount = lambda: queried.append(1) or count()
+from harness.execution import worker_modules
+from harness.plugins import Registry
+from harness.suite import load_suite
+from harness_executors.local import FORKSERVER_PRELOAD
+registry = Registry.from_plugins()
+modules = set(FORKSERVER_PRELOAD)
+for path in glob.glob(sys.argv[1] + "/*.yaml"):
+    modules.update(worker_modules(load_suite(path, registry).runs, registry))
+for name in sorted(modules):
+    importlib.import_module(name)
+print(len(modules), "modules imported;", len(queried), "CUDA device queries;", torch.cuda.is_initialized())
+"""
+
+
+def test_importing_what_the_forkserver_preloads_never_touches_cuda():
+    # A server that initialized CUDA would hand every forked worker a broken CUDA driver (GPU runs fail).
+    suites = Path(__file__).resolve().parents[1] / "suites"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_CUDA_AT_IMPORT, str(suites)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    count, _, rest = done.stdout.strip().partition(" modules imported; ")
+    assert int(count) > 20 and rest == "0 CUDA device queries; False", done.stdout
+
+
 def test_worker_modules_are_the_cores_and_the_lazy_factories_of_the_runs(test_plugin, tmp_path):
     registry = Registry.from_plugins()
     suite = write_suite(
