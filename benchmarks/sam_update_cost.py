@@ -31,7 +31,16 @@ from pathlib import Path
 
 import torch
 
-from harness.bench import COMMON_BASE, SAM_RHO, Candidate, paired_ratio, processor_name, quartiles, time_rounds
+from harness.bench import (
+    COMMON_BASE,
+    SAM_RHO,
+    Candidate,
+    kozistr_sam,
+    paired_ratio,
+    processor_name,
+    quartiles,
+    time_rounds,
+)
 from harness.plugins import Registry
 from harness.runner import build_base_optimizer
 
@@ -70,10 +79,7 @@ def harness_sam(registry: Registry, module: torch.nn.Module) -> Callable[[], Non
 def pytorch_optimizer_sam(module: torch.nn.Module) -> Callable[[], None]:
     import pytorch_optimizer
 
-    shape = build_base_optimizer(module, dict(COMMON_BASE))  # the same groups and class as the harness's
-    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in shape.param_groups]
-    options = {k: v for k, v in shape.defaults.items() if k != "weight_decay"}
-    optimizer = pytorch_optimizer.SAM(groups, base_optimizer=type(shape), rho=SAM_RHO, **options)
+    optimizer = kozistr_sam(pytorch_optimizer, module, dict(COMMON_BASE))  # the harness's base optimizer
     closure = gradient_copier(module, seed=0)
 
     def step() -> None:  # its documented two-step use: clean gradient, first_step, perturbed gradient, second_step
@@ -86,19 +92,14 @@ def pytorch_optimizer_sam(module: torch.nn.Module) -> Callable[[], None]:
 
 
 def measure(model: str, threads: int, repeats: int, steps: int, warmup: int) -> dict:
+    """One record: both updates timed with ``threads`` torch threads (the caller's count is restored)."""
+    load_before = os.getloadavg()[0]
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    registry = Registry.from_plugins()
-    template = registry.create("model", model, num_classes=10, input_shape=(3, 32, 32))
-    steppers = {
-        "harness sam": harness_sam(registry, copy.deepcopy(template)),
-        "pytorch-optimizer SAM": pytorch_optimizer_sam(copy.deepcopy(template)),
-    }
-    candidates = [
-        Candidate(name, "update", step, optimizer=None, model=template, base_optimizer=None, warmup=warmup)
-        for name, step in steppers.items()
-    ]
-    label = f"{model}, {threads} thread(s)"
-    times, _ = time_rounds(candidates, repeats=repeats, steps=steps, device=torch.device("cpu"), label=label)
+    try:
+        times, template = _time_both(model, repeats, steps, warmup)
+    finally:
+        torch.set_num_threads(previous_threads)
     ratio, _ = paired_ratio(times, "harness sam", "pytorch-optimizer SAM")
     return {
         "model": model,
@@ -111,10 +112,26 @@ def measure(model: str, threads: int, repeats: int, steps: int, warmup: int) -> 
         "ratio_median": round(ratio, 3),
         "cpu": processor_name(),
         "cores": os.cpu_count(),
-        "load_before": round(os.getloadavg()[0], 2),
+        "load_before": round(load_before, 2),
         "torch": torch.__version__,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _time_both(model: str, repeats: int, steps: int, warmup: int) -> tuple[dict[str, list[float]], torch.nn.Module]:
+    registry = Registry.from_plugins()
+    template = registry.create("model", model, num_classes=10, input_shape=(3, 32, 32))
+    steppers = {
+        "harness sam": harness_sam(registry, copy.deepcopy(template)),
+        "pytorch-optimizer SAM": pytorch_optimizer_sam(copy.deepcopy(template)),
+    }
+    candidates = [
+        Candidate(name, "update", step, optimizer=None, model=template, base_optimizer=None, warmup=warmup)
+        for name, step in steppers.items()
+    ]
+    label = f"{model}, {torch.get_num_threads()} thread(s)"
+    times, _ = time_rounds(candidates, repeats=repeats, steps=steps, device=torch.device("cpu"), label=label)
+    return times, template
 
 
 def main() -> None:

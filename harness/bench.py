@@ -353,10 +353,7 @@ class Bench:
         inputs, targets = precision.prepare_inputs(self.inputs), self.targets
         counters = Counters()
         if name == "po-sam":
-            shape = build_base_optimizer(module, dict(settings))  # timm's parameter groups and class
-            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in shape.param_groups]
-            options = {k: v for k, v in shape.defaults.items() if k not in ("weight_decay",)}
-            optimizer = po.SAM(groups, base_optimizer=type(shape), rho=SAM_RHO, **options)
+            optimizer = kozistr_sam(po, module, settings)
             base_optimizer = optimizer.base_optimizer
 
             def closure() -> torch.Tensor:
@@ -516,6 +513,17 @@ class Bench:
             candidates, repeats=config.repeats, steps=config.steps, device=self.device, label=label
         )
         return times
+
+
+def kozistr_sam(po: Any, module: nn.Module, settings: dict[str, Any]) -> Any:
+    """pytorch-optimizer's ``SAM`` (module ``po``) over ``module`` with the base optimizer the runner builds
+    from ``settings`` (timm's parameter groups, class and hyperparameters) and rho ``SAM_RHO``."""
+    from harness.runner import build_base_optimizer
+
+    shape = build_base_optimizer(module, dict(settings))
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in shape.param_groups]
+    options = {k: v for k, v in shape.defaults.items() if k != "weight_decay"}
+    return po.SAM(groups, base_optimizer=type(shape), rho=SAM_RHO, **options)
 
 
 def time_rounds(

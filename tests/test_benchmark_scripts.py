@@ -42,7 +42,9 @@ def test_sam_update_cost_steps_both_optimizers_to_the_same_weights():
 
 def test_sam_update_cost_records_medians_and_the_paired_ratio():
     pytest.importorskip("pytorch_optimizer")
+    threads = torch.get_num_threads()
     record = _script("sam_update_cost").measure("small-cnn", threads=1, repeats=3, steps=1, warmup=1)
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored
     for key in ("harness_ms_q1_median_q3", "pytorch_optimizer_ms_q1_median_q3"):
         q1, median, q3 = record[key]
         assert 0 < q1 <= median <= q3

@@ -481,7 +481,7 @@ def test_the_forkserver_preloads_the_suites_modules_that_import(monkeypatch):
     from harness_executors import local
 
     monkeypatch.setattr(local, "worker_modules", lambda runs, registry: ["torch", "json", "no_such_module_x1"])
-    assert local.preload_modules([], []) == [*local.FORKSERVER_PRELOAD, "json"]
+    assert local.preload_modules([], []) == ["torch", "json", *local.FORKSERVER_PRELOAD]
     auto = LocalExecutor()
     assert auto.start_method == ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
     with pytest.raises(UsageError, match=r"start_method='fork'; expected one of \('auto', 'spawn', 'forkserver'\)"):

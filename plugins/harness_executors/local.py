@@ -2,9 +2,9 @@
 
 Each run trains in a new process, so its timing, peak memory and CUDA state are its own: by default
 (``start_method: auto``) forked from a forkserver, a clean process that imported torch and the suite's
-modules once and never ran a tensor operation or touched CUDA; ``spawn`` starts a fresh interpreter per
+modules once, trains nothing and never touches CUDA; ``spawn`` starts a fresh interpreter per
 run instead (seconds slower per run; the only choice where there is no forkserver). A worker takes the
-driver's current environment variables and ``sys.path``, whichever start method made it. Worker slot ``i``
+driver's current environment variables, whichever start method made it. Worker slot ``i``
 gets the GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set in the worker before
 torch touches CUDA, and ``threads_per_worker`` intra-op threads (by default the cores split evenly
 between the workers). With ``workers=1`` the runs train one after another, in order.
@@ -42,8 +42,8 @@ from harness.plugins import Registry, loaded_entry_points
 from harness.suite import RunSpec
 from harness_executors.outcome import RowWatch
 
-#: What the forkserver imports before it forks the first worker, besides the suite's own modules.
-FORKSERVER_PRELOAD = ("torch", "harness.runner", "harness_executors.local")
+#: What the forkserver imports before it forks the first worker, besides ``worker_modules`` of the runs.
+FORKSERVER_PRELOAD = ("harness_executors.local",)
 
 START_METHODS = ("auto", "spawn", "forkserver")
 
@@ -68,7 +68,7 @@ def visible_gpus(gpus: str | Sequence[Any]) -> list[str]:
         return [gpu.strip() for gpu in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if gpu.strip() not in ("", "-1")]
     if shutil.which("nvidia-smi") is None:
         return []
-    # nvidia-smi rather than torch: the driver then imports no torch and never initializes CUDA.
+    # nvidia-smi rather than torch.cuda: the driver never initializes CUDA (forked workers could not use it).
     query = subprocess.run(
         ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=False
     )
@@ -87,7 +87,7 @@ def preload_modules(runs: Sequence[RunSpec], entry_points: list[tuple[str, str]]
     """
     needed = worker_modules(runs, Registry.from_plugins(extra_entry_points=entry_points))
     importable = []
-    for name in dict.fromkeys([*FORKSERVER_PRELOAD, *needed]):
+    for name in dict.fromkeys([*needed, *FORKSERVER_PRELOAD]):
         try:
             importlib.import_module(name)
         except Exception:  # the run that needs it will record the error
@@ -107,19 +107,19 @@ def work(
     gpu: str | None,
     entry_points: list[tuple[str, str]],
     environment: dict[str, str],
-    path: list[str],
     progress: Connection,
 ) -> None:
     """A worker process: train one run; epochs go to the driver through ``progress``.
 
-    ``environment`` and ``path`` are the driver's when it started this run: a forkserver's child
-    would otherwise have those of the moment the server started.
+    ``environment`` is the driver's when it started this run: a forkserver's child would otherwise have
+    the environment of the moment the server started (multiprocessing already passes ``sys.path`` and
+    the working directory). Variables that a preloaded library read when it loaded (``OMP_NUM_THREADS``,
+    ``MKL_*``) keep the server's values.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
     signal.signal(signal.SIGTERM, _interrupt)  # ... and stops them with SIGTERM
     os.environ.clear()
     os.environ.update(environment)
-    sys.path[:] = path
 
     def on_epoch(run_id: str, epoch: int, test_acc: float) -> None:
         with contextlib.suppress(OSError):  # the driver is gone; the run still trains and writes its row
@@ -230,7 +230,7 @@ class LocalExecutor:
         watch = RowWatch(results_dir, run)
         process = self.context.Process(
             target=work,
-            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, dict(os.environ), sys.path, writer),
+            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, dict(os.environ), writer),
             name=f"harness-worker-{slot}",
         )
         process.start()
