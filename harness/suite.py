@@ -677,35 +677,12 @@ def _method(
     optimizer_block = checker.mapping(f"{key}.optimizer", value.get("optimizer", {}))
     scheduler_block = checker.mapping(f"{key}.scheduler", value.get("scheduler", {}))
     preset_name = value.get("preset")
+    preset = None
     base = dict(base_optimizer)
     if preset_name is not None:
         preset = _lookup(checker, registry, "preset", f"{key}.preset", preset_name)
         optimizer_name = optimizer_block.pop("name", preset.optimizer)
         scheduler_name = scheduler_block.pop("name", preset.scheduler)
-        optimizer_params = {
-            **_inherited(
-                checker,
-                registry,
-                "optimizer",
-                f"{key}.optimizer.name",
-                optimizer_name,
-                preset.optimizer,
-                preset.optimizer_params,
-            ),
-            **optimizer_block,
-        }
-        scheduler_params = {
-            **_inherited(
-                checker,
-                registry,
-                "scheduler",
-                f"{key}.scheduler.name",
-                scheduler_name,
-                preset.scheduler,
-                preset.scheduler_params,
-            ),
-            **scheduler_block,
-        }
         if preset.base_optimizer:
             base = {**base, **preset.base_optimizer}
         method_name = value.get("name", preset_name)
@@ -716,12 +693,21 @@ def _method(
             raise checker.fail(f"{key}.optimizer.name", _MISSING, "an optimizer name (or 'preset: <name>')")
         optimizer_name = optimizer_block.pop("name")
         scheduler_name = scheduler_block.pop("name", "constant")
-        optimizer_params, scheduler_params = optimizer_block, scheduler_block
         method_name = value["name"]
     checker.name(f"{key}.name", method_name)
     base = _base_optimizer(checker, f"{key}.base_optimizer", value.get("base_optimizer", {}), base)
     optimizer_spec = _lookup(checker, registry, "optimizer", f"{key}.optimizer.name", optimizer_name)
     scheduler_spec = _lookup(checker, registry, "scheduler", f"{key}.scheduler.name", scheduler_name)
+    optimizer_params, scheduler_params = optimizer_block, scheduler_block
+    if preset is not None:
+        optimizer_params = {
+            **_inherited(preset.optimizer_params, preset.optimizer, optimizer_name, optimizer_spec),
+            **optimizer_block,
+        }
+        scheduler_params = {
+            **_inherited(preset.scheduler_params, preset.scheduler, scheduler_name, scheduler_spec),
+            **scheduler_block,
+        }
     return {
         "name": method_name,
         "preset": preset_name or "",
@@ -733,19 +719,16 @@ def _method(
     }
 
 
-def _inherited(
-    checker: _Checker, registry: Registry, kind: str, key: str, name: str, preset_name: str, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The preset's parameters for its ``kind`` component that carry over to the method's ``name``.
+def _inherited(params: Mapping[str, Any], preset_component: str, name: str, spec: Any) -> dict[str, Any]:
+    """The preset's parameters for its component that carry over to the method's component ``name``.
 
     All of them when the method keeps the preset's component; when it names another one, those the other
     accepts (``{preset: sam, scheduler: {name: periodic, k: 5}}`` keeps SAM's rho, a switch to ``never``
     drops it instead of failing on it).
     """
-    if name == preset_name:
+    if name == preset_component:
         return dict(params)
-    accepted = _lookup(checker, registry, kind, key, name).defaults
-    return {param: value for param, value in params.items() if param in accepted}
+    return {param: value for param, value in params.items() if param in spec.defaults}
 
 
 def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: Any) -> tuple[str, dict[str, Any]]:
