@@ -11,7 +11,12 @@ perturbation is computed from:
   per-rank batch, what the SAM paper's data parallelism does (003 Sec. 4.1, footnote 5).
 
 With ``local`` the schedulers' decisions must agree across ranks, so ``SyncedScheduler`` averages the
-squared gradient norm over ranks before a scheduler sees it (AE-SAM reads it).
+squared gradient norm over ranks before a scheduler sees it (AE-SAM reads it: the mean of the ranks'
+||g_r||^2, the local-scope analogue of AE-SAM's statistic, not ||g||^2 of the global batch). Only the
+perturbation is local: wherever the clean gradient is used beyond it (the update of an unperturbed step
+of SAM-k, SS-SAM, AE-SAM, LookSAM or ERM; GSAM's and LookSAM's decompositions) the optimizer averages
+it over ranks first (``SharpnessAwareOptimizer.rank_mean`` = ``mean_over_ranks_``), so every rank
+applies the same update and the replicas stay identical.
 """
 
 from __future__ import annotations
@@ -90,6 +95,18 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     dist.all_reduce(value)
     return value / world_size()
+
+
+def mean_over_ranks_(tensors: list[torch.Tensor]) -> None:
+    """Average ``tensors`` across ranks in place, in one all-reduce over a flat buffer."""
+    if not active() or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    torch._foreach_copy_(
+        tensors, [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
+    )
 
 
 class SyncedScheduler(PerturbationScheduler):

@@ -156,6 +156,13 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     #: rounding allowance (nuSAM: 1e-6).
     restore_tolerance: float = 0.0
 
+    #: Set by the runner under DDP's ``perturbation_scope: local`` (``harness.distributed.mean_over_ranks_``):
+    #: the clean gradient of pass 1 is then this rank's own (the perturbation is computed from it), and
+    #: ``synced_clean_gradients`` averages it over ranks in place wherever it is used beyond the
+    #: perturbation (an unperturbed step's update, GSAM's and LookSAM's decompositions), so every rank
+    #: applies the same update. None outside a process group or under the global scope.
+    rank_mean: Callable[[list[torch.Tensor]], None] | None = None
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -210,6 +217,18 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             self._backup = [torch.empty_like(p) for p in self._params]
         return self._backup
 
+    def synced_clean_gradients(self, grads: list[torch.Tensor], grad_norm: torch.Tensor) -> torch.Tensor:
+        """Average the clean gradients over ranks in place under the local scope; return their norm.
+
+        Outside that scope a no-op that returns ``grad_norm``. Called after the perturbation was computed
+        from this rank's gradient: on every unperturbed step (by ``step``) and by variants that keep the
+        clean gradient past pass 2 (GSAM, LookSAM), before they store it.
+        """
+        if self.rank_mean is None:
+            return grad_norm
+        self.rank_mean(grads)
+        return self.global_norm(grads)
+
     def context(self, grad_norm: torch.Tensor) -> StepContext:
         """The ``StepContext`` of the step about to be taken."""
         return StepContext(
@@ -239,6 +258,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             extras.update(self.descend(params, float(rho)))
             extras["surrogate_gap"] = perturbed_loss - loss  # GSAM's h = f(w_adv) - f(w), eq. 4
         else:
+            grad_norm = self.synced_clean_gradients(grads, grad_norm)
             extras = self.reuse(params, grads, grad_norm)
         extras.setdefault("grad_norm", grad_norm)
         if self.step_overflowed:

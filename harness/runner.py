@@ -161,6 +161,8 @@ def build(run: RunSpec, registry: Registry) -> Setup:
     optimizer = registry.create(
         "optimizer", run.optimizer, params, base_optimizer=base_optimizer, scheduler=scheduler, **run.optimizer_params
     )
+    if distributed.active() and run.perturbation_scope == "local":
+        optimizer.rank_mean = distributed.mean_over_ranks_
     steps_per_epoch = data.steps_per_epoch(run.batch_size)
     optimizer.total_steps = run.epochs * steps_per_epoch
     optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))

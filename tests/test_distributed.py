@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.multiprocessing as mp
+from harness_sam.erm import ERM
+from harness_sam.gsam import GSAM
+from harness_sam.looksam import LookSAM
 from harness_sam.sam import SAM
-from harness_schedules.basic import Constant
+from harness_schedules.basic import Constant, Never, Periodic
 from torch import nn
 
 from harness import distributed
@@ -28,7 +31,7 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(BATCH, 6, generator=generator), torch.randint(0, 3, (BATCH,), generator=generator)
 
 
-def train(net: nn.Module, optimizer: SAM, wrapped: nn.Module, scope: str) -> None:
+def train(net: nn.Module, optimizer: ERM | SAM, wrapped: nn.Module, scope: str) -> None:
     for step in range(STEPS):
         inputs, targets = distributed.local_slice(*batch(step))
         first_pass = distributed.first_pass_context(wrapped, scope)
@@ -98,3 +101,51 @@ def test_harness_run_with_nproc_trains_one_run_over_two_processes(tmp_path):
     assert runs["status"].tolist() == ["ok"] and runs["steps"].tolist() == [1437 // 128]
     assert '"nproc": 2' in runs["config"].iloc[0] and '"perturbation_scope": "local"' in runs["config"].iloc[0]
     assert runs["sam_fraction"].tolist() == [1.0] and runs["grad_evals"].tolist() == [2 * (1437 // 128)]
+
+
+# --- local scope: every variant keeps the replicas identical -------------------------------------------------
+
+VARIANTS = {
+    "erm": lambda params, base: ERM(params, base_optimizer=base, scheduler=Never()),
+    "sam-k": lambda params, base: SAM(params, base_optimizer=base, scheduler=Periodic(RHO, k=3)),
+    "looksam": lambda params, base: LookSAM(params, base_optimizer=base, scheduler=Periodic(RHO, k=3), alpha=0.7),
+    "gsam": lambda params, base: GSAM(params, base_optimizer=base, scheduler=Constant(RHO), alpha=0.3),
+}
+
+
+def variant(name: str, net: nn.Module, rank_mean=None) -> ERM | SAM:
+    base = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    optimizer = VARIANTS[name](list(net.parameters()), base)
+    optimizer.rank_mean = rank_mean
+    return optimizer
+
+
+def variants_rank_main(rank: int, world: int, port: int, out: str) -> None:
+    distributed.init(rank, world, port, torch.device("cpu"))
+    try:
+        torch.set_num_threads(1)
+        weights = {}
+        for name in VARIANTS:
+            net = model()
+            wrapped = distributed.wrap(net, torch.device("cpu"))
+            train(net, variant(name, net, distributed.mean_over_ranks_), wrapped, "local")
+            weights[name] = net.state_dict()
+        torch.save(weights, f"{out}.{rank}")
+    finally:
+        distributed.shutdown()
+
+
+def test_local_scope_keeps_every_variants_replicas_identical(tmp_path):
+    """Only the perturbation is per rank: unperturbed steps (ERM, SAM-k, LookSAM's reuse) and GSAM's and
+    LookSAM's decompositions use the clean gradient averaged over ranks, so both ranks apply one update.
+    ERM, whose only pass runs under no_sync, must then equal single-process ERM on the global batch."""
+    out = str(tmp_path / "variants")
+    mp.start_processes(variants_rank_main, args=(2, distributed.free_port(), out), nprocs=2, start_method="spawn")
+    first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    for name in VARIANTS:
+        for key in first[name]:
+            torch.testing.assert_close(second[name][key], first[name][key], rtol=0, atol=1e-6, msg=f"{name} {key}")
+    net = model()
+    train(net, variant("erm", net), net, "global")
+    assert_close(net.state_dict(), first["erm"])
+    assert any(not torch.allclose(first["sam-k"][k], first["erm"][k]) for k in first["erm"])  # SAM-k did perturb

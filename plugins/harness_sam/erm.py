@@ -18,6 +18,8 @@ class ERM(SharpnessAwareOptimizer):
     def step(self, closure=None) -> torch.Tensor:
         with torch.enable_grad():
             loss = closure()
+        if self.rank_mean is not None:  # DDP local scope: the pass ran under no_sync, average it here
+            self.rank_mean(self.params_with_grads()[1])
         self.base_optimizer.step()
         self.steps_taken += 1
         self.last_step = StepInfo(perturbed=False, rho=0.0)

@@ -45,8 +45,10 @@ class LookSAM(SAM):
 
     def ascend(self, params, grads, rho, grad_norm):
         self._clean_grads = self._clean.store(params, grads)
-        self._clean_sq = grad_norm * grad_norm
-        return super().ascend(params, grads, rho, grad_norm)
+        extras = super().ascend(params, grads, rho, grad_norm)  # e from this rank's own gradient
+        clean_norm = self.synced_clean_gradients(self._clean_grads, grad_norm)  # DDP local scope
+        self._clean_sq = clean_norm * clean_norm
+        return extras
 
     def descend(self, params, rho):
         extras = super().descend(params, rho)
