@@ -14,7 +14,10 @@ section 4). It guarantees, for every pass after the first within one step:
 It also counts its calls and its gradient evaluations in full-batch equivalents: the harness
 derives gradient evaluations from this count, not from the plugin. ``chunks(n)`` splits the batch
 into sub-batch closures that share the counters (m-sharpness, SAM paper Sec. 4.1); each pass on a
-chunk of size m counts m / batch_size evaluations.
+chunk of size m counts m / batch_size evaluations. Each chunk's clean pass stands for one device of
+the paper's data parallelism, whose batch statistics the reference code averages over devices: every
+chunk's clean pass starts from the step's running statistics and the step ends with their mean, so
+the statistics see the whole batch (counted once), not only the first m examples.
 
 Precision (``harness.precision``): with a ``Precision`` every forward pass runs under its autocast
 (bf16, fp16) and, for fp16, the loss is scaled before ``backward`` and the gradients are unscaled
@@ -75,6 +78,46 @@ class RngState:
             torch.cuda.set_rng_state(self.cuda, self.device)
 
 
+class _SubBatchStatistics:
+    """BatchNorm running statistics of one m-sharpness step: the mean of what each chunk's clean pass gives.
+
+    Before each chunk's clean pass the buffers go back to the step's starting values; after it they
+    are set to the mean over the chunks seen so far, so after the last chunk they hold the mean over
+    all chunks, with ``num_batches_tracked`` advanced once. For the exponential average this equals
+    one update with the chunks' mean batch statistics, as the SAM reference code's cross-device mean of
+    batch statistics gives (003 Sec. 4.1; seed_sam_gsam.md A.2).
+    """
+
+    def __init__(self, modules: Sequence[_BatchNorm]) -> None:
+        self.modules = modules
+        self.start: list[list[torch.Tensor]] | None = None
+        self.total: list[torch.Tensor] = []
+        self.chunks = 0
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.modules for b in (m.running_mean, m.running_var) if b is not None]
+
+    def _counters(self) -> list[torch.Tensor]:
+        return [m.num_batches_tracked for m in self.modules if m.num_batches_tracked is not None]
+
+    @contextmanager
+    def pass_of_one_chunk(self) -> Iterator[None]:
+        if not self.modules:
+            yield
+            return
+        buffers = self._buffers()
+        if self.start is None:
+            self.start = [[b.clone() for b in buffers], [c.clone() for c in self._counters()]]
+            self.total = [torch.zeros_like(b) for b in buffers]
+        else:
+            torch._foreach_copy_(buffers, self.start[0])
+            torch._foreach_copy_(self._counters(), self.start[1])
+        yield
+        self.chunks += 1
+        torch._foreach_add_(self.total, buffers)
+        torch._foreach_copy_(buffers, torch._foreach_div(self.total, float(self.chunks)))
+
+
 class BatchClosure:
     """Zero gradients, forward and backward on one batch, return the detached loss.
 
@@ -116,6 +159,8 @@ class BatchClosure:
         self._rng = RngState(inputs.device)
         self._parent: BatchClosure | None = None
         self._first_pass = first_pass
+        self._statistics: _SubBatchStatistics | None = None  # set on the chunks of ``chunks``
+        self._own_calls = 0
         self._found_inf: torch.Tensor | None = None  # fp16: set by any pass with a non-finite gradient
         self._overflow = False
         self._finished = False
@@ -127,9 +172,11 @@ class BatchClosure:
     def chunks(self, size: int) -> list[BatchClosure]:
         """Closures over consecutive sub-batches of ``size`` examples (the last may be smaller).
 
-        They share this closure's counters and RNG snapshot, so BatchNorm running statistics are
-        still updated by the first pass of the step only.
+        They share this closure's counters and RNG snapshot. Each chunk's first (clean) pass updates the
+        BatchNorm running statistics from the step's starting values, and the statistics end as the mean
+        over chunks (``_SubBatchStatistics``); later passes leave them untouched.
         """
+        statistics = _SubBatchStatistics(self.bn_modules)
         pieces = []
         for start in range(0, self.batch_size, size):
             piece = BatchClosure(
@@ -141,7 +188,7 @@ class BatchClosure:
                 precision=self.precision,
                 params=self.params,
             )
-            piece._rng, piece._parent = self._rng, self
+            piece._rng, piece._parent, piece._statistics = self._rng, self, statistics
             pieces.append(piece)
         return pieces
 
@@ -174,10 +221,15 @@ class BatchClosure:
 
     def __call__(self) -> torch.Tensor:
         first = self._count(self.batch_size)
+        clean_chunk = self._statistics is not None and self._own_calls == 0
+        self._own_calls += 1
         if not first:
             self._rng.restore()
         self._zero_grad()
-        if first:
+        if clean_chunk:
+            with self._statistics.pass_of_one_chunk():
+                loss = self._forward_backward()
+        elif first:
             with self._first_pass() if self._first_pass is not None else nullcontext():
                 loss = self._forward_backward()
         else:

@@ -47,9 +47,9 @@ def quadratic() -> Quadratic:
     )
 
 
-def make_sam(model: nn.Module, rho: float, lr: float = 0.1, momentum: float = 0.0) -> SAM:
+def make_sam(model: nn.Module, rho: float, lr: float = 0.1, momentum: float = 0.0, m: int = 0) -> SAM:
     base = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    return SAM(list(model.parameters()), base_optimizer=base, scheduler=Constant(rho))
+    return SAM(list(model.parameters()), base_optimizer=base, scheduler=Constant(rho), m=m)
 
 
 def test_one_sam_step_on_a_quadratic_equals_the_closed_form(quadratic):
@@ -203,6 +203,31 @@ def test_batchnorm_running_statistics_change_once_per_step():
     torch.testing.assert_close(bn.running_mean, expected_mean)
     torch.testing.assert_close(bn.running_var, expected_var)
     assert all(m.track_running_stats for m in batchnorm_modules(model))  # the policy is undone
+
+
+def test_m_sharpness_running_statistics_are_the_mean_over_sub_batches():
+    """Each sub-batch's clean pass is one device of SAM's data parallelism (003 Sec. 4.1): the running
+    statistics take one update with the sub-batches' mean batch statistics, not the first m examples'."""
+    model = small_cnn()
+    inputs, targets = digits_like_batch()
+    bn, m = model[1], 8
+    momentum = bn.momentum
+    with torch.no_grad():
+        features = model[0](inputs).split(m)
+    batch_mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(0)
+    batch_var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in features]).mean(0)
+    expected_mean = (1 - momentum) * bn.running_mean + momentum * batch_mean
+    expected_var = (1 - momentum) * bn.running_var + momentum * batch_var
+
+    optimizer = make_sam(model, rho=0.05, m=m)
+    closure = BatchClosure(model, nn.functional.cross_entropy, inputs, targets, batchnorm_modules(model))
+    optimizer.step(closure)
+
+    assert closure.calls == 2 * len(features)
+    assert int(bn.num_batches_tracked) == 1
+    torch.testing.assert_close(bn.running_mean, expected_mean)
+    torch.testing.assert_close(bn.running_var, expected_var)
+    assert all(m.track_running_stats for m in batchnorm_modules(model))
 
 
 class DropoutProbe(nn.Module):
