@@ -233,6 +233,8 @@ class Bench:
         self.device = torch.device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape throughout: let cuDNN pick its kernels
+            if self.device.index is not None:  # CUDA events record on the current device's stream
+                torch.cuda.set_device(self.device)
         self.total_steps = config.warmup + config.repeats * config.steps
         torch.manual_seed(config.seed)
         self.template = registry.create(
@@ -243,7 +245,8 @@ class Bench:
             **config.model_params,
         ).to(self.device)
         generator = torch.Generator().manual_seed(config.seed)
-        self.inputs = torch.randn(config.batch, *config.input_shape, generator=generator).to(self.device)
+        inputs = torch.randn(config.batch, *config.input_shape, generator=generator).to(self.device)
+        self.inputs = self._precision().prepare_inputs(inputs)  # converted once, for every candidate alike
         self.targets = torch.randint(0, config.num_classes, (config.batch,), generator=generator).to(self.device)
         self.notes: list[str] = []
         self.fractions: dict[str, list[float]] = {}
@@ -485,6 +488,12 @@ class Bench:
         if self.device.type != "cuda":
             return {}
         peaks: dict[str, int] = {}
+        # One throwaway step first: cuDNN's autotuning and cuBLAS's workspaces are allocated once and kept,
+        # and would otherwise count in the first candidate's peak only.
+        warm = self.build(names[0]) if names else None
+        if warm is not None:
+            warm.step()
+        del warm
         for name in names:
             gc.collect()
             torch.cuda.empty_cache()
@@ -558,6 +567,8 @@ def time_rounds(
             perturbed = candidate.counters.perturbed
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                # an empty queue first: queued work of the previous candidate would hide host overhead
+                _synchronize(device)
                 start.record()
                 for _ in range(steps):
                     candidate.step()

@@ -143,9 +143,11 @@ class Setup:
 def build(run: RunSpec, registry: Registry) -> Setup:
     """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``."""
     device = resolve_device(run.device)
-    if distributed.active() and device.type == "cuda":
-        device = torch.device("cuda", distributed.rank())
-        torch.cuda.set_device(device)
+    if device.type == "cuda":
+        if distributed.active():
+            device = torch.device("cuda", distributed.rank())
+        if device.index is not None:  # CUDA events (the step timer) record on the current device's stream
+            torch.cuda.set_device(device)
     seed_everything(run.seed)
     data: ClassificationData = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
     model: nn.Module = registry.create(
@@ -201,12 +203,16 @@ def train(
     state = state if state is not None else RunState()
     setup = build(run, registry)
     hooks = registry.manager.hook
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
+    cuda = setup.device.type == "cuda"
     hooks.run_started(run=run)
     timer = StepTimer(setup.device)
     for epoch in range(1, run.epochs + 1):
+        if cuda:  # the peak of the training epochs only: evaluation and metrics have their own
+            torch.cuda.reset_peak_memory_stats(setup.device)
         last_rho = _train_epoch(run, setup, state, timer, hooks)
+        if cuda:
+            peak = int(torch.cuda.max_memory_allocated(setup.device))
+            state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
         if not math.isfinite(state.train_loss):
             raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch}")
         row = _evaluate_epoch(run, setup, state, epoch)
@@ -227,8 +233,6 @@ def train(
             on_epoch(run, epoch, state.test_acc)
     state.step_times = timer.durations
     state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
-    if setup.device.type == "cuda":
-        state.peak_device_bytes = int(torch.cuda.max_memory_allocated(setup.device))
     return state
 
 

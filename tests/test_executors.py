@@ -18,10 +18,11 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
-from harness_executors.local import LocalExecutor, available_cpus, exit_cause, visible_gpus
+from harness_executors.local import LocalExecutor, available_cpus, exit_cause, gpu_mask, visible_gpus
 
 from harness.cli import main
 from harness.errors import PluginError, UsageError
@@ -459,6 +460,18 @@ def test_gpus_and_threads_are_split_between_workers(monkeypatch):
     assert visible_gpus("0, 1") == ["0", "1"] and visible_gpus("") == [] and visible_gpus([4]) == ["4"]
     assert LocalExecutor(workers=2).threads == max(1, available_cpus() // 2)
     assert LocalExecutor(workers=2, threads_per_worker=3).threads == 3
+
+
+def test_a_worker_gets_one_gpu_per_rank_and_none_when_the_run_names_its_device():
+    def run(device="cuda", nproc=1):
+        return types.SimpleNamespace(device=device, nproc=nproc)
+
+    gpus = ["0", "1", "2", "3"]
+    assert [gpu_mask(gpus, slot, run()) for slot in range(5)] == ["0", "1", "2", "3", "0"]
+    assert [gpu_mask(gpus, slot, run(nproc=2)) for slot in range(3)] == ["0,1", "2,3", "0,1"]  # ranks take cuda:<rank>
+    assert gpu_mask(gpus, 0, run(nproc=5)) is None  # more ranks than GPUs: the worker sees them all
+    assert gpu_mask(gpus, 1, run(device="cuda:3")) is None  # GPU 3 as the machine numbers it
+    assert gpu_mask([], 0, run()) is None
 
 
 def test_a_forked_worker_has_the_drivers_environment_and_path_of_when_its_run_started(test_plugin, tmp_path):

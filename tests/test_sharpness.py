@@ -146,6 +146,33 @@ def test_hessian_max_eig_matches_the_exact_top_eigenvalue(registry):
     assert columns["hessian_max_eig_hvps"] == 2 * columns["hessian_max_eig_iterations"] <= 200
 
 
+class Attention(nn.Module):
+    """One attention layer through ``scaled_dot_product_attention`` (as timm's ViTs), float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.head = nn.Linear(4, 12), nn.Linear(4, 3)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(inputs).chunk(3, dim=-1)
+        return self.head(F.scaled_dot_product_attention(q, k, v).mean(1))
+
+
+def test_hessian_metrics_differentiate_fused_attention_twice(registry):
+    """The fused attention kernels have no double backward: the Hessian-vector products use the math one."""
+    torch.manual_seed(0)
+    model = Attention().double()
+    inputs, targets = torch.randn(10, 5, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        eigenvalues, trace = exact_spectrum(model, inputs, targets)
+    metric = registry.create("metric", "hessian_max_eig", tolerance=1e-8, max_iterations=1000)
+    assert metric(model, [(inputs, targets)], F.cross_entropy)["hessian_max_eig"] == pytest.approx(
+        float(eigenvalues[0]), rel=1e-4
+    )
+    columns = registry.create("metric", "hessian_trace", samples=2000)(model, [(inputs, targets)], F.cross_entropy)
+    assert abs(columns["hessian_trace"] - trace) < 4 * columns["hessian_trace_stderr"]
+
+
 def test_hessian_max_eig_top_3_by_deflation_matches_the_exact_spectrum(registry):
     model, batches, inputs, targets = tiny_problem()
     eigenvalues, _ = exact_spectrum(model, inputs, targets)

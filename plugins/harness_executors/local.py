@@ -6,8 +6,10 @@ modules once, trains nothing and never touches CUDA; ``spawn`` starts a fresh in
 run instead (seconds slower per run; the only choice where there is no forkserver). A worker takes the
 driver's current environment variables, whichever start method made it. Worker slot ``i``
 gets the GPU ``gpus[i % len(gpus)]`` through ``CUDA_VISIBLE_DEVICES``, set in the worker before
-torch touches CUDA, and ``threads_per_worker`` intra-op threads (by default the cores split evenly
-between the workers). With ``workers=1`` the runs train one after another, in order.
+torch touches CUDA (a run with ``nproc: k`` gets k GPUs, one per rank; a run that names its device,
+``cuda:N``, gets no mask and uses GPU N as the machine numbers it), and ``threads_per_worker``
+intra-op threads (by default the cores split evenly between the workers). With ``workers=1`` the
+runs train one after another, in order.
 
 Faults: a run that raises, diverges or runs out of memory is recorded by its own worker
 (``harness.execution.run_worker``); a worker that dies without writing a row (killed by a signal,
@@ -162,13 +164,26 @@ class _Worker:
     error: str = ""
 
 
+def gpu_mask(gpus: Sequence[str], slot: int, run: RunSpec) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` of worker ``slot`` for ``run``; None leaves the worker's GPUs as they are.
+
+    None when there is nothing to hand out, when the run names its device (``cuda:N`` counts GPUs as
+    the machine does), or when it needs more GPUs than there are. Otherwise ``run.nproc`` GPUs (one per
+    DDP rank, which takes ``cuda:<rank>``), the slot's own: slot i's block starts at ``gpus[i * nproc]``.
+    """
+    ranks = max(run.nproc, 1)
+    if not gpus or ":" in run.device or ranks > len(gpus):
+        return None
+    return ",".join(gpus[(slot * ranks + rank) % len(gpus)] for rank in range(ranks))
+
+
 class LocalExecutor:
     """Trains each run in a fresh process on this machine, ``workers`` processes at a time.
 
     workers: processes training at the same time (1: one run after another, in order).
     threads_per_worker: torch intra-op threads per worker; 0 splits this machine's cores evenly.
     gpus: ``"auto"`` (the visible CUDA devices; none on a CPU machine), ``""`` (no GPU assignment),
-        or the devices to use, ``"0,1"``; worker ``i`` gets ``gpus[i % len(gpus)]``.
+        or the devices to use, ``"0,1"``; worker ``i`` gets ``gpus[i % len(gpus)]`` (``gpu_mask``).
     start_method: ``auto`` (``forkserver`` where the platform has it, else ``spawn``), ``forkserver``
         (each run forks from a server that imported torch and the suite's modules once: seconds faster
         per run) or ``spawn`` (a fresh interpreter per run).
@@ -225,7 +240,7 @@ class LocalExecutor:
     def _start(
         self, run: RunSpec, slot: int, results_dir: str, entry_points: list[tuple[str, str]], events: RunEvents
     ) -> _Worker:
-        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
+        gpu = gpu_mask(self.gpus, slot, run)
         reader, writer = self.context.Pipe(duplex=False)
         watch = RowWatch(results_dir, run)
         process = self.context.Process(

@@ -56,8 +56,9 @@ class LookSAM(SAM):
             return extras
         sam_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         # <g, g_s> by polarization, with the clean-gradient buffer turned into s = g + g_s in place:
-        # <g, g_s> = (||s||^2 - ||g||^2 - ||g_s||^2) / 2. Then g_v = g_s - projection g is the lerp
-        # g_s + w (s - g_s) with w = -projection. Fused kernels, no temporary, no loop.
+        # <g, g_s> = (||s||^2 - ||g||^2 - ||g_s||^2) / 2. Then g_v = g_s - projection g
+        # = (1 + projection) g_s - projection s. Fused kernels with a 0-dim tensor scalar (one launch per
+        # tensor group on CUDA, no host sync), no temporary, no loop.
         total = self._clean_grads
         torch._foreach_add_(total, sam_grads)
         sam_norm = self.global_norm(sam_grads)
@@ -65,7 +66,9 @@ class LookSAM(SAM):
         inner = (total_norm * total_norm - self._clean_sq - sam_norm * sam_norm) / 2
         projection = inner / (self._clean_sq + self.eps)
         orthogonal = self._orthogonal.store(params, sam_grads)
-        torch._foreach_lerp_(orthogonal, total, [-projection] * len(orthogonal))
+        torch._foreach_mul_(orthogonal, 1.0 + projection)
+        torch._foreach_mul_(total, projection)
+        torch._foreach_sub_(orthogonal, total)
         self._orthogonal_norm = self.global_norm(self._orthogonal.buffers)
         extras["gv_norm"] = self._orthogonal_norm
         return extras
@@ -74,8 +77,9 @@ class LookSAM(SAM):
         if self._orthogonal_norm is None:
             return {}
         scale = self.alpha * grad_norm / (self._orthogonal_norm + self.eps)
-        # g += scale g_v in one pass per tensor, no temporary (scale stays on the device)
-        torch._foreach_addcmul_(grads, self._orthogonal.select(params), [scale] * len(grads))
+        # g += scale g_v; scale stays on the device (a 0-dim tensor: the fused multi-tensor kernels take it
+        # whole, where a list of 0-dim tensors would fall back to one kernel per parameter on CUDA)
+        torch._foreach_add_(grads, torch._foreach_mul(self._orthogonal.select(params), scale))
         return {"gv_norm": self._orthogonal_norm}
 
     def held_tensors(self) -> list[torch.Tensor]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Part = tuple[torch.Tensor, torch.Tensor, float]  # inputs, targets, weight within its objective
@@ -167,10 +168,15 @@ class HessianOperator:
         self._cached: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Leaves at ``w`` and the batch loss's gradient with its graph (``create_graph=True``)."""
+        """Leaves at ``w`` and the batch loss's gradient with its graph (``create_graph=True``).
+
+        Attention runs on the math kernel here: the fused ones (flash, memory-efficient) that
+        ``scaled_dot_product_attention`` picks for timm's ViTs have no double backward.
+        """
         leaves = self.surface.leaves()
-        loss, _ = self.surface.loss(leaves, inputs, targets)
-        grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        with sdpa_kernel(SDPBackend.MATH):
+            loss, _ = self.surface.loss(leaves, inputs, targets)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
         return leaves, list(grads)
 
     def product(
