@@ -7,10 +7,14 @@ or an invalid suite (and then nothing trains); 130 interrupted with Ctrl-C (fini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.errors import HarnessError, UsageError
 
@@ -154,7 +158,8 @@ def _load(args: argparse.Namespace):
     from harness.suite import load_suite
 
     registry = Registry.from_plugins()
-    overrides = list(args.overrides) + ([f"nproc={args.nproc}"] if getattr(args, "nproc", None) else [])
+    nproc = getattr(args, "nproc", None)
+    overrides = list(args.overrides) + ([f"nproc={nproc}"] if nproc is not None else [])
     return registry, load_suite(args.suite, registry, overrides, smoke=args.smoke)
 
 
@@ -209,6 +214,31 @@ def _executor(args: argparse.Namespace, registry, suite):
     return registry.create("executor", name, **params)
 
 
+def _writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, or raise ``UsageError`` naming it (before anything trains)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"--results-dir: cannot write results to {folder}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, Slurm preemption) stops a suite the way Ctrl-C does: workers stopped,
+    finished results kept, the summary printed, exit 130."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(args: argparse.Namespace) -> int:
     from harness.progress import SuiteProgress
     from harness.results import finished_run_ids, read_runs, suite_dir
@@ -218,11 +248,12 @@ def _run(args: argparse.Namespace) -> int:
         _print_runs(suite)
         return EXIT_OK
     executor = _executor(args, registry, suite)
+    _writable(suite_dir(args.results_dir, suite.name))
     done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
     pending = [run for run in suite.runs if run.run_id not in done]
     skipped = len(suite.runs) - len(pending)
     interrupted = False
-    with SuiteProgress(suite.name, pending) as progress:
+    with SuiteProgress(suite.name, pending) as progress, _terminate_as_interrupt():
         try:
             executor.run(pending, results_dir=str(args.results_dir), events=progress)
         except KeyboardInterrupt:

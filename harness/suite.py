@@ -274,11 +274,20 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise SuiteError(f"{path}: not valid YAML: {error}") from error
+        raise SuiteError(f"{path}: not valid YAML: {_yaml_problem(error)}") from error
     checker = _Checker(path, overrides)
     document = checker.mapping("(top level)", document if document is not None else _MISSING)
     document = apply_overrides(document, overrides, path)
     return _validate(document, registry, checker, path, smoke=smoke)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: problem (context)`` of a YAML error, without PyYAML's ``"<unicode string>"`` excerpt."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return str(error)
+    context = getattr(error, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: str) -> dict[str, Any]:
@@ -303,7 +312,9 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as error:
-            raise SuiteError(f"{path}: --set {override!r}: the value is not valid YAML: {error}") from error
+            raise SuiteError(
+                f"{path}: --set {override!r}: the value is not valid YAML: {_yaml_problem(error)}"
+            ) from error
         target = document
         for depth, part in enumerate(parts[:-1]):
             if target.get(part) is None:

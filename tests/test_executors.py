@@ -310,7 +310,8 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc")
-def test_ctrl_c_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_plugin, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_plugin, tmp_path, stop):
     hold = tmp_path / "hold"
     hold.touch()
     suite = _suite(tmp_path, "interrupted", f"[tiny, {{name: held, hold: {str(hold)!r}}}]")
@@ -330,7 +331,7 @@ def test_ctrl_c_stops_the_workers_keeps_finished_rows_and_a_rerun_resumes(test_p
             assert driver.poll() is None, (tmp_path / "driver.log").read_text()
             workers = _children(driver.pid)
             assert workers
-            driver.send_signal(signal.SIGINT)
+            driver.send_signal(stop)  # SIGTERM: what kill, timeout and Slurm preemption send
             assert driver.wait(timeout=60) == 130
         finally:
             if driver.poll() is None:
@@ -460,6 +461,17 @@ def test_gpus_and_threads_are_split_between_workers(monkeypatch):
     assert visible_gpus("0, 1") == ["0", "1"] and visible_gpus("") == [] and visible_gpus([4]) == ["4"]
     assert LocalExecutor(workers=2).threads == max(1, available_cpus() // 2)
     assert LocalExecutor(workers=2, threads_per_worker=3).threads == 3
+
+
+def test_an_unwritable_results_dir_is_refused_before_anything_trains(test_plugin, tmp_path, capsys):
+    suite = _suite(tmp_path, "unwritable", "[tiny]")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", str(suite), "--results-dir", str(blocker)]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot write results to {blocker / 'unwritable'}" in error and "Traceback" not in error
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "out"), "--nproc", "0"]) == 2  # as --set nproc=0
+    assert "nproc: 0 is invalid; expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_a_worker_gets_one_gpu_per_rank_and_none_when_the_run_names_its_device():

@@ -122,7 +122,8 @@ BAD_SUITES = [
         ["methods[2].name: 'sam' is invalid", "methods[0]", "distinct 'name:'"],
     ),
     ("missing-methods", _edit("methods: [erm, sam]\n", ""), [], ["methods: missing", "non-empty list of methods"]),
-    ("invalid-yaml", GOOD + "seeds: [0, 1\n", [], ["not valid YAML", "line"]),
+    ("invalid-yaml", GOOD + "seeds: [0, 1\n", [], ["not valid YAML: line 11, column 1: expected ','"]),
+    ("invalid-set-value", GOOD, ["methods=[sam"], ["--set 'methods=[sam': the value is not valid YAML: line 1,"]),
     ("file-does-not-exist", None, [], ["cannot read the suite file"]),
     ("yaml-list-not-mapping", "- erm\n- sam\n", [], ["(top level): ['erm', 'sam'] is invalid", "a mapping"]),
     (
