@@ -62,9 +62,7 @@ def worker_modules(runs: Sequence[RunSpec], registry: Registry) -> list[str]:
     """
     modules = dict.fromkeys(RUN_MODULES)
     for run in runs:
-        used = [("optimizer", run.optimizer), ("scheduler", run.scheduler), ("model", run.model)]
-        used += [("dataset", run.dataset), *(("metric", name) for name, _ in run.metrics)]
-        for kind, name in used:
+        for kind, name in run.components():
             factory = registry.get(kind, name).factory
             if isinstance(factory, str):
                 modules[factory.split(":", 1)[0]] = None

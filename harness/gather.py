@@ -134,9 +134,17 @@ def check_averageable(runs: pd.DataFrame) -> None:
         differing = _differing_keys(configs)
         if differing:
             shown = "; ".join(differing[:5]) + (f"; and {len(differing) - 5} more" if len(differing) > 5 else "")
+            sources = sorted(set(rows["source"]))
+            if len(sources) == 1:  # a rerun with other settings (--set) wrote into the same folder
+                advice = (
+                    f"They are all in {sources[0]}: move the runs of one configuration (<run_id>.parquet and "
+                    "history/<run_id>.parquet) to another folder, or run each configuration with its own --results-dir."
+                )
+            else:
+                advice = "Report the folders separately, or rerun them with one configuration."
             raise IncompatibleRunsError(
                 f"{group_label(group)}: the runs differ in more than the seed, so they cannot be averaged: {shown}. "
-                "Report the folders separately, or rerun them with one configuration."
+                + advice
             )
         repeated = rows[rows.duplicated("seed", keep=False)]
         if not repeated.empty:

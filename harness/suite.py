@@ -36,7 +36,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,11 @@ class RunSpec:
             "perturbation_scope": self.perturbation_scope,
             **{key: getattr(self, key) for key, default in LATER_SETTINGS.items() if getattr(self, key) != default},
         }
+
+    def components(self) -> list[tuple[str, str]]:
+        """``(kind, name)`` of every registered component the run builds."""
+        used = [("optimizer", self.optimizer), ("scheduler", self.scheduler), ("model", self.model)]
+        return [*used, ("dataset", self.dataset), *(("metric", name) for name, _ in self.metrics)]
 
     @property
     def run_id(self) -> str:
@@ -407,7 +412,22 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     )
     runs = tuple(_with_reference(_run(name, settings, *axes), references) for axes in grid)
     executor = _executor(checker, registry, document.get("executor"))
+    _check_factories(path, registry, [c for run in runs for c in run.components()])
     return Suite(name=name, description=description, path=path, runs=runs, executor=executor)
+
+
+def _check_factories(path: str, registry: Registry, used: Iterable[tuple[str, str]]) -> None:
+    """Import the factory of every component the suite uses, so that a plugin whose lazy factory path is
+    wrong fails here, naming the plugin, rather than in every run."""
+    for kind, name in dict.fromkeys(used):
+        spec = registry.get(kind, name)
+        try:
+            spec.load()
+        except Exception as error:  # ImportError, AttributeError, or whatever the module raised on import
+            raise SuiteError(
+                f"{path}: {kind} {name!r} (registered by {spec.provider or 'an unnamed plugin'}): its factory "
+                f"{spec.factory!r} cannot be loaded: {type(error).__name__}: {error}"
+            ) from error
 
 
 def _executor(checker: _Checker, registry: Registry, raw: Any) -> tuple[str, dict[str, Any]]:

@@ -354,6 +354,7 @@ def test_runs_differing_in_more_than_the_seed_are_refused_naming_the_keys(tmp_pa
     assert "suite synth, cifar10 / resnet18-cifar / noise 0, method sam" in err
     assert "optimizer.rho (0.05 in sam-s0-" in err and "0.1 in sam-s1-" in err and "epochs (200 in" in err
     assert "cannot be averaged" in err
+    assert f"They are all in {tmp_path / SUITE}: move the runs of one configuration" in err  # one folder: say how
     assert not (tmp_path / "out" / "report.md").exists()
 
 

@@ -431,3 +431,23 @@ def test_noise_on_a_dataset_without_noise_support_exits_2(tmp_path, capsys, add_
     for fragment in ["noise_rates[1]: 0.2 is invalid", "'plain-digits'", "does not support label noise"]:
         assert fragment in err, (fragment, err)
     _assert_nothing_written(results)
+
+
+def test_a_plugin_whose_factory_cannot_be_imported_fails_validation_naming_it(tmp_path, add_entry_points, capsys):
+    add_entry_points(
+        {
+            "typo": """
+            from harness import OptimizerSpec, hookimpl
+
+            @hookimpl
+            def register_optimizers():
+                return [OptimizerSpec("my-sam", "harness_sam.sam:MySam", defaults={"rho": 0.05})]
+            """
+        }
+    )
+    suite = _write(tmp_path, _edit("[erm, sam]", "[erm, {name: mine, optimizer: {name: my-sam}}]"))
+    assert main(["validate", str(suite)]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert (
+        f"{suite}: optimizer 'my-sam'" in error and "'harness_sam.sam:MySam' cannot be loaded: AttributeError" in error
+    )
