@@ -26,16 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train every run of a suite and write Parquet results")
-    run.add_argument("suite", help="path to a suite YAML file")
+    _suite_arguments(run)
     run.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a suite key, e.g. --set epochs=2 --set seeds=[0]",
-    )
     run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
     run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
     run.add_argument(
@@ -55,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     validate = commands.add_parser("validate", help="check a suite and print its expanded runs")
-    validate.add_argument("suite")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _suite_arguments(validate)
     validate.add_argument("--smoke", action="store_true", help="validate the --smoke version of the suite")
 
     plugins = commands.add_parser("plugins", help="list the registered components and their providers")
@@ -138,6 +129,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
     return parser
+
+
+def _suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite file and its ``--set`` overrides, alike for ``run`` and ``validate``."""
+    parser.add_argument("suite", help="path to a suite YAML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a suite key, e.g. --set epochs=2 --set seeds=[0]",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
