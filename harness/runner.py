@@ -97,6 +97,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def clip_before_each_step(base_optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the global gradient norm to ``max_norm`` right before every step of ``base_optimizer``.
+
+    The step pre-hook sees the gradient the base optimizer is about to apply, whichever variant built it
+    (SAM's perturbed gradient, GSAM's combination, LookSAM's reuse), which is where the papers clip:
+    "gradient clipping (after the SAM gradient)" (seed_sam_gsam.md Part D item 7; LookSAM Tables 10-11
+    and GSAM App. B.2 clip at 1.0). ``foreach`` kernels, no host synchronization.
+    """
+    params = [p for group in base_optimizer.param_groups for p in group["params"]]
+
+    def clip(optimizer, args, kwargs) -> None:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm, foreach=True)
+
+    base_optimizer.register_step_pre_hook(clip)
+
+
 def build_base_optimizer(model: nn.Module, settings: dict[str, Any]) -> torch.optim.Optimizer:
     """The base optimizer from timm's factory (``momentum``, ``sgd`` (Nesterov), ``adamw``, ``lamb``...)."""
     from timm.optim import create_optimizer_v2
@@ -155,6 +171,8 @@ def build(run: RunSpec, registry: Registry) -> Setup:
     ).to(device)
     prepare_model(model, channels_last=run.channels_last)
     base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
+    if run.grad_clip_norm is not None:
+        clip_before_each_step(base_optimizer, run.grad_clip_norm)
     scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
     if distributed.active() and run.perturbation_scope == "local":
         scheduler = distributed.SyncedScheduler(scheduler)

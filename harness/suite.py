@@ -78,10 +78,11 @@ RUN_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
     "channels_last": False,
     "compile": False,
+    "grad_clip_norm": None,
 }
 #: Settings added after the first release: they enter ``RunSpec.config()`` (and so the run id) only when
 #: they differ from these defaults, so results written before they existed keep their ids and resume.
-LATER_SETTINGS = {key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile")}
+LATER_SETTINGS = {key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile", "grad_clip_norm")}
 TRAIN_EVAL = ("end", "epoch")
 PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: suite loading needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
@@ -145,6 +146,7 @@ class RunSpec:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    grad_clip_norm: float | None = None
     reference_test_acc: float | None = None
     reference_source: str = ""
 
@@ -605,6 +607,10 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
             "fp32 or bf16 with nproc > 1 and perturbation_scope: local (each rank would decide on its own whether "
             "its unsynchronized first pass overflowed, and the ranks would part ways)",
         )
+    if settings["grad_clip_norm"] is not None:
+        settings["grad_clip_norm"] = checker.number(
+            "defaults.grad_clip_norm", settings["grad_clip_norm"], 0.0, strict=True
+        )
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:
@@ -876,4 +882,5 @@ def _run(
         precision=settings["precision"],
         channels_last=settings["channels_last"],
         compile=settings["compile"],
+        grad_clip_norm=settings["grad_clip_norm"],
     )
