@@ -197,7 +197,8 @@ def build(run: RunSpec, registry: Registry) -> Setup:
         base_optimizer=base_optimizer,
         optimizer=optimizer,
         lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
-        bn_modules=batchnorm_modules(model),
+        # the layers the closure keeps from updating twice; none with bn_stats_pass: every (every pass updates)
+        bn_modules=batchnorm_modules(model) if run.bn_stats_pass == "first" else [],
         params=list(model.parameters()),
         precision=Precision(run.precision, device, channels_last=run.channels_last),
         shuffle=torch.Generator().manual_seed(run.seed),

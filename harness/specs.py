@@ -50,6 +50,9 @@ class Spec:
         against them before anything trains).
     suffix_param: makes the spec a family: a name ending in ``:`` (``timm:``) then stands for every
         ``timm:<suffix>``, and the suffix is passed as the parameter named here (``model``).
+    later_params: parameters added after the component's first release. A run's resolved configuration,
+        and so its id, lists them only when a suite sets them to something else than their default, so
+        results written before they existed keep their ids and resume (the factory still gets the default).
     provider, version: filled in by the registry (distribution name and version).
     """
 
@@ -62,6 +65,7 @@ class Spec:
     paper: str = ""
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     suffix_param: str = ""
+    later_params: tuple[str, ...] = ()
     provider: str = ""
     version: str = ""
 
@@ -87,6 +91,10 @@ class Spec:
         for key, allowed in self.choices.items():
             if key not in self.defaults or self.defaults[key] not in allowed:
                 raise ValueError(f"{self.kind} {self.name!r}: choices for {key!r} must include its default")
+        object.__setattr__(self, "later_params", tuple(self.later_params))
+        unknown = [key for key in self.later_params if key not in self.defaults]
+        if unknown:
+            raise ValueError(f"{self.kind} {self.name!r}: later_params {unknown} must be keys of its defaults")
 
     def member(self, name: str) -> Spec:
         """The spec of one member of a family (``timm:resnet50`` of ``timm:``)."""

@@ -79,10 +79,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "compile": False,
     "grad_clip_norm": None,
+    "bn_stats_pass": "first",
 }
 #: Settings added after the first release: they enter ``RunSpec.config()`` (and so the run id) only when
 #: they differ from these defaults, so results written before they existed keep their ids and resume.
-LATER_SETTINGS = {key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile", "grad_clip_norm")}
+LATER_SETTINGS = {
+    key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile", "grad_clip_norm", "bn_stats_pass")
+}
+BN_STATS_PASSES = ("first", "every")
 TRAIN_EVAL = ("end", "epoch")
 PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: suite loading needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
@@ -147,6 +151,7 @@ class RunSpec:
     channels_last: bool = False
     compile: bool = False
     grad_clip_norm: float | None = None
+    bn_stats_pass: str = "first"
     reference_test_acc: float | None = None
     reference_source: str = ""
 
@@ -611,6 +616,13 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
         settings["grad_clip_norm"] = checker.number(
             "defaults.grad_clip_norm", settings["grad_clip_norm"], 0.0, strict=True
         )
+    if settings["bn_stats_pass"] not in BN_STATS_PASSES:
+        raise checker.fail(
+            "defaults.bn_stats_pass",
+            settings["bn_stats_pass"],
+            "first (the clean pass alone updates BatchNorm's running statistics, as the SAM reference code) or "
+            "every (every pass does, as davda54/sam and the PyTorch code most papers build on)",
+        )
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if settings["train_eval"] not in TRAIN_EVAL:
@@ -815,7 +827,8 @@ def _params(checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], s
             checker.number(f"{key}.{name}", value, 0.0)
         if name == "noise_rate":
             checker.number(f"{key}.{name}", value, 0.0, below=1.0)
-    return {**spec.defaults, **params}
+    merged = {**spec.defaults, **params}
+    return {k: v for k, v in merged.items() if k not in spec.later_params or v != spec.defaults[k]}
 
 
 def _check_type(checker: _Checker, key: str, value: Any, default: Any) -> None:
@@ -883,4 +896,5 @@ def _run(
         channels_last=settings["channels_last"],
         compile=settings["compile"],
         grad_clip_norm=settings["grad_clip_norm"],
+        bn_stats_pass=settings["bn_stats_pass"],
     )

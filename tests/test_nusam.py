@@ -127,6 +127,34 @@ def test_warm_start_one_iteration_per_step_converges_and_equals_cold_start_itera
     torch.testing.assert_close(perturbations(model, 4)[0], perturbations(cold, 0)[0], rtol=0, atol=1e-12)
 
 
+class PerturbFrom(PerturbationScheduler):
+    """No perturbation before step ``start`` (a delay), then a constant rho."""
+
+    def __init__(self, start: int, rho: float) -> None:
+        self.start, self.rho = start, rho
+
+    def decide(self, ctx):
+        return ctx.step >= self.start, self.rho
+
+
+@pytest.mark.parametrize(("refresh", "iterations"), [(False, 1), (True, 5)])
+def test_refresh_during_delay_warms_u_on_the_unperturbed_steps(refresh, iterations):
+    """With the refresh, 4 delay steps and the first perturbed step are 5 warm-started power iterations:
+    the first perturbation equals a cold start with T=5; without it, a cold start with T=1 (seed_nusam 3.5)."""
+    rho, delay = 0.1, 4
+    model = FixedGradients([GAPPED])
+    base = torch.optim.SGD(model.parameters(), lr=0.0)
+    params = list(model.named_parameters())
+    hparams = {**DEFAULTS, "refresh_during_delay": refresh}
+    optimizer = NuSAM(params, base_optimizer=base, scheduler=PerturbFrom(delay, rho), **hparams)
+    for _ in range(delay + 1):
+        optimizer.step(loss_closure(model))
+    first = model.seen[delay + 1][0] - model.seen[delay][0]  # one pass per delay step, then clean and perturbed
+    cold = FixedGradients([GAPPED])
+    make_nusam(cold, rho, power_iterations=iterations).step(loss_closure(cold))
+    torch.testing.assert_close(first, perturbations(cold, 0)[0], rtol=0, atol=1e-12)
+
+
 def test_a_zero_gradient_keeps_the_warm_start_vector():
     rho = 0.1
     model = FixedGradients([torch.zeros(7, 5, dtype=torch.float64)])

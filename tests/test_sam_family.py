@@ -250,6 +250,27 @@ def test_asam_and_layerwise_perturbations_match_their_formulas():
         torch.testing.assert_close(got, rho * w.detach().norm() / g.norm() * torch.sign(g))
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_layerwise_zero_weight_ratio_sets_the_perturbation_of_an_all_zero_tensor(inverse):
+    """LayerSAM's ratio is 0 (printed) or infinite (inverse) for an all-zero tensor, e.g. a zero-initialized
+    bias; the paper is silent, so ``zero_weight_ratio`` says (default 1: LAMB's guard, seed A.3)."""
+    weights = [nn.Parameter(torch.tensor([[1.0, -2.0]])), nn.Parameter(torch.zeros(3))]
+    grads = [torch.tensor([[0.5, 0.5]]), torch.tensor([0.3, -0.4, 0.0])]
+    rho, base = 0.2, torch.optim.SGD(weights, lr=0.1)
+    trust = "inverse" if inverse else "printed"
+    for ratio in (1.0, 0.0, 0.5):
+        layer = SAM(
+            weights, base_optimizer=base, scheduler=Constant(), norm="linf", layerwise=True,
+            trust_ratio=trust, zero_weight_ratio=ratio,
+        )  # fmt: skip
+        dense, zero = layer.perturbation(weights, grads, rho, None)
+        torch.testing.assert_close(zero, rho * ratio * torch.sign(grads[1]))
+        w, g = weights[0].detach().norm(), grads[0].norm()
+        torch.testing.assert_close(dense, rho * (g / w if inverse else w / g) * torch.sign(grads[0]))
+    with pytest.raises(ValueError, match="zero_weight_ratio must be >= 0"):
+        SAM(weights, base_optimizer=base, scheduler=Constant(), layerwise=True, zero_weight_ratio=-1.0)
+
+
 def test_random_direction_has_norm_rho_and_is_seeded():
     weights = [nn.Parameter(torch.zeros(50)), nn.Parameter(torch.zeros(4, 5))]
     grads = [torch.ones(50), torch.ones(4, 5)]

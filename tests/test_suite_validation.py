@@ -57,6 +57,11 @@ def _write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
     return path
 
 
+def resolved_defaults(spec) -> dict:
+    """A spec's defaults as a run's configuration lists them: later parameters only when set otherwise."""
+    return {key: value for key, value in spec.defaults.items() if key not in spec.later_params}
+
+
 def _assert_nothing_written(results: Path) -> None:
     assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
 
@@ -351,7 +356,7 @@ def test_plugin_defaults_are_merged_into_resolved_params(tmp_path, registry):
     suite = load_suite(_write(tmp_path, GRID), registry)
     sam_mlp = next(run for run in suite.runs if run.method == "sam" and run.model == "mlp")
 
-    assert dict(sam_mlp.optimizer_params) == dict(registry.get("optimizer", "sam").defaults)
+    assert dict(sam_mlp.optimizer_params) == resolved_defaults(registry.get("optimizer", "sam"))
     assert sam_mlp.optimizer_params["eps"] == 1e-12 and sam_mlp.optimizer_params["norm"] == "l2"
     assert dict(sam_mlp.scheduler_params) == {"rho": 0.05}  # preset 'sam'
     assert dict(sam_mlp.model_params) == {"hidden": 64, "depth": 2, "dropout": 0.0}
@@ -374,7 +379,7 @@ def test_inline_method_resolves_with_constant_scheduler_by_default(tmp_path, reg
     run = load_suite(_write(tmp_path, text), registry).runs[0]
     assert (run.method, run.preset, run.optimizer, run.scheduler) == ("my-sam", "", "sam", "constant")
     assert dict(run.scheduler_params) == {"rho": 0.2}
-    assert dict(run.optimizer_params) == dict(registry.get("optimizer", "sam").defaults)
+    assert dict(run.optimizer_params) == resolved_defaults(registry.get("optimizer", "sam"))
 
 
 def test_noise_rates_expand_on_a_dataset_that_supports_them(tmp_path, add_entry_points):
@@ -451,3 +456,22 @@ def test_a_plugin_whose_factory_cannot_be_imported_fails_validation_naming_it(tm
     assert (
         f"{suite}: optimizer 'my-sam'" in error and "'harness_sam.sam:MySam' cannot be loaded: AttributeError" in error
     )
+
+
+def test_a_later_parameter_enters_the_run_id_only_when_set_to_something_else(tmp_path, registry):
+    """``Spec.later_params``: adding a parameter to a released component keeps the ids of earlier runs."""
+    spec = registry.get("optimizer", "sam")
+    assert "zero_weight_ratio" in spec.later_params and spec.defaults["zero_weight_ratio"] == 1.0
+    runs = {}
+    for label, method in (
+        ("plain", "sam"),
+        ("default", "{preset: sam, optimizer: {zero_weight_ratio: 1.0}}"),
+        ("other", "{name: zero, preset: sam, optimizer: {zero_weight_ratio: 0.0}}"),
+    ):
+        text = _edit("[erm, sam]", f"[{method}]")
+        runs[label] = load_suite(_write(tmp_path, text, f"{label}.yaml"), registry).runs[0]
+    assert "zero_weight_ratio" not in runs["plain"].optimizer_params
+    assert runs["default"].run_id == runs["plain"].run_id
+    assert runs["other"].optimizer_params["zero_weight_ratio"] == 0.0
+    with pytest.raises(ValueError, match="later_params .'nope'. must be keys of its defaults"):
+        type(spec)(name="x", factory="a.b:c", defaults={"rho": 0.1}, later_params=("nope",))

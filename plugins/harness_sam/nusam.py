@@ -44,7 +44,9 @@ zero vector, which would switch the warm start off for good (Algorithm 2 with ``
 forever); that matrix gets no perturbation on that step.
 
 On steps where the scheduler says no (the delay period of the paper's preset, Sec. 5.1), the step is a
-plain base-optimizer step and the ``u_i`` are not refreshed.
+plain base-optimizer step. Whether the ``u_i`` are refreshed there is unspecified (seed_nusam.md section
+3.5, "keep it configurable"): ``refresh_during_delay`` (default false) runs the power iteration on those
+steps' clean gradients too, so the first perturbed step starts from a warm ``u_i``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class NuSAM(SharpnessAwareOptimizer):
     exclude: substrings of parameter names never perturbed (embeddings; a string or a list of strings).
     include_conv: also perturb Conv2d kernels viewed as (C_out, C_in*kh*kw) matrices (harness extension).
     seed: seed of the generator that draws the initial ``u_i``.
+    refresh_during_delay: also refresh ``u_i, v_i`` on unperturbed steps (the delay), see the module docstring.
     """
 
     #: The restore subtracts the rank-1 perturbation it added (no weight copy: the memory nuSAM saves),
@@ -85,6 +88,7 @@ class NuSAM(SharpnessAwareOptimizer):
         exclude: Sequence[str] | str = DEFAULT_EXCLUDE,
         include_conv: bool = False,
         seed: int = 0,
+        refresh_during_delay: bool = False,
     ) -> None:
         if isinstance(exclude, str):
             exclude = [exclude]
@@ -103,7 +107,9 @@ class NuSAM(SharpnessAwareOptimizer):
             exclude=list(exclude),
             include_conv=bool(include_conv),
             seed=int(seed),
+            refresh_during_delay=bool(refresh_during_delay),
         )
+        self.refresh_during_delay = bool(refresh_during_delay)
         self.power_iterations = int(power_iterations)
         self.tau = float(tau)
         self.normalized = bool(normalized)
@@ -161,14 +167,29 @@ class NuSAM(SharpnessAwareOptimizer):
             us = [torch.where(s > 0, new, old) for s, new, old in zip(sigmas, gvs, us, strict=True)]
         return us, vs, sigmas
 
+    def _refresh(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Power iteration on the clean gradients of the matrices that have one (their indices in ``_applied``)."""
+        self._applied = [i for i, p in enumerate(self.matrices) if p.grad is not None and not p.grad.is_sparse]
+        if not self._applied:
+            return [], [], []
+        gs = [self.matrices[i].grad.reshape(self.matrices[i].shape[0], -1) for i in self._applied]
+        return self.power_iteration(gs, [self._u[i] for i in self._applied])
+
+    def reuse(self, params, grads, grad_norm):
+        """An unperturbed step: refresh ``u_i, v_i`` when ``refresh_during_delay``; the gradients are left alone."""
+        if self.refresh_during_delay:
+            us, vs, _ = self._refresh()
+            for i, u, v in zip(self._applied, us, vs, strict=True):
+                self._u[i], self._v[i] = u, v
+            self._applied = []
+        return {}
+
     def ascend(self, params, grads, rho, grad_norm):
         """Refresh ``u_i, v_i`` by power iteration on the clean gradients and add ``rho u_i v_i^T`` in place."""
-        self._applied = [i for i, p in enumerate(self.matrices) if p.grad is not None and not p.grad.is_sparse]
+        us, vs, sigmas = self._refresh()
         if not self._applied:
             return {"perturbation_norm": torch.zeros(()), "perturbed_matrices": 0}
         mats = [self._as_matrix(self.matrices[i]) for i in self._applied]
-        gs = [self.matrices[i].grad.reshape(self.matrices[i].shape[0], -1) for i in self._applied]
-        us, vs, sigmas = self.power_iteration(gs, [self._u[i] for i in self._applied])
         if self.normalized:
             # Appendix C.1, eq. 21: layer i scaled by sigma_i / sqrt(sum_j sigma_j^2); folded into v_i.
             total = torch.linalg.vector_norm(torch.stack(sigmas)) + self.tau

@@ -8,11 +8,13 @@ One function per family, each on lists of tensors with ``torch._foreach_*`` kern
   (001_543051aac35e9f16.txt, line 7; seed_looksam_aesam.md B.3 [DISCREPANCY]).
 - ``linf``: e = rho T sign(d) (SAM App. C.5 p=inf; LookSAM Alg. 1 prints this form).
 - ``layerwise`` scaling (LayerSAM, 000_821cd26b06e61c4d.txt Alg. 2-3, eq. 7): each tensor's
-  perturbation is multiplied by the trust ratio ||w_i|| / ||g_i|| (1 where either norm is 0, the
-  LAMB convention), so ``linf`` + layerwise is rho (||w_i||/||g_i||) sign(g_i) as printed, and
-  ``l2`` + layerwise its l2 form rho xi_i g_i / ||g|| (seed_looksam_aesam.md A.3). Eq. 7 writes
-  Lambda where the exact solution of the constraint ||Lambda e|| <= rho has Lambda^-1 (seed A.3);
-  ``inverse=True`` gives that reading, ||g_i|| / ||w_i||.
+  perturbation is multiplied by the trust ratio ||w_i|| / ||g_i|| (where ||w_i|| = 0 the printed ratio
+  is 0 and the inverse one infinite: ``zero_weight_ratio``, default 1, the LAMB convention of
+  seed_looksam_aesam.md A.3 "Trust-ratio guards"; where only ||g_i|| = 0, 1: e_i is 0 anyway), so
+  ``linf`` + layerwise is rho (||w_i||/||g_i||) sign(g_i) as printed, and ``l2`` + layerwise its l2
+  form rho xi_i g_i / ||g|| (seed_looksam_aesam.md A.3). Eq. 7 writes Lambda where the exact solution
+  of the constraint ||Lambda e|| <= rho has Lambda^-1 (seed A.3); ``inverse=True`` gives that reading,
+  ||g_i|| / ||w_i||.
 """
 
 from __future__ import annotations
@@ -39,14 +41,19 @@ def adaptive_scale(params: Tensors, eta: float) -> Tensors:
     return scale
 
 
-def trust_ratios(params: Tensors, grads: Tensors, *, inverse: bool = False) -> Tensors:
-    """LAMB-style ||w_i|| / ||g_i|| per tensor (or ||g_i|| / ||w_i||), 1 where either norm is 0."""
+def trust_ratios(params: Tensors, grads: Tensors, *, inverse: bool = False, zero_weight_ratio: float = 1.0) -> Tensors:
+    """LAMB-style ||w_i|| / ||g_i|| per tensor (or ||g_i|| / ||w_i||).
+
+    ``zero_weight_ratio`` where ||w_i|| = 0 (zero-initialized biases, BatchNorm shifts); 1 where only
+    ||g_i|| = 0 (that tensor's perturbation is 0 whatever the ratio).
+    """
     weight_norms = torch.stack(torch._foreach_norm(params))
     grad_norms = torch.stack(torch._foreach_norm(grads))
     numerator, denominator = (grad_norms, weight_norms) if inverse else (weight_norms, grad_norms)
     ok = (weight_norms > 0) & (grad_norms > 0)
-    ratios = torch.where(ok, numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny), 1.0)
-    return list(ratios.unbind())
+    ratios = numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+    guard = torch.where(weight_norms > 0, 1.0, zero_weight_ratio)
+    return list(torch.where(ok, ratios, guard).unbind())
 
 
 def l2(

@@ -20,12 +20,15 @@ SAM_OPTIONS = {
     "eta": 0.01,
     "layerwise": False,
     "trust_ratio": "printed",
+    "zero_weight_ratio": 1.0,
     "normalize": True,
     "direction": "gradient",
     "m": 0,
     "seed": 0,
     "eps": 1e-12,
 }
+#: Parameters added after the first release (their defaults keep earlier run ids: ``Spec.later_params``).
+SAM_LATER = ("zero_weight_ratio",)
 SAM_CHOICES = {"norm": ("l2", "linf"), "direction": ("gradient", "random"), "trust_ratio": ("printed", "inverse")}
 
 LAMB = {"name": "lamb", "lr": 0.01, "weight_decay": 0.1}  # LookSAM Table 11 (batch 4096)
@@ -45,6 +48,7 @@ def register_optimizers() -> list[OptimizerSpec]:
             factory="harness_sam.sam:SAM",
             defaults=SAM_OPTIONS,
             choices=SAM_CHOICES,
+            later_params=SAM_LATER,
             description="SAM: gradient at w + e, e from an l2/linf ball, ASAM, layer-wise, random or per-m",
             paper=SAM_PAPER,
         ),
@@ -53,6 +57,7 @@ def register_optimizers() -> list[OptimizerSpec]:
             factory="harness_sam.gsam:GSAM",
             defaults={"alpha": 0.01, **{k: v for k, v in SAM_OPTIONS.items() if k != "m"}},
             choices=SAM_CHOICES,
+            later_params=SAM_LATER,
             description="GSAM: update g_p - alpha g_perp, ascent along the clean gradient orthogonal to g_p",
             paper=GSAM_PAPER,
         ),
@@ -61,6 +66,7 @@ def register_optimizers() -> list[OptimizerSpec]:
             factory="harness_sam.looksam:LookSAM",
             defaults={"alpha": 0.7, **{k: v for k, v in SAM_OPTIONS.items() if k != "m"}},
             choices=SAM_CHOICES,
+            later_params=SAM_LATER,
             description="LookSAM: reuse the flatness direction g_v between SAM steps (one evaluation)",
             paper=LOOKSAM_PAPER,
         ),
@@ -74,7 +80,9 @@ def register_optimizers() -> list[OptimizerSpec]:
                 "exclude": ["embed", "pos_embed", "cls_token"],
                 "include_conv": False,
                 "seed": 0,
+                "refresh_during_delay": False,
             },
+            later_params=("refresh_during_delay",),
             description="nuSAM: rank-1 nuclear-norm perturbation per weight matrix, no weight copy",
             paper=NUSAM_PAPER,
         ),

@@ -17,7 +17,10 @@ Options (``harness_sam.perturbations`` has the formulas):
   ``inverse`` by ||g_i|| / ||w_i||, the exact solution of eq. 6's constraint ||Lambda e|| <= rho
   (seed_looksam_aesam.md A.3, A.9 item 1). The paper contradicts itself and its code is not public;
   the default is what it prints. (At the paper's rho=1.0, the printed form perturbs each weight by
-  ||w_i|| / ||g_i||, which wrecks training on small models: see the README.)
+  ||w_i|| / ||g_i||, which wrecks training on small models: see the README.) ``zero_weight_ratio``:
+  the ratio of a tensor whose weights are all 0, where the printed ratio is 0 and the inverse one
+  infinite; the paper does not say, the default 1 is LAMB's guard (seed A.3 "Trust-ratio guards"),
+  0 leaves such tensors (zero-initialized biases) unperturbed.
 - ``normalize``: false gives the unnormalized e = rho g of AE-SAM's Alg. 1 (001, line 7), which
   contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
 - ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a generator seeded by ``seed``
@@ -62,6 +65,7 @@ class SAM(SharpnessAwareOptimizer):
         eta: float = 0.01,
         layerwise: bool = False,
         trust_ratio: str = "printed",
+        zero_weight_ratio: float = 1.0,
         normalize: bool = True,
         direction: str = "gradient",
         m: int = 0,
@@ -84,6 +88,7 @@ class SAM(SharpnessAwareOptimizer):
             eta=eta,
             layerwise=layerwise,
             trust_ratio=trust_ratio,
+            zero_weight_ratio=zero_weight_ratio,
             normalize=normalize,
             direction=direction,
             m=m,
@@ -94,7 +99,9 @@ class SAM(SharpnessAwareOptimizer):
         if trust_ratio not in TRUST_RATIOS:
             raise ValueError(f"{type(self).__name__}: trust_ratio must be one of {TRUST_RATIOS}, got {trust_ratio!r}")
         self.norm, self.adaptive, self.eta, self.layerwise = norm, adaptive, eta, layerwise
-        self.trust_ratio = trust_ratio
+        if zero_weight_ratio < 0:
+            raise ValueError(f"{type(self).__name__}: zero_weight_ratio must be >= 0, got {zero_weight_ratio}")
+        self.trust_ratio, self.zero_weight_ratio = trust_ratio, float(zero_weight_ratio)
         self.normalize, self.direction, self.m, self.eps = normalize, direction, m, eps
         self._generator: torch.Generator | None = None
         self._seed = seed
@@ -124,7 +131,9 @@ class SAM(SharpnessAwareOptimizer):
                 direction, rho, scale=scale, normalize=self.normalize, eps=self.eps, norm=norm
             )
         if self.layerwise:
-            ratios = perturbations.trust_ratios(params, grads, inverse=self.trust_ratio == "inverse")
+            ratios = perturbations.trust_ratios(
+                params, grads, inverse=self.trust_ratio == "inverse", zero_weight_ratio=self.zero_weight_ratio
+            )
             torch._foreach_mul_(perturbation, ratios)
         return perturbation
 

@@ -1,4 +1,5 @@
-"""``defaults.grad_clip_norm``: the gradient the base optimizer applies is clipped, whichever variant built it."""
+"""Run settings added after the first release: ``grad_clip_norm`` (the gradient the base optimizer applies is
+clipped, whichever variant built it) and ``bn_stats_pass`` (which passes update BatchNorm's statistics)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,25 @@ def test_a_bad_norm_is_refused_naming_the_key(tmp_path, capsys, value):
     suite = write_suite(tmp_path / "bad.yaml", SUITE.format(extra=f", grad_clip_norm: {value}"))
     assert main(["validate", str(suite)]) == EXIT_USAGE
     assert "defaults.grad_clip_norm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("setting", "updates"), [("first", 1), ("every", 2)])
+def test_bn_stats_pass_says_how_often_a_sam_step_updates_the_running_statistics(tmp_path, setting, updates):
+    registry = Registry.from_plugins()
+    extra = "" if setting == "first" else f", bn_stats_pass: {setting}"
+    run = load_suite(str(write_suite(tmp_path / "s.yaml", SUITE.format(extra=extra))), registry).runs[0]
+    assert ("bn_stats_pass" in run.config()) == (setting != "first")  # the default keeps earlier run ids
+    setup = build(run, registry)
+    norms = [m for m in setup.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    inputs, targets = next(iter(setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment)))
+    setup.optimizer.step(
+        BatchClosure(setup.train_model, nn.functional.cross_entropy, inputs, targets, setup.bn_modules)
+    )
+    assert setup.optimizer.last_step.perturbed and norms
+    assert all(int(m.num_batches_tracked) == updates for m in norms)
+
+
+def test_a_bad_bn_stats_pass_is_refused_naming_the_choices(tmp_path, capsys):
+    suite = write_suite(tmp_path / "bad.yaml", SUITE.format(extra=", bn_stats_pass: second"))
+    assert main(["validate", str(suite)]) == EXIT_USAGE
+    assert "defaults.bn_stats_pass: 'second' is invalid; expected first" in capsys.readouterr().err
