@@ -250,6 +250,22 @@ def test_asam_and_layerwise_perturbations_match_their_formulas():
         torch.testing.assert_close(got, rho * w.detach().norm() / g.norm() * torch.sign(g))
 
 
+def test_asam_with_adaptive_params_weights_leaves_biases_unscaled_as_the_reference_code():
+    layer = nn.Linear(2, 3)
+    named = list(layer.named_parameters())  # weight, bias
+    grads = [torch.tensor([[0.3, -1.0], [0.5, 0.2], [-0.1, 0.4]]), torch.tensor([0.3, 0.4, -1.0])]
+    rho, eta, base = 0.2, 0.01, torch.optim.SGD(layer.parameters(), lr=0.1)
+    params = [p for _, p in named]
+    for mode, scale in (
+        ("all", [p.detach().abs() + eta for p in params]),
+        ("weights", [params[0].detach().abs() + eta, torch.ones(3)]),
+    ):
+        asam = SAM(named, base_optimizer=base, scheduler=Constant(), adaptive=True, eta=eta, adaptive_params=mode)
+        norm = torch.sqrt(sum(((t * g) ** 2).sum() for t, g in zip(scale, grads, strict=True)))
+        for got, t, g in zip(asam.perturbation(params, grads, rho, None), scale, grads, strict=True):
+            torch.testing.assert_close(got, rho * t * t * g / norm)
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_layerwise_zero_weight_ratio_sets_the_perturbation_of_an_all_zero_tensor(inverse):
     """LayerSAM's ratio is 0 (printed) or infinite (inverse) for an all-zero tensor, e.g. a zero-initialized

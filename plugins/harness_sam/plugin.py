@@ -18,6 +18,7 @@ SAM_OPTIONS = {
     "norm": "l2",
     "adaptive": False,
     "eta": 0.01,
+    "adaptive_params": "all",
     "layerwise": False,
     "trust_ratio": "printed",
     "zero_weight_ratio": 1.0,
@@ -28,8 +29,13 @@ SAM_OPTIONS = {
     "eps": 1e-12,
 }
 #: Parameters added after the first release (their defaults keep earlier run ids: ``Spec.later_params``).
-SAM_LATER = ("zero_weight_ratio",)
-SAM_CHOICES = {"norm": ("l2", "linf"), "direction": ("gradient", "random"), "trust_ratio": ("printed", "inverse")}
+SAM_LATER = ("zero_weight_ratio", "adaptive_params")
+SAM_CHOICES = {
+    "norm": ("l2", "linf"),
+    "direction": ("gradient", "random"),
+    "trust_ratio": ("printed", "inverse"),
+    "adaptive_params": ("all", "weights"),
+}
 
 LAMB = {"name": "lamb", "lr": 0.01, "weight_decay": 0.1}  # LookSAM Table 11 (batch 4096)
 ADAMW = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}

@@ -11,7 +11,9 @@ Options (``harness_sam.perturbations`` has the formulas):
 
 - ``norm``: ``l2`` (default, "typically optimal", App. C.5) or ``linf`` (e = rho sign(g), App. C.5).
 - ``adaptive``: ASAM (Kwon et al. 2021): T_w = |w| + ``eta`` elementwise,
-  e = rho T_w^2 g / ||T_w g||. GSAM's paper runs ASAM with a 10x larger rho (seed B.3).
+  e = rho T_w^2 g / ||T_w g||. GSAM's paper runs ASAM with a 10x larger rho (seed B.3). ASAM's formula
+  is not in the five papers, and Kwon et al.'s reference code scales only parameters whose name
+  contains "weight" (T = 1 for biases): ``adaptive_params`` ``all`` (default) or ``weights``.
 - ``layerwise``: LayerSAM's trust-ratio scaling (000_821cd26b06e61c4d.txt, Alg. 3, eq. 7).
   ``trust_ratio``: ``printed`` scales by ||w_i|| / ||g_i|| as Alg. 2-3 and eq. 7 print it;
   ``inverse`` by ||g_i|| / ||w_i||, the exact solution of eq. 6's constraint ||Lambda e|| <= rho
@@ -49,6 +51,7 @@ from harness_sam import perturbations
 NORMS = ("l2", "linf")
 DIRECTIONS = ("gradient", "random")
 TRUST_RATIOS = ("printed", "inverse")
+ADAPTIVE_PARAMS = ("all", "weights")
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -63,6 +66,7 @@ class SAM(SharpnessAwareOptimizer):
         norm: str = "l2",
         adaptive: bool = False,
         eta: float = 0.01,
+        adaptive_params: str = "all",
         layerwise: bool = False,
         trust_ratio: str = "printed",
         zero_weight_ratio: float = 1.0,
@@ -86,6 +90,7 @@ class SAM(SharpnessAwareOptimizer):
             norm=norm,
             adaptive=adaptive,
             eta=eta,
+            adaptive_params=adaptive_params,
             layerwise=layerwise,
             trust_ratio=trust_ratio,
             zero_weight_ratio=zero_weight_ratio,
@@ -98,7 +103,17 @@ class SAM(SharpnessAwareOptimizer):
         )
         if trust_ratio not in TRUST_RATIOS:
             raise ValueError(f"{type(self).__name__}: trust_ratio must be one of {TRUST_RATIOS}, got {trust_ratio!r}")
+        if adaptive_params not in ADAPTIVE_PARAMS:
+            raise ValueError(
+                f"{type(self).__name__}: adaptive_params must be one of {ADAPTIVE_PARAMS}, got {adaptive_params!r}"
+            )
         self.norm, self.adaptive, self.eta, self.layerwise = norm, adaptive, eta, layerwise
+        # ids of the parameters ASAM leaves unscaled (T = 1): those not named "...weight..." under ``weights``
+        self._unscaled = {
+            id(p)
+            for p in self._params
+            if adaptive_params == "weights" and "weight" not in self.param_names.get(id(p), "weight")
+        }
         if zero_weight_ratio < 0:
             raise ValueError(f"{type(self).__name__}: zero_weight_ratio must be >= 0, got {zero_weight_ratio}")
         self.trust_ratio, self.zero_weight_ratio = trust_ratio, float(zero_weight_ratio)
@@ -124,6 +139,10 @@ class SAM(SharpnessAwareOptimizer):
         else:
             direction, norm = grads, grad_norm
         scale = perturbations.adaptive_scale(params, self.eta) if self.adaptive else None
+        if scale is not None and self._unscaled:
+            for p, t in zip(params, scale, strict=True):
+                if id(p) in self._unscaled:
+                    t.fill_(1.0)
         if self.norm == "linf":
             perturbation = perturbations.linf(direction, rho, scale=scale)
         else:
