@@ -16,8 +16,9 @@ derives gradient evaluations from this count, not from the plugin. ``chunks(n)``
 into sub-batch closures that share the counters (m-sharpness, SAM paper Sec. 4.1); each pass on a
 chunk of size m counts m / batch_size evaluations. Each chunk's clean pass stands for one device of
 the paper's data parallelism, whose batch statistics the reference code averages over devices: every
-chunk's clean pass starts from the step's running statistics and the step ends with their mean, so
-the statistics see the whole batch (counted once), not only the first m examples.
+chunk's clean pass starts from the step's running statistics and the step ends with their mean
+(weighted by chunk size), so the statistics see the whole batch (counted once), not only the first m
+examples.
 
 Precision (``harness.precision``): with a ``Precision`` every forward pass runs under its autocast
 (bf16, fp16) and, for fp16, the loss is scaled before ``backward`` and the gradients are unscaled
@@ -82,8 +83,9 @@ class _SubBatchStatistics:
     """BatchNorm running statistics of one m-sharpness step: the mean of what each chunk's clean pass gives.
 
     Before each chunk's clean pass the buffers go back to the step's starting values; after it they
-    are set to the mean over the chunks seen so far, so after the last chunk they hold the mean over
-    all chunks, with ``num_batches_tracked`` advanced once. For the exponential average this equals
+    are set to the mean over the chunks seen so far, weighted by chunk size (as ``SAM`` weights the
+    sub-batch gradients), so after the last chunk they hold that mean over all chunks, with
+    ``num_batches_tracked`` advanced once. For the exponential average this equals
     one update with the chunks' mean batch statistics, as the SAM reference code's cross-device mean of
     batch statistics gives (003 Sec. 4.1; seed_sam_gsam.md A.2).
     """
@@ -92,7 +94,7 @@ class _SubBatchStatistics:
         self.modules = modules
         self.start: list[list[torch.Tensor]] | None = None
         self.total: list[torch.Tensor] = []
-        self.chunks = 0
+        self.examples = 0
 
     def _buffers(self) -> list[torch.Tensor]:
         return [b for m in self.modules for b in (m.running_mean, m.running_var) if b is not None]
@@ -101,7 +103,7 @@ class _SubBatchStatistics:
         return [m.num_batches_tracked for m in self.modules if m.num_batches_tracked is not None]
 
     @contextmanager
-    def pass_of_one_chunk(self) -> Iterator[None]:
+    def pass_of_one_chunk(self, examples: int) -> Iterator[None]:
         if not self.modules:
             yield
             return
@@ -113,9 +115,9 @@ class _SubBatchStatistics:
             torch._foreach_copy_(buffers, self.start[0])
             torch._foreach_copy_(self._counters(), self.start[1])
         yield
-        self.chunks += 1
-        torch._foreach_add_(self.total, buffers)
-        torch._foreach_copy_(buffers, torch._foreach_div(self.total, float(self.chunks)))
+        self.examples += examples
+        torch._foreach_add_(self.total, buffers, alpha=examples)
+        torch._foreach_copy_(buffers, torch._foreach_div(self.total, float(self.examples)))
 
 
 class BatchClosure:
@@ -227,7 +229,7 @@ class BatchClosure:
             self._rng.restore()
         self._zero_grad()
         if clean_chunk:
-            with self._statistics.pass_of_one_chunk():
+            with self._statistics.pass_of_one_chunk(self.batch_size):
                 loss = self._forward_backward()
         elif first:
             with self._first_pass() if self._first_pass is not None else nullcontext():

@@ -98,8 +98,12 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
 
 
 def mean_over_ranks_(tensors: list[torch.Tensor]) -> None:
-    """Average ``tensors`` across ranks in place, in one all-reduce over a flat buffer."""
-    if not active() or not tensors:
+    """Average ``tensors`` across ranks in place, in one all-reduce over a flat buffer.
+
+    Every rank must pass tensors of the same shapes in the same order (``SharpnessAwareOptimizer``
+    passes one per trainable parameter, zeros where a rank has no gradient), or the collective hangs.
+    """
+    if not active():
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)

@@ -217,16 +217,22 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             self._backup = [torch.empty_like(p) for p in self._params]
         return self._backup
 
-    def synced_clean_gradients(self, grads: list[torch.Tensor], grad_norm: torch.Tensor) -> torch.Tensor:
-        """Average the clean gradients over ranks in place under the local scope; return their norm.
+    def synced_clean_gradients(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], grad_norm: torch.Tensor
+    ) -> torch.Tensor:
+        """Average the clean gradients ``grads`` (of ``params``) over ranks in place under the local scope;
+        return their norm.
 
         Outside that scope a no-op that returns ``grad_norm``. Called after the perturbation was computed
         from this rank's gradient: on every unperturbed step (by ``step``) and by variants that keep the
-        clean gradient past pass 2 (GSAM, LookSAM), before they store it.
+        clean gradient past pass 2 (GSAM, LookSAM), on their stored copy. Every rank reduces one tensor per
+        trainable parameter (zeros for a parameter without a gradient here), so the collective matches
+        across ranks whichever parameters each one's pass reached.
         """
         if self.rank_mean is None:
             return grad_norm
-        self.rank_mean(grads)
+        given = {id(p): g for p, g in zip(params, grads, strict=True)}
+        self.rank_mean([given[id(p)] if id(p) in given else torch.zeros_like(p) for p in self._params])
         return self.global_norm(grads)
 
     def context(self, grad_norm: torch.Tensor) -> StepContext:
@@ -258,7 +264,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             extras.update(self.descend(params, float(rho)))
             extras["surrogate_gap"] = perturbed_loss - loss  # GSAM's h = f(w_adv) - f(w), eq. 4
         else:
-            grad_norm = self.synced_clean_gradients(grads, grad_norm)
+            grad_norm = self.synced_clean_gradients(params, grads, grad_norm)
             extras = self.reuse(params, grads, grad_norm)
         extras.setdefault("grad_norm", grad_norm)
         if self.step_overflowed:

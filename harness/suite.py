@@ -88,7 +88,7 @@ LATER_SETTINGS = {
 }
 BN_STATS_PASSES = ("first", "every")
 TRAIN_EVAL = ("end", "epoch")
-PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: suite loading needs no torch)
+PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: this module needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
 #: SMOKE_BATCH, at most SMOKE_EXAMPLES training and test examples where the dataset can subsample, and
 #: every method, model and dataset once rather than their product (``_smoke_grid``). A wiring check on a

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import types
 from pathlib import Path
@@ -472,6 +473,28 @@ def test_an_unwritable_results_dir_is_refused_before_anything_trains(test_plugin
     assert f"cannot write results to {blocker / 'unwritable'}" in error and "Traceback" not in error
     assert main(["run", str(suite), "--results-dir", str(tmp_path / "out"), "--nproc", "0"]) == 2  # as --set nproc=0
     assert "nproc: 0 is invalid; expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_sigterm_is_handled_during_a_run_from_the_main_thread_and_run_works_from_others():
+    from harness.cli import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _terminate_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            with _terminate_as_interrupt():
+                pass
+        except BaseException as error:  # signal.signal raises ValueError outside the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert not errors
 
 
 def test_a_worker_gets_one_gpu_per_rank_and_none_when_the_run_names_its_device():

@@ -209,13 +209,14 @@ def test_m_sharpness_running_statistics_are_the_mean_over_sub_batches():
     """Each sub-batch's clean pass is one device of SAM's data parallelism (003 Sec. 4.1): the running
     statistics take one update with the sub-batches' mean batch statistics, not the first m examples'."""
     model = small_cnn()
-    inputs, targets = digits_like_batch()
-    bn, m = model[1], 8
+    inputs, targets = digits_like_batch(n=30)
+    bn, m = model[1], 8  # sub-batches of 8, 8, 8 and 6 examples, weighted by size as their gradients are
     momentum = bn.momentum
     with torch.no_grad():
         features = model[0](inputs).split(m)
-    batch_mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(0)
-    batch_var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in features]).mean(0)
+    weights = torch.tensor([len(f) / 30 for f in features])
+    batch_mean = (torch.stack([f.mean(dim=(0, 2, 3)) for f in features]) * weights[:, None]).sum(0)
+    batch_var = (torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in features]) * weights[:, None]).sum(0)
     expected_mean = (1 - momentum) * bn.running_mean + momentum * batch_mean
     expected_var = (1 - momentum) * bn.running_var + momentum * batch_var
 

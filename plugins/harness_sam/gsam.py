@@ -38,7 +38,7 @@ class GSAM(SAM):
     def ascend(self, params, grads, rho, grad_norm):
         self._clean_grads = self._clean.store(params, grads)
         extras = super().ascend(params, grads, rho, grad_norm)  # e from this rank's own gradient
-        self._clean_norm = self.synced_clean_gradients(self._clean_grads, grad_norm)  # DDP local scope
+        self._clean_norm = self.synced_clean_gradients(params, self._clean_grads, grad_norm)  # DDP local scope
         return extras
 
     def descend(self, params, rho):

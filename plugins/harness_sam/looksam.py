@@ -46,7 +46,7 @@ class LookSAM(SAM):
     def ascend(self, params, grads, rho, grad_norm):
         self._clean_grads = self._clean.store(params, grads)
         extras = super().ascend(params, grads, rho, grad_norm)  # e from this rank's own gradient
-        clean_norm = self.synced_clean_gradients(self._clean_grads, grad_norm)  # DDP local scope
+        clean_norm = self.synced_clean_gradients(params, self._clean_grads, grad_norm)  # DDP local scope
         self._clean_sq = clean_norm * clean_norm
         return extras
 
@@ -78,8 +78,12 @@ class LookSAM(SAM):
             return {}
         scale = self.alpha * grad_norm / (self._orthogonal_norm + self.eps)
         # g += scale g_v; scale stays on the device (a 0-dim tensor: the fused multi-tensor kernels take it
-        # whole, where a list of 0-dim tensors would fall back to one kernel per parameter on CUDA)
-        torch._foreach_add_(grads, torch._foreach_mul(self._orthogonal.select(params), scale))
+        # whole, where a list of 0-dim tensors would fall back to one kernel per parameter on CUDA). The
+        # clean-gradient buffer, idle on reuse steps, holds scale g_v: no per-step allocation.
+        scaled = self._clean.select(params)
+        torch._foreach_copy_(scaled, self._orthogonal.select(params))
+        torch._foreach_mul_(scaled, scale)
+        torch._foreach_add_(grads, scaled)
         return {"gv_norm": self._orthogonal_norm}
 
     def held_tensors(self) -> list[torch.Tensor]:
