@@ -231,9 +231,13 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         """
         if self.rank_mean is None:
             return grad_norm
+        self.average_over_ranks(params, grads)
+        return self.global_norm(grads)
+
+    def average_over_ranks(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """``rank_mean`` over one tensor per trainable parameter: ``grads`` (of ``params``), zeros for the rest."""
         given = {id(p): g for p, g in zip(params, grads, strict=True)}
         self.rank_mean([given[id(p)] if id(p) in given else torch.zeros_like(p) for p in self._params])
-        return self.global_norm(grads)
 
     def context(self, grad_norm: torch.Tensor) -> StepContext:
         """The ``StepContext`` of the step about to be taken."""

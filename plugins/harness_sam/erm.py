@@ -19,7 +19,7 @@ class ERM(SharpnessAwareOptimizer):
         with torch.enable_grad():
             loss = closure()
         if self.rank_mean is not None:  # DDP local scope: the pass ran under no_sync, average it here
-            self.synced_clean_gradients(*self.params_with_grads(), grad_norm=torch.zeros(()))
+            self.average_over_ranks(*self.params_with_grads())
         self.base_optimizer.step()
         self.steps_taken += 1
         self.last_step = StepInfo(perturbed=False, rho=0.0)
