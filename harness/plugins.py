@@ -7,7 +7,9 @@ gets its own). Loading order (shared/DESIGN.md section 3):
 2. the ``sam_harness`` entry points, one by one: a plugin that fails to import is skipped with a
    ``PluginLoadWarning`` naming it and the error, or raises ``PluginError`` when
    ``HARNESS_STRICT_PLUGINS=1`` (pluggy's own ``load_setuptools_entrypoints`` would abort on the
-   first broken plugin);
+   first broken plugin); entry points are keyed by distribution and name: one name offered by two
+   distributions raises ``DuplicateNameError`` naming both (a stranger's ``sam = ...`` would otherwise
+   replace the built-in ``sam`` module, and every component it registers, without a word);
 3. ``check_pending()``, so a misspelled hook name fails at start-up instead of being ignored.
 
 ``Registry`` collects the ``register_*`` hooks' specs, tags each with its provider distribution and
@@ -36,6 +38,10 @@ DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"
 STRICT_ENV = "HARNESS_STRICT_PLUGINS"
 
 KINDS: tuple[str, ...] = tuple(SPEC_TYPES)
+#: Skipped-plugin warnings already shown by this process. A driver builds several registries (the suite's,
+#: the executor's preload list) and Python's own once-per-location filter is reset whenever a library
+#: changes the warning filters (torch and timm do on import), so without this each warning printed twice.
+_WARNED: set[str] = set()
 _REGISTER_HOOK = {kind: f"register_{kind}s" for kind in KINDS}
 
 
@@ -126,13 +132,19 @@ def _with_extra(extra: Iterable[tuple[str, str]]) -> list[metadata.EntryPoint]:
 
 def _load_entry_points(manager: pluggy.PluginManager, extra: Iterable[tuple[str, str]]) -> None:
     blocked = _env_list(DISABLE_ENV)
+    claimed: dict[str, tuple[str, str, str]] = {}  # entry-point name -> (distribution, version, value)
     for entry_point in _with_extra(extra):
         distribution = entry_point.dist.name if entry_point.dist else "unknown"
         version = entry_point.dist.version if entry_point.dist else ""
         if entry_point.name in blocked or distribution in blocked:
             continue
+        first = claimed.setdefault(entry_point.name, (distribution, version, entry_point.value))
+        if first[0] != distribution:
+            raise DuplicateNameError(
+                _entry_point_clash(entry_point.name, first, (distribution, version, entry_point.value))
+            )
         if manager.get_plugin(entry_point.name) is not None:
-            continue  # the same entry point seen twice (duplicate installs on sys.path)
+            continue  # the same distribution's entry point seen twice (duplicate installs on sys.path)
         try:
             plugin = entry_point.load()
         except Exception as error:  # a broken plugin must not take the harness down
@@ -142,10 +154,26 @@ def _load_entry_points(manager: pluggy.PluginManager, extra: Iterable[tuple[str,
             )
             if _strict():
                 raise PluginError(message + f" ({STRICT_ENV}=1 makes this fatal)") from error
-            warnings.warn(message, PluginLoadWarning, stacklevel=3)
+            if message not in _WARNED:  # once per process, however many registries it builds
+                _WARNED.add(message)
+                warnings.warn(message, PluginLoadWarning, stacklevel=3)
             continue
         manager.register(plugin, name=entry_point.name)
         manager.harness_providers[entry_point.name] = Provider(entry_point.name, distribution, version)
+
+
+def _entry_point_clash(name: str, first: tuple[str, str, str], second: tuple[str, str, str]) -> str:
+    """Two distributions offer a ``sam_harness`` entry point of one name: loading either would hide the other.
+
+    Entry points are keyed by distribution and name, so a stranger's ``sam = ...`` can never silently
+    replace the built-in plugin module (and with it every component that module registers).
+    """
+    shown = [f"{distribution} {version}".strip() + f" ({value})" for distribution, version, value in (first, second)]
+    return (
+        f"sam_harness entry point {name!r} is provided by two distributions: {shown[0]} and {shown[1]}. "
+        f"Refused rather than letting one replace the other; uninstall one, or block one with "
+        f"{DISABLE_ENV}=<distribution name>"
+    )
 
 
 class Registry:

@@ -40,6 +40,7 @@ import harness
 from harness import distributed
 from harness.closure import BatchClosure, batchnorm_modules
 from harness.data import ClassificationData
+from harness.divergence import Diverged, DivergenceWatch
 from harness.errors import ProtocolError
 from harness.evaluation import evaluate, training_set_accuracies
 from harness.metrics import Batch, Metric, metric_batches, run_metrics
@@ -51,10 +52,6 @@ from harness.suite import RunSpec
 from harness.timing import StepTimer, Stopwatch
 
 EpochCallback = Callable[[RunSpec, int, float], None]
-
-
-class Diverged(Exception):
-    """The training loss became non-finite."""
 
 
 @dataclass
@@ -225,10 +222,11 @@ def train(
     cuda = setup.device.type == "cuda"
     hooks.run_started(run=run)
     timer = StepTimer(setup.device)
+    watch = DivergenceWatch(setup.device)
     for epoch in range(1, run.epochs + 1):
         if cuda:  # the peak of the training epochs only: evaluation and metrics have their own
             torch.cuda.reset_peak_memory_stats(setup.device)
-        last_rho = _train_epoch(run, setup, state, timer, hooks)
+        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch)
         if cuda:
             peak = int(torch.cuda.max_memory_allocated(setup.device))
             state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
@@ -255,10 +253,17 @@ def train(
     return state
 
 
-def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, hooks: Any) -> float:
-    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho."""
+def _train_epoch(
+    run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, hooks: Any, watch: DivergenceWatch, epoch: int
+) -> float:
+    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho.
+
+    Raises ``Diverged`` within a few steps of a non-finite loss (``harness.divergence``), not at the
+    end of the epoch.
+    """
     per_step_hook = bool(hooks.step_finished.get_hookimpls())
     loss_sum = torch.zeros((), device=setup.device)
+    watch.epoch_started(state.steps)
     last_rho = 0.0
     setup.model.train()
     with Stopwatch(setup.device) as clock:
@@ -292,6 +297,7 @@ def _train_epoch(run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, 
             if per_step_hook:
                 hooks.step_finished(run=run, step=state.steps, info=info)
             state.steps += 1
+            watch.check(loss_sum, state.steps, epoch)
     timer.flush()
     state.train_time_s += clock.total
     state.train_loss = float(distributed.mean_over_ranks(loss_sum)) / setup.steps_per_epoch

@@ -17,6 +17,12 @@ from harness.plugins import Registry
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _plugin_warnings_shown_afresh(monkeypatch):
+    """Each test sees a skipped plugin's warning again (a process shows each one once: harness.plugins._WARNED)."""
+    monkeypatch.setattr(plugin_module, "_WARNED", set())
+
+
 @pytest.fixture
 def registry() -> Registry:
     """A registry over a fresh plugin manager with the installed plugins."""

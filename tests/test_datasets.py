@@ -100,6 +100,23 @@ def test_missing_files_error_names_the_paths_and_both_ways_to_provide_them(regis
     assert "root" in message and "HARNESS_DATA" in message and "download: true" in message
 
 
+@pytest.mark.parametrize("where", ["root", "dataset folder"])
+def test_a_root_or_dataset_folder_that_is_a_file_says_so(registry, tmp_path, where):
+    # Before: "CIFAR-10 was not found under ...; missing: <six paths inside a file>", and the advice to put
+    # the folder there.
+    root = tmp_path / "data"
+    if where == "root":
+        root.write_text("not a folder")
+        path = root
+    else:
+        root.mkdir()
+        path = root / "cifar-10-batches-py"
+        path.write_text("not a folder")
+    with pytest.raises(cifar.DatasetNotFoundError) as caught:
+        load(registry, "cifar10", root=str(root))
+    assert f"{path} " in str(caught.value) and "is a file, not a folder" in str(caught.value)
+
+
 def test_one_missing_file_is_named_alone(registry, cifar10_root):
     root, written = cifar10_root
     (written["folder"] / "data_batch_3").unlink()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.divergence import CHECK_EVERY
 from harness.plugins import Registry
 from harness.results import HISTORY_SCHEMA, read_history, read_runs
 
@@ -140,6 +141,10 @@ def test_failed_and_diverged_runs_are_recorded_and_the_suite_goes_on(tmp_path, a
     assert runs.loc[("erm", "mlp"), "status"] == "ok"
     assert runs.loc[("exploding", "mlp"), "status"] == "diverged"
     assert "non-finite" in runs.loc[("exploding", "mlp"), "error"]
+    # NaN weights after step 3 give a NaN loss at step 4: noticed at the next check (step 8 of the 11 steps
+    # of an epoch here), not at the end of the epoch.
+    assert runs.loc[("exploding", "mlp"), "steps"] == CHECK_EVERY
+    assert f"at one of steps 1-{CHECK_EVERY}" in runs.loc[("exploding", "mlp"), "error"]
     for method in ("erm", "exploding"):
         assert runs.loc[(method, "crashing"), "status"] == "failed"
         assert "RuntimeError: this model cannot be built" in runs.loc[(method, "crashing"), "error"]

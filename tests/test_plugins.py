@@ -204,3 +204,72 @@ def test_every_registration_hook_reaches_the_registry_and_the_listing(add_entry_
     assert main(["plugins", "--json"]) == 0
     listed = {(r["kind"], r["name"]) for r in json.loads(capsys.readouterr().out)}
     assert {("metric", "weight-norm"), ("executor", "my-cluster")} <= listed
+
+
+def _install_distribution(folder, distribution: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    """A real distribution in ``folder``: a ``.dist-info`` with METADATA and entry_points.txt, as pip leaves it."""
+    import textwrap
+
+    info = folder / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[sam_harness]\n{lines}")
+    for module, source in modules.items():
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+STRANGER = """
+from harness import OptimizerSpec, hookimpl
+
+@hookimpl
+def register_optimizers():
+    return [OptimizerSpec("stranger-sam", "harness_sam.sam:SAM")]
+"""
+
+
+def test_a_strangers_entry_point_named_like_a_builtin_is_refused_naming_both(monkeypatch, tmp_path, capsys):
+    # Before: entry points were keyed by name alone, so the stranger's ``sam`` replaced the built-in module
+    # (gsam, looksam, ... vanished; the "sam" preset was gone) without a word.
+    _install_distribution(tmp_path, "stranger-sam", {"sam": "stranger_plugin"}, {"stranger_plugin": STRANGER})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DuplicateNameError) as error:
+        Registry.from_plugins()
+    message = str(error.value)
+    assert "entry point 'sam'" in message and "sam-harness 0.1.0" in message and "stranger-sam 1.0" in message
+    assert "HARNESS_DISABLE_PLUGINS" in message
+    assert main(["plugins"]) == 2 and "stranger-sam 1.0" in capsys.readouterr().err
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "stranger-sam")  # the remedy the message names
+    registry = Registry.from_plugins()
+    assert {"sam", "gsam", "looksam"} <= set(registry.names("optimizer"))
+    assert registry.get("optimizer", "sam").provider == "sam-harness"
+
+
+def test_one_distribution_seen_twice_on_the_path_loads_once(monkeypatch, tmp_path):
+    for copy in ("a", "b"):  # duplicate installs of one distribution (two site folders on sys.path)
+        (tmp_path / copy).mkdir()
+        _install_distribution(tmp_path / copy, "twice", {"twice": "twice_plugin"}, {"twice_plugin": STRANGER})
+        monkeypatch.syspath_prepend(str(tmp_path / copy))
+    assert "stranger-sam" in Registry.from_plugins().names("optimizer")
+
+
+def test_a_skipped_plugin_is_reported_once_per_process(monkeypatch, tmp_path):
+    # A driver builds several registries (the suite's, the executor's preload list); the warning printed
+    # once for each, because importing torch/timm resets Python's once-per-location warning registry.
+    import subprocess
+    import sys
+
+    _install_distribution(
+        tmp_path, "broken-thing", {"broken": "broken_thing"}, {"broken_thing": "raise RuntimeError('boom')"}
+    )
+    script = (
+        "import warnings\n"
+        "from harness.plugins import Registry\n"
+        "Registry.from_plugins()\n"
+        "warnings.simplefilter('default')\n"  # what a library import may do between two registries
+        "Registry.from_plugins()\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("'broken' (broken_thing, from broken-thing 1.0) failed to import") == 1, done.stderr

@@ -178,6 +178,12 @@ def load_cifar(
     check_params(layout.name, cutout=cutout, **split_and_noise)
     base, source = data_root(root)
     folder = base / layout.folder
+    for path, expected in ((base, f"the folder that holds '{layout.folder}'"), (folder, f"{layout.title}'s folder")):
+        if path.exists() and not path.is_dir():
+            raise DatasetNotFoundError(
+                f"{layout.name}: {path} ({source if path == base else 'under the data root'}) is a file, "
+                f"not a folder; expected {expected}"
+            )
     missing = [folder / name for name in (*layout.train_files, layout.test_file) if not (folder / name).is_file()]
     if missing and download:
         download_cifar(layout, base)
