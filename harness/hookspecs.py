@@ -52,9 +52,14 @@ def register_optimizers() -> Sequence[OptimizerSpec]:
     """Register sharpness-aware optimizers.
 
     Return a list of ``OptimizerSpec``. The factory is called as
-    ``factory(params, *, base_optimizer, scheduler, **hparams)`` and returns a
-    ``torch.optim.Optimizer`` that follows the step protocol of ``harness.optim`` (usually a
-    subclass of ``harness.SharpnessAwareOptimizer``). ``defaults`` lists every hyperparameter.
+
+        ``factory(params, *, base_optimizer, scheduler, **hparams)``
+
+    and returns a ``torch.optim.Optimizer`` that follows the step protocol of ``harness.optim``
+    (usually a subclass of ``harness.SharpnessAwareOptimizer``). ``params``: the trained parameters as
+    ``(name, tensor)`` pairs (``model.named_parameters()`` less the frozen ones); ``base_optimizer``:
+    the timm optimizer over the same tensors; ``scheduler``: the run's ``PerturbationScheduler``;
+    ``hparams``: the spec's ``defaults`` updated by the suite. ``defaults`` lists every hyperparameter.
 
     Results of all implementations are collected; a name registered twice is an error.
 
@@ -71,8 +76,11 @@ def register_optimizers() -> Sequence[OptimizerSpec]:
 def register_schedulers() -> Sequence[SchedulerSpec]:
     """Register perturbation schedulers (when to perturb, and with which rho).
 
-    Return a list of ``SchedulerSpec``. The factory is called as ``factory(**params)`` and returns a
-    ``harness.PerturbationScheduler``: ``decide(ctx) -> (perturb, rho)`` plus
+    Return a list of ``SchedulerSpec``. The factory is called as
+
+        ``factory(**params)``
+
+    and returns a ``harness.PerturbationScheduler``: ``decide(ctx) -> (perturb, rho)`` plus
     ``state_dict()`` / ``load_state_dict()``.
 
     Results of all implementations are collected; a name registered twice is an error.
@@ -90,8 +98,11 @@ def register_models() -> Sequence[ModelSpec]:
     """Register models.
 
     Return a list of ``ModelSpec``. The factory is called as
-    ``factory(*, num_classes, input_shape, **params)`` and returns a ``torch.nn.Module`` mapping a
-    batch of inputs of shape ``(B, *input_shape)`` to logits of shape ``(B, num_classes)``.
+
+        ``factory(*, num_classes, input_shape, **params)``
+
+    and returns a ``torch.nn.Module`` mapping a batch of inputs of shape ``(B, *input_shape)`` to
+    logits of shape ``(B, num_classes)``.
 
     Results of all implementations are collected; a name registered twice is an error.
 
@@ -107,7 +118,10 @@ def register_models() -> Sequence[ModelSpec]:
 def register_datasets() -> Sequence[DatasetSpec]:
     """Register datasets.
 
-    Return a list of ``DatasetSpec``. The factory is called as ``factory(*, device, **params)``
+    Return a list of ``DatasetSpec``. The factory is called as
+
+        ``factory(*, device, **params)``
+
     and returns a ``harness.data.ClassificationData`` whose tensors already live on ``device``.
     A dataset that supports label noise lists ``noise_rate`` in its defaults.
 
@@ -125,8 +139,21 @@ def register_datasets() -> Sequence[DatasetSpec]:
 def register_metrics() -> Sequence[MetricSpec]:
     """Register metrics computed on a trained model (sharpness, gradient statistics, ...).
 
-    Return a list of ``MetricSpec``. The factory is called as ``factory(**params)`` and returns a
-    callable ``metric(model, data, loss_fn) -> dict[str, float]``; the keys become result columns.
+    Return a list of ``MetricSpec``. The factory is called as
+
+        ``factory(**params)``
+
+    and returns a callable, called once per evaluation point as
+
+        ``metric(model, batches, loss_fn)``
+
+    ``model``: the trained model, in eval mode (the harness restores its weights, buffers and mode
+    afterwards); ``batches``: a list of ``(inputs, targets)`` tensor pairs from the training set, the
+    same examples for every method and evaluation point of a seed (``metric_batches`` batches of
+    ``metric_batch_size``); ``loss_fn(logits, targets)``: the mean training loss. It returns a mapping
+    of column name to number (or ``None``); every key must start with the metric's name
+    (``weight-norm`` -> ``weight-norm``, ``weight-norm_layers``), else the run fails with a
+    ``ProtocolError``. See ``harness.metrics``.
 
     Results of all implementations are collected; a name registered twice is an error.
 
@@ -142,7 +169,20 @@ def register_metrics() -> Sequence[MetricSpec]:
 def register_executors() -> Sequence[ExecutorSpec]:
     """Register executors that run a suite's runs (a process pool, Slurm, Ray, ...).
 
-    Return a list of ``ExecutorSpec``. The factory is called as ``factory(**params)``.
+    Return a list of ``ExecutorSpec``. The factory is called as
+
+        ``factory(**params)``
+
+    and returns an executor (``harness.execution.Executor``), whose one method the driver calls as
+
+        ``executor.run(runs, *, results_dir, events)``
+
+    ``runs``: the ``RunSpec`` records still to train; ``results_dir``: the results root (a string);
+    ``events``: ``harness.execution.RunEvents`` progress callbacks (``started``, ``epoch``,
+    ``finished``), to call from the driver process where the executor can. Each run trains through
+    ``harness.execution.run_worker(harness.execution.run_payload(run), results_dir, ...)`` in the
+    process that trains it, which writes the run's files; a worker that dies without a row is
+    recorded with ``harness.execution.record_crash``. It returns once every run is done or recorded.
 
     Results of all implementations are collected; a name registered twice is an error.
 
