@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from harness_vision.augment import CIFAR10_MEAN, CIFAR10_STD, ImagePipeline, Nor
 from torch import nn
 
 from harness.data import ClassificationData
+from harness.machine import device_name
+from harness.timing import synchronize
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "pipeline_share.json"
 
@@ -52,11 +53,6 @@ def resnet18_cifar(num_classes: int = 10) -> tuple[nn.Module, str]:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
         return model, "torchvision resnet18, 3x3 stem, no max-pool"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(function, device: torch.device, repeats: int, warmup: int) -> list[float]:
@@ -129,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipeline_median = statistics.median(pipeline)
     figures = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "model": model_name,

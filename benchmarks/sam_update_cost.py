@@ -31,16 +31,8 @@ from pathlib import Path
 
 import torch
 
-from harness.bench import (
-    COMMON_BASE,
-    SAM_RHO,
-    Candidate,
-    kozistr_sam,
-    paired_ratio,
-    processor_name,
-    quartiles,
-    time_rounds,
-)
+from harness.bench import COMMON_BASE, SAM_RHO, Candidate, kozistr_sam, paired_ratio, quartiles, time_rounds
+from harness.machine import processor_name
 from harness.plugins import Registry
 from harness.runner import build_base_optimizer
 
@@ -125,13 +117,10 @@ def _time_both(model: str, repeats: int, steps: int, warmup: int) -> tuple[dict[
         "harness sam": harness_sam(registry, copy.deepcopy(template)),
         "pytorch-optimizer SAM": pytorch_optimizer_sam(copy.deepcopy(template)),
     }
-    candidates = [
-        Candidate(name, "update", step, optimizer=None, model=template, base_optimizer=None, warmup=warmup)
-        for name, step in steppers.items()
-    ]
+    candidates = [Candidate(name, "update", step, warmup=warmup) for name, step in steppers.items()]
     label = f"{model}, {torch.get_num_threads()} thread(s)"
-    times, _ = time_rounds(candidates, repeats=repeats, steps=steps, device=torch.device("cpu"), label=label)
-    return times, template
+    rounds = time_rounds(candidates, repeats=repeats, steps=steps, device=torch.device("cpu"), label=label)
+    return rounds.times, template
 
 
 def main() -> None:

@@ -35,8 +35,9 @@ import torch
 from harness_sharpness.functional import HessianOperator, LossSurface
 from torch.nn import functional as F
 
-from harness.bench import processor_name
+from harness.machine import processor_name
 from harness.plugins import Registry
+from harness.timing import synchronize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("hessian_max_eig", "hessian_trace", "sam_sharpness", "surrogate_gap", "grad_stats")
@@ -59,11 +60,6 @@ class CountingLoss:
 
     def _count_backward(self, grad: torch.Tensor) -> None:
         self.backward += 1
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:

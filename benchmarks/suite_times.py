@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.bench import processor_name
+from harness.machine import processor_name
 from harness.results import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,6 +20,9 @@ from pathlib import Path
 from harness.errors import HarnessError, UsageError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: ``validate`` and ``run --dry-run`` list a suite of more runs than this as its first and last
+#: ``SUMMARY_ENDS`` runs and the count of each axis value, unless ``--all-runs``.
+SUMMARY_OVER, SUMMARY_ENDS = 50, 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     _suite_arguments(run)
     run.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
     run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
+    _all_runs_argument(run)
     run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
     run.add_argument(
         "--executor",
@@ -50,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a suite and print its expanded runs")
     _suite_arguments(validate)
     validate.add_argument("--smoke", action="store_true", help="validate the --smoke version of the suite")
+    _all_runs_argument(validate)
 
     plugins = commands.add_parser("plugins", help="list the registered components and their providers")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -145,6 +150,15 @@ def _suite_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _all_runs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all-runs",
+        action="store_true",
+        help=f"list every expanded run (default: beyond {SUMMARY_OVER} runs, the first and last "
+        f"{SUMMARY_ENDS} and the count of each axis value)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``harness`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -168,14 +182,25 @@ def _load(args: argparse.Namespace):
     return registry, load_suite(args.suite, registry, overrides, smoke=args.smoke)
 
 
-def _print_runs(suite) -> None:
+def _print_runs(suite, *, every: bool) -> None:
+    """The expanded runs as a table: all of them, or (beyond ``SUMMARY_OVER`` unless ``every``) the first
+    and last ``SUMMARY_ENDS`` and a count per axis value, since printing 20,000 rows took most of a
+    ``validate``."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"suite {suite.name}: {len(suite.runs)} runs", title_justify="left")
-    for column in ("run_id", "method", "optimizer", "scheduler", "model", "dataset", "noise", "seed", "epochs"):
+    runs = suite.runs
+    summarised = not every and len(runs) > SUMMARY_OVER
+    title = f"suite {suite.name}: {len(runs)} runs"
+    if summarised:
+        title += f" (the first and last {SUMMARY_ENDS}; --all-runs lists every run)"
+    table = Table(title=title, title_justify="left")
+    columns = ("run_id", "method", "optimizer", "scheduler", "model", "dataset", "noise", "seed", "epochs")
+    for column in columns:
         table.add_column(column)
-    for run in suite.runs:
+    for index, run in enumerate(runs[:SUMMARY_ENDS] + runs[-SUMMARY_ENDS:] if summarised else runs):
+        if summarised and index == SUMMARY_ENDS:
+            table.add_row(f"... {len(runs) - 2 * SUMMARY_ENDS} more", *("..." for _ in columns[1:]))
         table.add_row(
             run.run_id,
             run.method,
@@ -188,6 +213,30 @@ def _print_runs(suite) -> None:
             str(run.epochs),
         )
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    if summarised:
+        print(_axis_counts(runs))
+
+
+def _axis_counts(runs) -> str:
+    """One line per grid axis: each value and its number of runs (a long axis: how many values, and its ends)."""
+    axes = {
+        "method": lambda run: run.method,
+        "model": lambda run: _with_params(run.model, run.model_params),
+        "dataset": lambda run: _with_params(run.dataset, run.dataset_params),
+        "noise rate": lambda run: f"{run.noise_rate:g}",
+        "batch size": lambda run: str(run.batch_size),
+        "seed": lambda run: str(run.seed),
+    }
+    lines = []
+    for axis, value_of in axes.items():
+        counts = Counter(value_of(run) for run in runs)
+        if len(counts) <= 2 * SUMMARY_ENDS:
+            shown = ", ".join(f"{value} ({count})" for value, count in counts.items())
+        else:
+            values = list(counts)
+            shown = f"{len(values)} values: {', '.join(values[:3])}, ..., {values[-1]}"
+        lines.append(f"  {axis}: {shown}")
+    return "runs per axis value:\n" + "\n".join(lines)
 
 
 def _with_params(name: str, params) -> str:
@@ -197,7 +246,7 @@ def _with_params(name: str, params) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     _, suite = _load(args)
-    _print_runs(suite)
+    _print_runs(suite, every=args.all_runs)
     print(f"{suite.path}: valid, {len(suite.runs)} runs")
     return EXIT_OK
 
@@ -249,14 +298,16 @@ def _terminate_as_interrupt():
 
 
 def _run(args: argparse.Namespace) -> int:
+    from harness.leases import timeout_s as lease_timeout_s
     from harness.progress import SuiteProgress
     from harness.results import finished_run_ids, read_runs, suite_dir
 
     registry, suite = _load(args)
     if args.dry_run:
-        _print_runs(suite)
+        _print_runs(suite, every=args.all_runs)
         return EXIT_OK
     executor = _executor(args, registry, suite)
+    lease_timeout_s()  # a bad HARNESS_LEASE_TIMEOUT_S is refused before anything trains
     _writable(suite_dir(args.results_dir, suite.name))
     done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
     pending = [run for run in suite.runs if run.run_id not in done]
@@ -269,10 +320,12 @@ def _run(args: argparse.Namespace) -> int:
             interrupted = True
     rows = read_runs(suite_dir(args.results_dir, suite.name), columns=["run_id", "status"])
     status_of = dict(zip(rows["run_id"], rows["status"], strict=True))
-    statuses = Counter(status_of.get(run.run_id, "not run") for run in pending)
+    others = progress.skipped_runs  # leased or finished by another process meanwhile: theirs to report
+    statuses = Counter(status_of.get(run.run_id, "not run") for run in pending if run.run_id not in others)
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
+    left = f"; {len(others)} left to other processes (skipped)" if others else ""
     print(
-        f"suite {suite.name}: {summary}; {skipped} already finished (skipped); "
+        f"suite {suite.name}: {summary}; {skipped} already finished (skipped){left}; "
         f"results in {args.results_dir}/{suite.name}"
     )
     if interrupted:

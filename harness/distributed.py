@@ -130,6 +130,12 @@ class SyncedScheduler(PerturbationScheduler):
         )
         return self.inner.decide(synced)
 
+    def warmup_steps(self, total_steps: int) -> int:
+        return self.inner.warmup_steps(total_steps)
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float | None:
+        return self.inner.expected_perturbed_fraction(total_steps)
+
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 120, 120
+SHORT_REPR_CHARS = 240
 
 
 class HarnessError(Exception):
@@ -33,6 +38,10 @@ class UsageError(HarnessError):
     """A command-line option is wrong."""
 
 
+class UnsafePathError(HarnessError):
+    """A name would make a path leave the results folder (``harness.paths.inside``)."""
+
+
 class ProtocolError(HarnessError):
     """A plugin broke the step protocol (for example a perturbed step with a single gradient evaluation)."""
 
@@ -41,3 +50,14 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix naming the closest candidate, or '' when none is close."""
     matches = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` in at most ``SHORT_REPR_CHARS`` characters (deep, long and late parts elided: ``...``).
+
+    Error messages show the user's value; a value of any size (a generated list, an aliased YAML block)
+    must not make the message, or the time to build it, grow with it: ``reprlib`` visits only the
+    first few items of each level, and the result is cut to length.
+    """
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHORT_REPR_CHARS else text[: SHORT_REPR_CHARS - 3] + "..."

@@ -8,9 +8,14 @@ It trains every run somewhere (a local process pool, a Slurm job array, Ray task
 ``run_worker`` in the process that trains it, which writes the run's own Parquet files and its log
 (``RESULTS_DIR/<suite>/logs/<run_id>.log``). Nothing needs to travel back through pickles: the driver
 reads the statuses from the files. ``events`` receives progress (``started``, ``epoch``,
-``finished``) where the executor can deliver it; an executor whose worker died without writing a
-row (a signal, the OOM killer, a preempted job) calls ``record_crash`` so the run is recorded as
-``failed`` and the others go on.
+``finished``, ``skipped``) where the executor can deliver it; an executor whose worker died without
+writing a row (a signal, the OOM killer, a preempted job) calls ``record_crash`` so the run is
+recorded as ``failed`` and the others go on.
+
+``run_worker`` first takes the run's lease (``harness.leases``): a run that another live process is
+training, or that another process finished since the driver chose it, is not trained twice. The
+worker then returns ``Skipped`` having written nothing, and the executor reports ``events.skipped``
+and writes nothing either (no crash record).
 """
 
 from __future__ import annotations
@@ -26,8 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness import leases
+from harness.paths import inside
 from harness.plugins import Registry
-from harness.results import suite_dir, write_run
+from harness.results import FINISHED_STATUSES, suite_dir, write_run
 from harness.suite import RunSpec
 
 
@@ -39,6 +49,8 @@ class RunEvents(Protocol):
     def epoch(self, run: RunSpec, epoch: int, test_acc: float) -> None: ...
 
     def finished(self, run: RunSpec, row: Mapping[str, Any]) -> None: ...
+
+    def skipped(self, run: RunSpec, reason: str) -> None: ...
 
 
 class Executor(Protocol):
@@ -85,7 +97,36 @@ def run_from_payload(payload: Mapping[str, Any]) -> RunSpec:
 
 def log_path(results_dir: str | Path, run: RunSpec) -> Path:
     """Where a run's log goes."""
-    return suite_dir(results_dir, run.suite) / "logs" / f"{run.run_id}.log"
+    return inside(suite_dir(results_dir, run.suite), "logs", f"{run.run_id}.log")
+
+
+def lease_path(results_dir: str | Path, run: RunSpec) -> Path:
+    """The lease file of a run being trained (``harness.leases``)."""
+    return inside(suite_dir(results_dir, run.suite), ".leases", f"{run.run_id}.lease")
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """What ``run_worker`` returns for a run it did not train: another process has it (``reason`` says which)."""
+
+    run_id: str
+    reason: str
+
+
+def finished_since(results_dir: str | Path, run: RunSpec, since: datetime) -> str:
+    """Who finished ``run`` (status ok or diverged) at or after ``since``; "" when nobody did.
+
+    A row that cannot be read counts as not finished: training the run again replaces it.
+    """
+    path = inside(suite_dir(results_dir, run.suite), f"{run.run_id}.parquet")
+    try:
+        row = pq.read_table(path, columns=["status", "finished_at", "host"]).to_pylist()[0]
+    except (OSError, pa.ArrowException, IndexError):
+        return ""
+    finished_at = row["finished_at"]
+    if row["status"] not in FINISHED_STATUSES or finished_at is None or finished_at < since:
+        return ""
+    return f"finished {row['status']} on {row['host'] or 'another host'} at {finished_at.isoformat(timespec='seconds')}"
 
 
 @contextlib.contextmanager
@@ -117,20 +158,44 @@ def run_worker(
     threads: int | None = None,
     on_epoch: Callable[[str, int, float], None] | None = None,
     entry_points: Sequence[tuple[str, str]] = (),
-) -> str:
+    since: datetime | None = None,
+) -> str | Skipped:
     """Train one run in this process (a fresh one, ideally) and write its files; return its status.
+
+    The run's lease is held while it trains (released when its row is written or the run is stopped).
+    ``Skipped``, with nothing written, when another live process holds the lease, or when a row
+    finished at or after ``since`` is already there (another process trained the run after the driver
+    chose it: the driver gives the time it chose its runs; None trains whatever is recorded).
 
     threads: torch's intra-op threads for this run (executors split the cores between workers).
     on_epoch: ``on_epoch(run_id, epoch, test_acc)`` after every epoch (progress for the driver).
     entry_points: the driver's ``harness.plugins.loaded_entry_points()``, loaded here too, so the run
         trains with the plugins its suite was validated against.
     """
+    run = run_from_payload(payload)
+    lease = leases.take(lease_path(results_dir, run))
+    if isinstance(lease, leases.Holder):
+        return Skipped(run.run_id, f"leased by {lease.describe()}")
+    with lease:
+        done = finished_since(results_dir, run, since) if since is not None else ""
+        if done:
+            return Skipped(run.run_id, done)
+        return _train(run, results_dir, threads, on_epoch, entry_points)
+
+
+def _train(
+    run: RunSpec,
+    results_dir: str,
+    threads: int | None,
+    on_epoch: Callable[[str, int, float], None] | None,
+    entry_points: Sequence[tuple[str, str]],
+) -> str:
+    """``run_worker``'s training, under the run's lease: the log, the plugins, the run; return its status."""
     import torch
 
     from harness.plugins import Registry
     from harness.runner import execute
 
-    run = run_from_payload(payload)
     if threads:
         torch.set_num_threads(threads)
     with _redirected(log_path(results_dir, run)) as log:

@@ -81,7 +81,12 @@ def register_schedulers() -> Sequence[SchedulerSpec]:
         ``factory(**params)``
 
     and returns a ``harness.PerturbationScheduler``: ``decide(ctx) -> (perturb, rho)`` plus
-    ``state_dict()`` / ``load_state_dict()``.
+    ``state_dict()`` / ``load_state_dict()``, and what it will do, stated before it runs from its
+    parameters alone: ``warmup_steps(total_steps) -> int`` (the steps before its steady state; default 0)
+    and ``expected_perturbed_fraction(total_steps) -> float | None`` (the share of the steps after those
+    that perturb; default None, when only a measurement can tell). ``harness bench`` leaves the warm-up
+    untimed and compares a method's cost with ERM's against 1 + that share; the contract kit checks the
+    share against ``decide``.
 
     Results of all implementations are collected; a name registered twice is an error.
 
@@ -179,10 +184,13 @@ def register_executors() -> Sequence[ExecutorSpec]:
 
     ``runs``: the ``RunSpec`` records still to train; ``results_dir``: the results root (a string);
     ``events``: ``harness.execution.RunEvents`` progress callbacks (``started``, ``epoch``,
-    ``finished``), to call from the driver process where the executor can. Each run trains through
-    ``harness.execution.run_worker(harness.execution.run_payload(run), results_dir, ...)`` in the
-    process that trains it, which writes the run's files; a worker that dies without a row is
-    recorded with ``harness.execution.record_crash``. It returns once every run is done or recorded.
+    ``finished``, ``skipped``), to call from the driver process where the executor can. Each run trains
+    through ``harness.execution.run_worker(harness.execution.run_payload(run), results_dir, since=...)``
+    in the process that trains it, which takes the run's lease and writes the run's files; ``since`` is
+    when the driver chose its runs. A ``harness.execution.Skipped`` that ``run_worker`` returns (another
+    live process holds the run's lease, or finished it after ``since``) goes to
+    ``events.skipped(run, reason)``, with nothing written; a worker that dies without a row is recorded
+    with ``harness.execution.record_crash``. It returns once every run is done, skipped or recorded.
 
     Results of all implementations are collected; a name registered twice is an error.
 

@@ -84,12 +84,33 @@ class PerturbationScheduler:
     """Decides, after the clean pass of every step, whether to perturb and with which rho.
 
     Subclasses implement ``decide``; stateful ones also override ``state_dict`` and
-    ``load_state_dict`` so an interrupted run resumes on the same trajectory.
+    ``load_state_dict`` so an interrupted run resumes on the same trajectory. A scheduler also says
+    what it will do before it runs (``warmup_steps``, ``expected_perturbed_fraction``), from its
+    parameters alone: ``harness bench`` asks a fresh instance, to time steady-state steps only and to
+    compare a method's cost with ERM's against ``1 +`` that share, rather than knowing scheduler classes.
     """
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
         """Return ``(perturb, rho)`` for the step described by ``ctx``."""
         raise NotImplementedError
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """How many steps at the start of a run of ``total_steps`` steps precede the schedule's steady state.
+
+        Default 0. A perturbation delay (``delayed``) returns its length: the steps it spends as ERM are
+        not representative of a step of the method, so the bench spends them untimed.
+        """
+        return 0
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float | None:
+        """The share of the steps from ``warmup_steps(total_steps)`` on that perturb, known before the run.
+
+        Default None: only a measurement can tell, because the decisions depend on the gradients
+        (AE-SAM) or on random draws (SS-SAM); the bench then uses the measured share. A deterministic
+        schedule returns its long-run share (SAM 1, ERM 0, every k-th step 1/k); the contract kit checks
+        it against ``decide``'s decisions over a run, to within one step.
+        """
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state (empty for stateless schedulers)."""
@@ -324,8 +345,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
 
         ``optimizer_state_bytes`` in the results is the size of these (shared/DESIGN.md section 7).
         """
-        held = [t for state in self.base_optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
-        return held + list(self._backup or [])
+        return state_tensors(self.base_optimizer) + list(self._backup or [])
 
     def state_dict(self) -> dict[str, Any]:
         """Base optimizer, scheduler and variant state, so a run resumes on the same trajectory."""
@@ -351,13 +371,21 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         """Restore what ``variant_state_dict`` returned."""
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of every distinct tensor the optimizer holds between steps."""
-    if isinstance(optimizer, SharpnessAwareOptimizer):
-        tensors = optimizer.held_tensors()
-    else:
-        tensors = [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The tensors in ``optimizer.state`` (momentum buffers, Adam's moments, ...)."""
+    return [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct tensors among ``tensors``, told apart by data pointer (one listed twice counts once)."""
     seen: dict[int, int] = {}
     for tensor in tensors:
         seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
     return sum(seen.values())
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every distinct tensor the optimizer holds between steps."""
+    if isinstance(optimizer, SharpnessAwareOptimizer):
+        return tensor_bytes(optimizer.held_tensors())
+    return tensor_bytes(state_tensors(optimizer))

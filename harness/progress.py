@@ -1,6 +1,6 @@
 """Progress display for ``harness run``: a live rich display on a terminal, plain lines otherwise.
 
-It receives an executor's events (``started``, ``epoch``, ``finished``; ``harness.execution.RunEvents``)
+It receives an executor's events (``started``, ``epoch``, ``finished``, ``skipped``; ``harness.execution.RunEvents``)
 for any number of runs in flight. On a terminal: one bar for the suite (runs done out of runs to
 train, with the counts done / running / not ok and an ETA) and one bar per run in flight (its worker,
 epoch and test accuracy). When stdout is not a terminal (CI, a log file, a Slurm job): one line per
@@ -26,6 +26,7 @@ class SuiteProgress:
         self.total = len(runs)
         self.done = 0
         self.not_ok = 0
+        self.skipped_runs: dict[str, str] = {}  # run id -> why another process has it
         self.live = sys.stdout.isatty() if live is None else live
         self._progress: Progress | None = None
         self._suite_task = None
@@ -73,18 +74,28 @@ class SuiteProgress:
                 print(f"    {run.run_id}: epoch {epoch}/{run.epochs} test_acc {test_acc:.4f}", flush=True)
 
     def finished(self, run: Any, row: Mapping[str, Any]) -> None:
+        acc = row.get("test_acc")
+        line = f"{run.run_id}: {row['status']}" + (f", test_acc {acc:.4f}" if acc is not None else "")
+        if row["status"] != "ok" and row.get("error"):
+            line += f" ({row['error'].splitlines()[0]})"
         with self._lock:
-            self.done += 1
             self.not_ok += row["status"] != "ok"
-            acc = row.get("test_acc")
-            line = f"{run.run_id}: {row['status']}" + (f", test_acc {acc:.4f}" if acc is not None else "")
-            if row["status"] != "ok" and row.get("error"):
-                line += f" ({row['error'].splitlines()[0]})"
-            task = self._run_tasks.pop(run.run_id, None)
-            if self._progress is not None:
-                if task is not None:
-                    self._progress.remove_task(task)
-                self._progress.update(self._suite_task, advance=1, description=self._suite_line())
-                self._progress.console.print(line)
-            else:
-                print(f"[{self.done}/{self.total}] {line}", flush=True)
+            self._end(run, line)
+
+    def skipped(self, run: Any, reason: str) -> None:
+        """A run another process has (``harness.execution.Skipped``): not trained here, kept in ``skipped``."""
+        with self._lock:
+            self.skipped_runs[run.run_id] = reason
+            self._end(run, f"{run.run_id}: skipped, {reason}")
+
+    def _end(self, run: Any, line: str) -> None:
+        """Count a run done and print its line (the lock held)."""
+        self.done += 1
+        task = self._run_tasks.pop(run.run_id, None)
+        if self._progress is not None:
+            if task is not None:
+                self._progress.remove_task(task)
+            self._progress.update(self._suite_task, advance=1, description=self._suite_line())
+            self._progress.console.print(line)
+        else:
+            print(f"[{self.done}/{self.total}] {line}", flush=True)

@@ -13,16 +13,21 @@ is written after the history, so its presence marks a finished run. Columns beyo
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from harness.paths import inside
 
 SCHEMA_VERSION = 1
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -117,8 +122,8 @@ FINISHED_STATUSES = ("ok", "diverged")
 
 
 def suite_dir(results_dir: str | Path, suite: str) -> Path:
-    """The folder holding one suite's results."""
-    return Path(results_dir) / suite
+    """The folder holding one suite's results (``inside``: a suite name can never leave ``results_dir``)."""
+    return inside(results_dir, suite)
 
 
 def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -151,36 +156,262 @@ def write_run(
     folder = suite_dir(results_dir, suite)
     run_id = row["run_id"]
     write_atomic(
-        _table([{**h, "run_id": run_id} for h in history], HISTORY_SCHEMA), folder / "history" / f"{run_id}.parquet"
+        _table([{**h, "run_id": run_id} for h in history], HISTORY_SCHEMA),
+        inside(folder, "history", f"{run_id}.parquet"),
     )
-    path = folder / f"{run_id}.parquet"
+    path = inside(folder, f"{run_id}.parquet")
     write_atomic(_table([{**row, "schema_version": SCHEMA_VERSION}], RUN_SCHEMA), path)
     return path
 
 
-def _files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+#: The columns (and their kinds) that make a Parquet file a run file or a history file. Any other
+#: ``.parquet`` in a results folder (a report's summary.parquet, a table of one's own) is not results.
+_TEXT = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+REQUIRED_COLUMNS = {
+    "run": {"run_id": _TEXT, "status": _TEXT, "config": _TEXT},
+    "history": {"run_id": _TEXT, "epoch": (pa.types.is_integer,)},
+}
+#: The index of a folder's files, inside the folder it indexes (never read as results): the rows of every
+#: file read so far, each tagged with its file's key (name, size, mtime, inode); the keys and each file's
+#: columns are in the schema metadata (so files without rows, such as a crash's empty history, count too).
+INDEX = Path(".index") / "rows.parquet"
+_INDEX_VERSION = 1
+_FILE = "__harness_file"
+#: Files read before their tables are combined (bounds the memory of many small tables).
+_BATCH = 256
 
 
-def _read(files: Iterable[str], columns: Sequence[str] | None = None) -> pd.DataFrame:
-    files = list(files)
+@dataclass(frozen=True)
+class Skipped:
+    """A ``.parquet`` file of a results folder that was not read, and why."""
+
+    path: Path
+    reason: str
+    damaged: bool  # True: a results file that cannot be read; False: not a results file at all
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class FolderRows:
+    """The rows of a folder's readable run (or history) files, and the files it skipped."""
+
+    rows: pd.DataFrame
+    skipped: tuple[Skipped, ...]
+
+
+def read_folder(folder: str | Path, kind: str = "run") -> FolderRows:
+    """Every row of the ``kind`` (``run`` or ``history``) files directly in ``folder``, in file-name order.
+
+    A file that cannot be read (truncated, empty, garbage, or whose column types clash with the other
+    files') is skipped as damaged; one without the columns of ``REQUIRED_COLUMNS[kind]`` is skipped as
+    not a results file. Neither stops the others from being read.
+
+    A file is read once: its rows are kept in ``folder/.index/rows.parquet``, valid for as long as the
+    file's size, mtime and inode are unchanged (a rewritten file is a new inode: writes are atomic
+    renames), so reading a folder again costs a directory listing, one Parquet file and the files added
+    or changed since. The index is rewritten when files were added, changed or removed (unless the
+    folder is read-only). Columns are those of the files the rows came from, their types unified as
+    ``pa.unify_schemas(..., promote_options="permissive")`` does.
+    """
+    folder = Path(folder)
+    listing = _listing(folder)
+    index, indexed = _load_index(folder)
+    current = set(listing.values())
+    valid = {key: columns for key, columns in indexed.items() if key in current}
+    kept = index.filter(pc.is_in(index[_FILE], value_set=pa.array(list(valid), pa.string())))
+    known = {key.split("\0", 1)[0] for key in valid}
+    skipped: list[Skipped] = []
+    new = [(folder / name, listing[name]) for name in sorted(set(listing) - known)]
+    table, read = _combine(kept, new, kind, skipped)
+    files = {**valid, **read}
+    if read or len(valid) != len(indexed):
+        _save_index(folder, table, files)
     if not files:
-        return pd.DataFrame(columns=list(columns) if columns else RUN_SCHEMA.names)
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    return ds.dataset(files, schema=schema, format="parquet").to_table(columns=columns).to_pandas()
+        return FolderRows(pd.DataFrame(columns=(RUN_SCHEMA if kind == "run" else HISTORY_SCHEMA).names), tuple(skipped))
+    columns = set().union(*files.values())
+    table = table.sort_by(_FILE).select([name for name in table.column_names if name in columns])
+    return FolderRows(table.combine_chunks().to_pandas(), tuple(skipped))
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    """``{file name: key}`` of the ``*.parquet`` files in ``folder`` (none when it is not a folder)."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    listing = {}
+    for entry in entries:
+        if entry.name.endswith(".parquet") and entry.is_file():
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            listing[entry.name] = f"{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    return listing
+
+
+def _load_index(folder: Path) -> tuple[pa.Table, dict[str, frozenset[str]]]:
+    """The folder's index and ``{file key: the file's columns}``; empty when there is none or it cannot be
+    used (it is then rebuilt)."""
+    empty = pa.table({_FILE: pa.array([], pa.string())}), {}
+    try:
+        index = pq.read_table(folder / INDEX)
+        about = json.loads((index.schema.metadata or {}).get(b"harness_index", b"{}"))
+    except (OSError, pa.ArrowException, ValueError):
+        return empty
+    if about.get("version") != _INDEX_VERSION or _FILE not in index.column_names:
+        return empty
+    schemas = [frozenset(names) for names in about["columns"]]
+    return index.replace_schema_metadata(None), {key: schemas[i] for key, i in about["files"].items()}
+
+
+def _save_index(folder: Path, table: pa.Table, files: Mapping[str, frozenset[str]]) -> None:
+    """Write the index atomically; a folder that cannot be written (read-only results) just has none."""
+    schemas = list(dict.fromkeys(files.values()))
+    number = {columns: i for i, columns in enumerate(schemas)}
+    about = {
+        "version": _INDEX_VERSION,
+        "columns": [sorted(columns) for columns in schemas],
+        "files": {key: number[columns] for key, columns in files.items()},
+    }
+    try:
+        write_atomic(table.replace_schema_metadata({"harness_index": json.dumps(about)}), folder / INDEX)
+    except OSError:
+        pass
+
+
+def _combine(
+    index: pa.Table, files: list[tuple[Path, str]], kind: str, skipped: list[Skipped]
+) -> tuple[pa.Table, dict[str, frozenset[str]]]:
+    """The index's rows and those of ``files`` (path, key), read now, as one table, with ``{key: columns}``
+    of the files read; the files not read are added to ``skipped``."""
+    schema, last, compatible = index.schema, index.schema, {index.schema}
+    parts, batch, read = [index], [], {}
+    for path, key in files:
+        table = _read_file(path, kind)
+        if table is None:
+            continue
+        if isinstance(table, Skipped):
+            skipped.append(table)
+            continue
+        if not table.schema.equals(last) and table.schema not in compatible:  # most files share the last schema
+            try:
+                schema = pa.unify_schemas([schema, table.schema], promote_options="permissive")
+            except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+                reason = f"cannot be read with the other files: its column types clash ({_one_line(error)}); skipped"
+                skipped.append(Skipped(path, reason, damaged=True))
+                continue
+            compatible.add(table.schema)
+        last = table.schema
+        read[key] = frozenset(table.column_names)
+        batch.append((key, table))
+        if len(batch) == _BATCH:
+            parts.append(_tagged(batch))
+            batch = []
+    return pa.concat_tables([*parts, _tagged(batch)], promote_options="permissive"), read
+
+
+def _tagged(batch: list[tuple[str, pa.Table]]) -> pa.Table:
+    """The tables of ``batch`` as one, each row tagged with its file's key (one allocation per batch)."""
+    if not batch:
+        return pa.table({_FILE: pa.array([], pa.string())})
+    table = pa.concat_tables([table for _, table in batch], promote_options="permissive").combine_chunks()
+    keys = pa.array([key for key, table in batch for _ in range(table.num_rows)], pa.string())
+    return table.append_column(_FILE, keys)
+
+
+def _read_file(path: Path, kind: str) -> pa.Table | Skipped | None:
+    """The table in ``path``; ``Skipped`` when it is damaged or not a ``kind`` file; None when it is gone."""
+    try:
+        with pq.ParquetFile(path) as parquet:
+            problem = _not_results(parquet.schema_arrow, REQUIRED_COLUMNS[kind])
+            if problem:
+                return Skipped(path, f"not a {kind} file ({problem}); ignored", damaged=False)
+            return parquet.read(use_threads=False)  # faster for files of one or a few rows
+    except FileNotFoundError:  # removed since the listing
+        return None
+    except (OSError, pa.ArrowException) as error:
+        return Skipped(path, f"cannot be read ({_one_line(error)}); skipped", damaged=True)
+
+
+def _not_results(schema: pa.Schema, required: Mapping[str, tuple]) -> str:
+    """What keeps ``schema`` from being a results file's ('' when nothing does)."""
+    missing = [name for name in required if name not in schema.names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    wrong = [
+        f"{name} is {schema.field(name).type}"
+        for name, kinds in required.items()
+        if not any(test(schema.field(name).type) for test in kinds)
+    ]
+    return f"column {', '.join(wrong)}" if wrong else ""
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_runs(folder: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """All run rows of one suite folder (``RESULTS_DIR/<suite>``) as a DataFrame."""
-    return _read(_files(Path(folder)), columns)
+    """The run rows of one suite folder (``RESULTS_DIR/<suite>``) as a DataFrame; ``read_folder`` says
+    which files it skipped. A column in ``columns`` that no file has is all null."""
+    rows = read_folder(folder, "run").rows
+    return rows.reindex(columns=list(columns)) if columns is not None else rows
 
 
 def read_history(folder: str | Path) -> pd.DataFrame:
-    """All history rows of one suite folder."""
-    return _read(_files(Path(folder) / "history"))
+    """The history rows of one suite folder (its ``history/`` files)."""
+    return read_folder(Path(folder) / "history", "history").rows
 
 
 def finished_run_ids(results_dir: str | Path, suite: str) -> set[str]:
     """Ids of runs already recorded with a status in ``FINISHED_STATUSES`` (skipped on resume)."""
     runs = read_runs(suite_dir(results_dir, suite), columns=["run_id", "status"])
     return set(runs.loc[runs["status"].isin(FINISHED_STATUSES), "run_id"])
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A damaged file moved out of the way (``set_aside_damaged``)."""
+
+    path: Path
+    moved_to: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; moved to {self.moved_to.name}: its run counts as not finished"
+
+
+def set_aside_damaged(results_dir: str | Path, suite: str) -> list[SetAside]:
+    """Rename every damaged run or history file of the suite folder to ``<name>.corrupt-<UTC time>``.
+
+    A run whose history file is damaged has its run file set aside too, so both are written again when
+    the run trains again (``harness run`` does it, since the run is no longer finished). Nothing is
+    deleted. A file that reads by the time it would be moved (rewritten meanwhile) stays.
+    """
+    folder = suite_dir(results_dir, suite)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    moves = []
+    for skipped in read_folder(folder, "run").skipped:
+        if skipped.damaged and _still_damaged(skipped.path, "run"):
+            moves.append(_move(skipped.path, stamp, skipped.reason))
+    for skipped in read_folder(folder / "history", "history").skipped:
+        if skipped.damaged and _still_damaged(skipped.path, "history"):
+            moves.append(_move(skipped.path, stamp, skipped.reason))
+            run_file = folder / skipped.path.name
+            if run_file.exists():
+                moves.append(_move(run_file, stamp, f"its history file {skipped.path} cannot be read"))
+    return moves
+
+
+def _still_damaged(path: Path, kind: str) -> bool:
+    found = _read_file(path, kind)
+    return isinstance(found, Skipped) and found.damaged
+
+
+def _move(path: Path, stamp: str, reason: str) -> SetAside:
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(target)
+    return SetAside(path, target, reason.removesuffix("; skipped"))

@@ -44,7 +44,7 @@ from harness.divergence import Diverged, DivergenceWatch
 from harness.errors import ProtocolError
 from harness.evaluation import evaluate, training_set_accuracies
 from harness.metrics import Batch, Metric, metric_batches, run_metrics
-from harness.optim import optimizer_state_bytes
+from harness.optim import StepInfo, optimizer_state_bytes
 from harness.plugins import Registry
 from harness.precision import Precision, prepare_model
 from harness.results import write_run
@@ -153,8 +153,12 @@ class Setup:
     steps_per_epoch: int
 
 
-def build(run: RunSpec, registry: Registry) -> Setup:
-    """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``."""
+def build(run: RunSpec, registry: Registry, data: ClassificationData | None = None) -> Setup:
+    """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``.
+
+    ``data``: the run's data when the caller holds it already (``harness bench``: one batch of random
+    tensors, so a run of ``epochs`` steps); None builds ``run.dataset`` from the registry.
+    """
     device = resolve_device(run.device)
     if device.type == "cuda":
         if distributed.active():
@@ -162,7 +166,8 @@ def build(run: RunSpec, registry: Registry) -> Setup:
         if device.index is not None:  # CUDA events (the step timer) record on the current device's stream
             torch.cuda.set_device(device)
     seed_everything(run.seed)
-    data: ClassificationData = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
+    if data is None:
+        data = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
     model: nn.Module = registry.create(
         "model", run.model, num_classes=data.num_classes, input_shape=data.input_shape, **run.model_params
     ).to(device)
@@ -268,40 +273,60 @@ def _train_epoch(
     setup.model.train()
     with Stopwatch(setup.device) as clock:
         for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
-            inputs, targets = distributed.local_slice(*batch)
-            closure = BatchClosure(
-                setup.train_model,
-                F.cross_entropy,
-                inputs,
-                targets,
-                setup.bn_modules,
-                setup.first_pass,
-                precision=setup.precision,
-                params=setup.params,
-            )
-            timer.start()
-            loss = setup.optimizer.step(closure)
-            closure.finish()  # fp16: one loss-scale update per step (optimizers that call it make this a no-op)
-            timer.stop()
-            setup.lr_scheduler.step_update(num_updates=state.steps + 1)
-            info = setup.optimizer.last_step
-            if info.perturbed and closure.evaluations < 2 - 1e-6:
-                raise ProtocolError(
-                    f"optimizer {run.optimizer!r} reported a perturbed step after "
-                    f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
-                )
-            state.grad_evals += closure.evaluations
-            state.perturbed_steps += int(info.perturbed)
+            loss, info = train_step(run, setup, state, *distributed.local_slice(*batch), timer)
             last_rho = info.rho
             loss_sum += loss
             if per_step_hook:
-                hooks.step_finished(run=run, step=state.steps, info=info)
-            state.steps += 1
+                hooks.step_finished(run=run, step=state.steps - 1, info=info)
             watch.check(loss_sum, state.steps, epoch)
     timer.flush()
     state.train_time_s += clock.total
     state.train_loss = float(distributed.mean_over_ranks(loss_sum)) / setup.steps_per_epoch
     return last_rho
+
+
+def train_step(
+    run: RunSpec,
+    setup: Setup,
+    state: RunState,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    timer: StepTimer | None = None,
+) -> tuple[torch.Tensor, StepInfo]:
+    """One optimizer step on one batch, as training takes it; returns the loss (on the device) and ``StepInfo``.
+
+    A new ``BatchClosure`` for the batch, ``optimizer.step(closure)`` and the closure's ``finish()`` (what
+    ``timer`` times, when given), the learning-rate schedule's update, the protocol check (a perturbed step
+    needs two gradient evaluations: ``ProtocolError``) and the counts in ``state``. The training loop and
+    ``harness bench`` both step through this function, so the bench times the runner's own step.
+    """
+    closure = BatchClosure(
+        setup.train_model,
+        F.cross_entropy,
+        inputs,
+        targets,
+        setup.bn_modules,
+        setup.first_pass,
+        precision=setup.precision,
+        params=setup.params,
+    )
+    if timer is not None:
+        timer.start()
+    loss = setup.optimizer.step(closure)
+    closure.finish()  # fp16: one loss-scale update per step (optimizers that call it make this a no-op)
+    if timer is not None:
+        timer.stop()
+    setup.lr_scheduler.step_update(num_updates=state.steps + 1)
+    info = setup.optimizer.last_step
+    if info.perturbed and closure.evaluations < 2 - 1e-6:
+        raise ProtocolError(
+            f"optimizer {run.optimizer!r} reported a perturbed step after "
+            f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
+        )
+    state.grad_evals += closure.evaluations
+    state.perturbed_steps += int(info.perturbed)
+    state.steps += 1
+    return loss, info
 
 
 def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> dict[str, Any]:

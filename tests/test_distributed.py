@@ -149,3 +149,12 @@ def test_local_scope_keeps_every_variants_replicas_identical(tmp_path):
     train(net, variant("erm", net), net, "global")
     assert_close(net.state_dict(), first["erm"])
     assert any(not torch.allclose(first["sam-k"][k], first["erm"][k]) for k in first["erm"])  # SAM-k did perturb
+
+
+def test_the_rank_synced_scheduler_states_its_inners_warm_up_and_share(registry):
+    from harness.distributed import SyncedScheduler
+
+    inner = registry.create("scheduler", "delayed", inner="periodic", inner_params={"k": 4}, fraction=0.1)
+    synced = SyncedScheduler(inner)
+    assert synced.warmup_steps(200) == inner.warmup_steps(200) > 0
+    assert synced.expected_perturbed_fraction(200) == inner.expected_perturbed_fraction(200) == 0.25

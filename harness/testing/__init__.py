@@ -9,7 +9,7 @@ Every registered component is checked against the rules of its kind (``harness.t
   deterministic under a seed; zero gradients give no NaN; BatchNorm statistics are updated once per
   step; per-group learning rates are respected;
 - perturbation scheduler: ``decide`` returns a bool and a finite rho >= 0; deterministic; state round
-  trip; honours ``total_steps``;
+  trip; honours ``total_steps``; the share of perturbed steps it states in advance is the one it decides;
 - model: output shape for its input; deterministic initialization under a seed; parameter count;
 - dataset: shapes, dtypes, labels in range, deterministic under a seed, label noise matches its rate;
 - metric: finite values, budget recorded, weights and train/eval mode unchanged;

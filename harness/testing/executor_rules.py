@@ -46,6 +46,9 @@ class _Events:
     def finished(self, run: Any, row: Mapping[str, Any]) -> None:
         pass
 
+    def skipped(self, run: Any, reason: str) -> None:
+        pass
+
 
 def _suite(registry: Registry, folder: Path) -> Any:
     from harness.suite import load_suite

@@ -2,7 +2,9 @@
 
 Every rule builds the scheduler with its registered defaults and drives ``decide`` with the step contexts
 of a short run (``harness.testing.fixtures.step_contexts``: a cosine learning rate between ``lr_min`` and
-``lr_max``, and squared gradient norms that vary from step to step).
+``lr_max``, and squared gradient norms that vary from step to step). ``expected_fraction`` also holds what
+the scheduler says in advance (``warmup_steps``, ``expected_perturbed_fraction``: ``harness bench`` times
+and judges a method's cost by it) to its decisions.
 """
 
 from __future__ import annotations
@@ -114,4 +116,47 @@ def total_steps(registry: Registry, name: str) -> None:
         _checked(decision, unknown)
 
 
-RULES = (decide, deterministic, state_dict_round_trip, total_steps)
+def _stated(scheduler: Any, method: str, total: int) -> Any:
+    """``scheduler.<method>(total)``: what the scheduler says before it runs; a violation when it cannot say."""
+    call = getattr(scheduler, method, None)
+    if not callable(call):
+        raise ContractViolation(
+            f"it has no {method}(total_steps); subclass harness.PerturbationScheduler, whose default says "
+            "nothing is known in advance, or define it"
+        )
+    try:
+        return call(total)
+    except Exception as error:
+        raise ContractViolation(f"{method}({total}) raised {type(error).__name__}: {error}") from error
+
+
+@rule(
+    "scheduler",
+    "expected_fraction",
+    "warmup_steps(T) is an int in [0, T]; expected_perturbed_fraction(T) is None or the share of the steps from "
+    "warmup_steps(T) on that decide() perturbs, to within one step",
+)
+def expected_fraction(registry: Registry, name: str) -> None:
+    for total in (TOTAL_STEPS, 50):
+        scheduler = create(registry, "scheduler", name)  # asked before it decides, as harness bench asks it
+        warmup = _stated(scheduler, "warmup_steps", total)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= total:
+            raise ContractViolation(f"warmup_steps({total}) returned {warmup!r}; expected an int in [0, {total}]")
+        expected = _stated(scheduler, "expected_perturbed_fraction", total)
+        if expected is not None and not (is_real_number(expected) and 0 <= expected <= 1):
+            raise ContractViolation(
+                f"expected_perturbed_fraction({total}) returned {expected!r}; expected None or a number in [0, 1]"
+            )
+        steady = [perturb for perturb, _ in _decisions(scheduler, step_contexts(total))[warmup:]]
+        if expected is None or not steady:
+            continue
+        measured = sum(steady) / len(steady)
+        if abs(measured - expected) > 1 / len(steady) + 1e-9:
+            raise ContractViolation(
+                f"expected_perturbed_fraction({total}) returned {expected:g}, but decide() perturbed {sum(steady)} "
+                f"of the {len(steady)} steps from warmup_steps({total}) = {warmup} on ({measured:.3f}); return "
+                "the share the decisions have, or None when only a measurement can tell"
+            )
+
+
+RULES = (decide, deterministic, state_dict_round_trip, total_steps, expected_fraction)

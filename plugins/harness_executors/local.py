@@ -18,6 +18,13 @@ the OOM killer, an error outside the run) is recorded ``failed`` by the driver, 
 Ctrl-C: a terminal sends SIGINT to the whole process group, so workers ignore it and the driver
 stops them with SIGTERM, which ends a run without writing its row (a rerun trains it again); then
 the driver re-raises ``KeyboardInterrupt`` for the CLI to report. Finished rows are never touched.
+
+A driver that dies without stopping them (SIGKILL, a crash) takes its workers along: each worker holds
+the reading end of a pipe, its lifeline, whose writing end only the driver holds, and a thread in the
+worker that sees the pipe close stops the worker as SIGTERM would (SIGKILL after ``STOP_GRACE_S``). A
+worker that stops stops the ranks of its DDP run first. The forkserver and multiprocessing's resource
+tracker need nothing more: each exits when the last process holding its pipe does, that is, with the
+driver and its workers (tested).
 """
 
 from __future__ import annotations
@@ -30,16 +37,26 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from harness.errors import UsageError
-from harness.execution import RunEvents, describe_exception, log_path, run_payload, run_worker, worker_modules
+from harness.execution import (
+    RunEvents,
+    Skipped,
+    describe_exception,
+    log_path,
+    run_payload,
+    run_worker,
+    worker_modules,
+)
 from harness.plugins import Registry, loaded_entry_points
 from harness.suite import RunSpec
 from harness_executors.outcome import RowWatch
@@ -102,6 +119,33 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _end_with_driver(lifeline: Connection) -> None:
+    """Stop this worker when the driver is gone: the lifeline pipe, written only by the driver, closes.
+
+    SIGTERM first (the run stops as the driver would stop it: no row, its lease released), SIGKILL if
+    the worker is still alive ``STOP_GRACE_S`` later.
+    """
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()  # the driver never writes: this returns only when its end closes
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="driver-lifeline", daemon=True).start()
+
+
+def _stop_children() -> None:
+    """Stop the processes this worker started (the ranks of a DDP run), which outlive it otherwise.
+
+    SIGTERM ends them at once. The parent-death signal torch gives them is SIGINT, which they inherit
+    ignored from the worker.
+    """
+    for child in multiprocessing.active_children():
+        child.terminate()
+
+
 def work(
     payload: dict[str, Any],
     results_dir: str,
@@ -109,29 +153,38 @@ def work(
     gpu: str | None,
     entry_points: list[tuple[str, str]],
     environment: dict[str, str],
+    since: datetime,
     progress: Connection,
+    lifeline: Connection,
 ) -> None:
     """A worker process: train one run; epochs go to the driver through ``progress``.
 
     ``environment`` is the driver's when it started this run: a forkserver's child would otherwise have
     the environment of the moment the server started (multiprocessing already passes ``sys.path`` and
     the working directory). Variables that a preloaded library read when it loaded (``OMP_NUM_THREADS``,
-    ``MKL_*``) keep the server's values.
+    ``MKL_*``) keep the server's values. ``since``: when the driver chose its runs (``run_worker``).
+    ``lifeline`` closes when the driver is gone, and the worker then stops (``_end_with_driver``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
     signal.signal(signal.SIGTERM, _interrupt)  # ... and stops them with SIGTERM
+    _end_with_driver(lifeline)
     os.environ.clear()
     os.environ.update(environment)
 
     def on_epoch(run_id: str, epoch: int, test_acc: float) -> None:
-        with contextlib.suppress(OSError):  # the driver is gone; the run still trains and writes its row
+        with contextlib.suppress(OSError):  # the driver is gone; the lifeline stops this worker
             progress.send(("epoch", epoch, test_acc))
 
     try:
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        run_worker(payload, results_dir, threads=threads, on_epoch=on_epoch, entry_points=entry_points)
+        outcome = run_worker(
+            payload, results_dir, threads=threads, on_epoch=on_epoch, entry_points=entry_points, since=since
+        )
+        if isinstance(outcome, Skipped):
+            progress.send(("skipped", outcome))
     except KeyboardInterrupt:
+        _stop_children()
         sys.exit(130)
     except Exception:  # outside the run's own recording (run_worker records the run's failures)
         with contextlib.suppress(OSError):
@@ -160,8 +213,10 @@ class _Worker:
     run: RunSpec
     process: BaseProcess
     progress: Connection | None
+    lifeline: Connection
     watch: RowWatch
     error: str = ""
+    skipped: Skipped | None = None
 
 
 def gpu_mask(gpus: Sequence[str], slot: int, run: RunSpec) -> str | None:
@@ -218,12 +273,14 @@ class LocalExecutor:
         free = list(range(self.workers))
         active: list[_Worker] = []
         entry_points = loaded_entry_points()
+        since = datetime.now(timezone.utc)
         if self.start_method == "forkserver":
             self.context.set_forkserver_preload(preload_modules(runs, entry_points))
         try:
             while pending or active:
                 while pending and free:
-                    active.append(self._start(pending.popleft(), free.pop(0), str(results_dir), entry_points, events))
+                    run, slot = pending.popleft(), free.pop(0)
+                    active.append(self._start(run, slot, str(results_dir), entry_points, since, events))
                 waitables = [w.process.sentinel for w in active] + [w.progress for w in active if w.progress]
                 wait(waitables, timeout=1.0)
                 for worker in list(active):
@@ -238,20 +295,29 @@ class LocalExecutor:
             raise
 
     def _start(
-        self, run: RunSpec, slot: int, results_dir: str, entry_points: list[tuple[str, str]], events: RunEvents
+        self,
+        run: RunSpec,
+        slot: int,
+        results_dir: str,
+        entry_points: list[tuple[str, str]],
+        since: datetime,
+        events: RunEvents,
     ) -> _Worker:
         gpu = gpu_mask(self.gpus, slot, run)
         reader, writer = self.context.Pipe(duplex=False)
+        alive_r, alive_w = self.context.Pipe(duplex=False)
         watch = RowWatch(results_dir, run)
         process = self.context.Process(
             target=work,
-            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, dict(os.environ), writer),
+            args=(run_payload(run), results_dir, self.threads, gpu, entry_points, dict(os.environ), since),
+            kwargs={"progress": writer, "lifeline": alive_r},
             name=f"harness-worker-{slot}",
         )
         process.start()
         writer.close()  # the worker holds the only writing end: the driver sees EOF when it exits
+        alive_r.close()  # ... and the only reading end of its lifeline: it sees EOF when the driver exits
         events.started(run, f"worker {slot}" + (f", GPU {gpu}" if gpu is not None else ""))
-        return _Worker(slot, run, process, reader, watch)
+        return _Worker(slot, run, process, reader, alive_w, watch)
 
     @staticmethod
     def _receive(worker: _Worker, events: RunEvents) -> None:
@@ -267,16 +333,19 @@ class LocalExecutor:
                 events.epoch(worker.run, *fields)
             elif kind == "error":
                 worker.error = fields[0]
+            elif kind == "skipped":
+                worker.skipped = fields[0]
 
     def _finish(self, worker: _Worker, results_dir: str, events: RunEvents) -> None:
         """Report an exited worker's run: its row, or a crash record naming the cause."""
         self._receive(worker, events)  # what it sent just before exiting
         worker.process.join()
+        worker.lifeline.close()
         if worker.progress is not None:
             worker.progress.close()
             worker.progress = None
         cause = worker.error or exit_cause(worker.process.exitcode)
-        worker.watch.settle(events, f"{cause}; log: {log_path(results_dir, worker.run)}")
+        worker.watch.settle(events, f"{cause}; log: {log_path(results_dir, worker.run)}", worker.skipped)
 
     @staticmethod
     def _stop(active: list[_Worker]) -> None:
@@ -290,5 +359,6 @@ class LocalExecutor:
             if worker.process.exitcode is None:
                 worker.process.kill()
                 worker.process.join()
+            worker.lifeline.close()
             if worker.progress is not None:
                 worker.progress.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.execution import RunEvents, log_path, run_worker
+from harness.execution import RunEvents, Skipped, log_path, run_worker
 from harness.suite import RunSpec
 
 _EPOCH = re.compile(r"^epoch (\d+)/\d+ test_acc (\S+)$")
@@ -24,13 +25,18 @@ def _ignore(run_id: str, epoch: int, test_acc: float) -> None:
 
 
 def run_logged(
-    payload: dict[str, Any], results_dir: str, threads: int | None = None, entry_points: Sequence[tuple[str, str]] = ()
-) -> str:
-    """Train one run in this process, its epochs written to its log; return its status.
+    payload: dict[str, Any],
+    results_dir: str,
+    threads: int | None = None,
+    entry_points: Sequence[tuple[str, str]] = (),
+    since: datetime | None = None,
+) -> str | Skipped:
+    """Train one run in this process, its epochs written to its log; return its status (or ``Skipped``).
 
-    entry_points: the driver's ``harness.plugins.loaded_entry_points()`` (see ``run_worker``).
+    entry_points, since: the driver's ``harness.plugins.loaded_entry_points()`` and the time it chose
+    its runs (see ``run_worker``).
     """
-    return run_worker(payload, results_dir, threads=threads, on_epoch=_ignore, entry_points=entry_points)
+    return run_worker(payload, results_dir, threads=threads, on_epoch=_ignore, entry_points=entry_points, since=since)
 
 
 class LogProgress:

@@ -4,7 +4,8 @@ Workers write their own Parquet files (``harness.execution.run_worker``), so the
 run's result by reading the run's row file. A worker that died without writing one (a signal, the
 OOM killer, a cancelled or timed-out job) leaves either no file or the file of an earlier attempt
 (a ``failed`` row being retried): ``RowWatch`` remembers the file as it was when the run was handed
-to a worker, so only a row written since counts.
+to a worker, so only a row written since counts. A worker that did not train its run because another
+process has it (``harness.execution.Skipped``) wrote nothing, and nothing is written for it here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from harness.execution import RunEvents, record_crash
+from harness.execution import RunEvents, Skipped, record_crash
 from harness.results import suite_dir
 from harness.suite import RunSpec
 
@@ -44,8 +45,15 @@ class RowWatch:
             return None
         return pq.read_table(self.path).to_pylist()[0]
 
-    def settle(self, events: RunEvents, error: str) -> dict[str, Any]:
-        """Report the run finished: with its fresh row, or with a ``failed`` row recording ``error``."""
+    def settle(self, events: RunEvents, error: str, outcome: Any = None) -> dict[str, Any] | None:
+        """Report how the run ended: with its fresh row, or with a ``failed`` row recording ``error``.
+
+        ``outcome`` is what the worker returned, where the executor has it: for ``Skipped`` the run is
+        reported skipped, and None returned.
+        """
+        if isinstance(outcome, Skipped):
+            events.skipped(self.run, outcome.reason)
+            return None
         row = self.fresh_row()
         if row is None:
             row = record_crash(self.run, self.results_dir, error)

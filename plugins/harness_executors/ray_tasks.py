@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from harness.errors import PluginError, UsageError
@@ -92,6 +93,7 @@ class RayExecutor:
         train = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_calls=1, max_retries=0)(run_logged)
         threads = max(1, int(self.num_cpus))
         entry_points = loaded_entry_points()
+        since = datetime.now(timezone.utc)
         limit = self.max_concurrent or len(runs)
         pending = deque(runs)
         active: dict[Any, _Task] = {}
@@ -101,17 +103,17 @@ class RayExecutor:
                     run = pending.popleft()
                     watch = RowWatch(results_dir, run)
                     progress = LogProgress(results_dir, run, "ray")
-                    ref = train.remote(run_payload(run), results_dir, threads, entry_points)
+                    ref = train.remote(run_payload(run), results_dir, threads, entry_points, since)
                     active[ref] = _Task(ref, run, watch, progress)
                 ready, _ = ray.wait(list(active), num_returns=len(active), timeout=POLL_S, fetch_local=False)
                 for task in active.values():
                     task.progress.poll(events)
                 for ref in ready:
                     task = active.pop(ref)
-                    error = self._error(ref)
+                    outcome, error = self._outcome(ref)
                     task.progress.poll(events)
                     task.progress.start(events)
-                    task.watch.settle(events, error)
+                    task.watch.settle(events, error, outcome)
         except BaseException:
             for ref in active:
                 ray.cancel(ref, force=True)
@@ -120,13 +122,12 @@ class RayExecutor:
             if connected_here:
                 ray.shutdown()
 
-    def _error(self, ref: Any) -> str:
-        """What went wrong with a finished task, for a run that wrote no row."""
+    def _outcome(self, ref: Any) -> tuple[Any, str]:
+        """A finished task's return (a status, ``Skipped``; None if it failed) and the error of a rowless run."""
         try:
-            self.ray.get(ref)
+            return self.ray.get(ref), "ray task ended without writing the run's row"
         except self.ray.exceptions.RayError as error:
             lines = str(error).strip().splitlines()
-            return f"ray task failed without writing the run's row: {type(error).__name__}: " + "\n".join(
+            return None, f"ray task failed without writing the run's row: {type(error).__name__}: " + "\n".join(
                 lines[-ERROR_LINES:]
             )
-        return "ray task ended without writing the run's row"

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -116,24 +117,25 @@ class SubmititExecutor:
         limit = len(runs) if executor.cluster == "slurm" else self.array_parallelism
         pending = deque(runs)
         active: list[_Job] = []
+        since = datetime.now(timezone.utc)
         try:
             while pending or active:
                 batch = [pending.popleft() for _ in range(min(len(pending), limit - len(active)))]
                 if batch:
-                    active.extend(self._submit(executor, batch, results_dir))
+                    active.extend(self._submit(executor, batch, results_dir, since))
                 time.sleep(POLL_S)
                 for item in list(active):
                     item.progress.poll(events)
                     if item.job.done():
                         item.progress.poll(events)
                         item.progress.start(events)
-                        item.watch.settle(events, _failure(item.job))
+                        item.watch.settle(events, _failure(item.job), _outcome(item.job))
                         active.remove(item)
         except BaseException:
             _cancel([item.job for item in active])
             raise
 
-    def _submit(self, executor: Any, batch: list[RunSpec], results_dir: str) -> list[_Job]:
+    def _submit(self, executor: Any, batch: list[RunSpec], results_dir: str, since: datetime) -> list[_Job]:
         watches = [RowWatch(results_dir, run) for run in batch]
         jobs = executor.map_array(
             run_logged,
@@ -141,11 +143,20 @@ class SubmititExecutor:
             [results_dir] * len(batch),
             [self.cpus_per_task] * len(batch),
             [loaded_entry_points()] * len(batch),
+            [since] * len(batch),
         )
         return [
             _Job(job, run, watch, LogProgress(results_dir, run, f"job {job.job_id}"))
             for job, run, watch in zip(jobs, batch, watches, strict=True)
         ]
+
+
+def _outcome(job: Any) -> Any:
+    """What a finished job's ``run_logged`` returned (a status or ``Skipped``); None for a job that failed."""
+    try:
+        return job.result()
+    except Exception:  # the job died or raised; _failure says how
+        return None
 
 
 def _failure(job: Any) -> str:

@@ -91,6 +91,13 @@ class Adaptive(PerturbationScheduler):
             perturb = s >= self.threshold
         return (True, self.rho) if perturb else (False, 0.0)
 
+    def expected_perturbed_fraction(self, total_steps: int) -> float | None:
+        """1 or 0 when both lambdas are the same infinity (always SAM, never); None otherwise: the share
+        follows the gradient norms (seed notes B.4 estimate it, but only a run can measure it)."""
+        if self.lambda1 == self.lambda2 and math.isinf(self.lambda1):
+            return 1.0 if self.lambda1 < 0 else 0.0
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {"mu": self.mu, "var": self.var}
 

@@ -15,12 +15,18 @@ class Constant(PerturbationScheduler):
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
         return True, self.rho
 
+    def expected_perturbed_fraction(self, total_steps: int) -> float:
+        return 1.0
+
 
 class Never(PerturbationScheduler):
     """Never perturb."""
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
         return False, 0.0
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float:
+        return 0.0
 
 
 class Periodic(PerturbationScheduler):
@@ -45,3 +51,7 @@ class Periodic(PerturbationScheduler):
         if (ctx.step - self.offset) % self.k == 0:
             return True, self.rho
         return False, 0.0
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float:
+        """``1 / k`` whatever the offset (a block of ``k`` consecutive steps holds one SAM step)."""
+        return 1.0 / self.k

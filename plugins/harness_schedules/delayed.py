@@ -51,6 +51,14 @@ class Delayed(PerturbationScheduler):
             return False, 0.0
         return self.inner.decide(ctx)
 
+    def warmup_steps(self, total_steps: int) -> int:
+        """The delay, or the inner scheduler's own warm-up if it ends later (it counts global steps too)."""
+        return max(self.first_step(total_steps), self.inner.warmup_steps(total_steps))
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float | None:
+        """The inner scheduler's: after the delay it decides every step."""
+        return self.inner.expected_perturbed_fraction(total_steps)
+
     def state_dict(self) -> dict[str, Any]:
         return {"inner": self.inner.state_dict()}
 

@@ -42,3 +42,6 @@ class LrLinked(PerturbationScheduler):
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
         return True, self.rho_at(ctx.lr, ctx.lr_max, ctx.lr_min)
+
+    def expected_perturbed_fraction(self, total_steps: int) -> float:
+        return 1.0

@@ -34,6 +34,11 @@ class Bernoulli(PerturbationScheduler):
             return True, self.rho
         return False, 0.0
 
+    def expected_perturbed_fraction(self, total_steps: int) -> float | None:
+        """1 for ``p=1`` and 0 for ``p=0``; None otherwise: ``p`` is only the share's expectation, and a
+        run's own share (a binomial draw) is what its cost follows."""
+        return self.p if self.p in (0.0, 1.0) else None
+
     def state_dict(self) -> dict[str, Any]:
         return {"random_state": self._random.getstate()}
 

@@ -1,0 +1,43 @@
+"""The machine a measurement ran on, named for the record: processor, device and load average.
+
+Cheap to import (torch is imported only to name a CUDA device), so benchmark scripts and reports can
+use it without paying for torch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def processor_name() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name on CUDA; the CPU's model name and core count otherwise."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return f"{processor_name()} ({os.cpu_count()} CPUs)"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none): how quiet the machine was."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
