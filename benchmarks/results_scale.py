@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,7 +197,11 @@ def harness_from() -> str:
 
 
 def measure(folder: Path, runs: int, repeats: int) -> dict:
-    """Generate (or reuse) the folders under ``folder``, time report and compare ``repeats`` times each."""
+    """Generate (or reuse) the folders under ``folder``, time report and compare ``repeats`` times each.
+
+    Each command's first process starts without the folders' indexes (``.index/``, which a harness that
+    keeps them writes on a first read): the cost of reading every file; later ones read what it left.
+    """
     generated(folder, runs)
     base, new = folder / "base", folder / "new"
     cli = [sys.executable, "-m", "harness.cli"]
@@ -204,33 +209,48 @@ def measure(folder: Path, runs: int, repeats: int) -> dict:
         "report": [*cli, "report", str(base), "-o", str(folder / "report-out")],
         "compare": [*cli, "compare", str(base), str(new), "--fail-on", "test_acc:-0.05"],
     }
-    record: dict = {
-        "runs": runs,
-        "files": sum(1 for _ in base.rglob("*.parquet")) + sum(1 for _ in new.rglob("*.parquet")),
-    }
+    record: dict = {"runs": runs, "files": sum(1 for side in (base, new) for _ in side.rglob("*.parquet"))}
+    record["files"] -= sum(1 for side in (base, new) for _ in side.rglob(".index/*.parquet"))
     load_before = os.getloadavg()[0]
     for name, command in commands.items():
+        for index in [*base.rglob(".index"), *new.rglob(".index")]:
+            shutil.rmtree(index)
         trials = [timed(command) for _ in range(repeats)]
-        record[name] = {
-            "seconds_median": statistics.median(t["seconds"] for t in trials),
-            "peak_rss_mib_median": statistics.median(t["peak_rss_mib"] for t in trials),
-            "trials": trials,
-        }
+        record[name] = {**summary(trials), "trials": trials}
     record.update(load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2))
     return record
 
 
+def summary(trials: list[dict]) -> dict:
+    """The first trial's figures and the median of the later ones' (None when there is one trial)."""
+    later = trials[1:]
+    return {
+        "first_seconds": trials[0]["seconds"],
+        "first_peak_rss_mib": trials[0]["peak_rss_mib"],
+        "later_seconds_median": statistics.median(t["seconds"] for t in later) if later else None,
+        "later_peak_rss_mib_median": statistics.median(t["peak_rss_mib"] for t in later) if later else None,
+    }
+
+
 def markdown(records: list[dict]) -> str:
+    """Every record as a table row: first and later (median) wall-clock and peak RSS of both commands."""
     lines = [
-        "| label | runs | report s | report MiB | compare s | compare MiB | exits | load before/after | CPU (cores) |",
+        "| label | runs | report s first / later | report MiB | compare s first / later | compare MiB | exits | "
+        "load before/after | CPU (cores) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for r in records:
+        cells = []
+        for name in ("report", "compare"):
+            figures = summary(r[name]["trials"])
+            seconds, memory = figures["later_seconds_median"], figures["later_peak_rss_mib_median"]
+            cells += [
+                f"{figures['first_seconds']:.1f} / " + ("-" if seconds is None else f"{seconds:.1f}"),
+                f"{figures['first_peak_rss_mib']:.0f} / " + ("-" if memory is None else f"{memory:.0f}"),
+            ]
         exits = "/".join(str(t["exit_code"]) for name in ("report", "compare") for t in r[name]["trials"])
         lines.append(
-            f"| {r['label']} | {r['runs']} | {r['report']['seconds_median']:.1f} | "
-            f"{r['report']['peak_rss_mib_median']:.0f} | {r['compare']['seconds_median']:.1f} | "
-            f"{r['compare']['peak_rss_mib_median']:.0f} | {exits} | {r['load_before']} / {r['load_after']} | "
+            f"| {r['label']} | {r['runs']} | {' | '.join(cells)} | {exits} | {r['load_before']} / {r['load_after']} | "
             f"{r['cpu']} ({r['cores']}) |"
         )
     return "\n".join(lines)

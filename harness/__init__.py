@@ -19,6 +19,7 @@ from harness.errors import (
     UnknownNameError,
 )
 from harness.hookspecs import hookimpl
+from harness.run_spec import RunSpec
 from harness.specs import (
     DatasetSpec,
     ExecutorSpec,
@@ -52,6 +53,7 @@ __all__ = [
     "PluginError",
     "PresetSpec",
     "ProtocolError",
+    "RunSpec",
     "SchedulerSpec",
     "SuiteError",
     "UnknownNameError",

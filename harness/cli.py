@@ -300,7 +300,8 @@ def _terminate_as_interrupt():
 def _run(args: argparse.Namespace) -> int:
     from harness.leases import timeout_s as lease_timeout_s
     from harness.progress import SuiteProgress
-    from harness.results import finished_run_ids, read_runs, suite_dir
+    from harness.results import finished_run_ids, read_history, read_runs, set_aside_damaged, suite_dir
+    from harness.suite import import_factories
 
     registry, suite = _load(args)
     if args.dry_run:
@@ -309,9 +310,12 @@ def _run(args: argparse.Namespace) -> int:
     executor = _executor(args, registry, suite)
     lease_timeout_s()  # a bad HARNESS_LEASE_TIMEOUT_S is refused before anything trains
     _writable(suite_dir(args.results_dir, suite.name))
+    for moved in set_aside_damaged(args.results_dir, suite.name):  # unreadable: renamed, and trained again
+        print(f"warning: {moved}", file=sys.stderr)
     done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
     pending = [run for run in suite.runs if run.run_id not in done]
     skipped = len(suite.runs) - len(pending)
+    import_factories(suite, registry, pending)  # validation read their paths; training needs them imported
     interrupted = False
     with SuiteProgress(suite.name, pending) as progress, _terminate_as_interrupt():
         try:
@@ -319,6 +323,7 @@ def _run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
     rows = read_runs(suite_dir(args.results_dir, suite.name), columns=["run_id", "status"])
+    read_history(suite_dir(args.results_dir, suite.name))  # updates the folder's index: the next report reads it
     status_of = dict(zip(rows["run_id"], rows["status"], strict=True))
     others = progress.skipped_runs  # leased or finished by another process meanwhile: theirs to report
     statuses = Counter(status_of.get(run.run_id, "not run") for run in pending if run.run_id not in others)
@@ -368,7 +373,7 @@ def _plugins(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from harness.report import build
 
-    report = build(args.results, args.out, reference=args.reference)
+    report = build(args.results, args.out, reference=args.reference, on_skip=_print_skipped)
     print(report.markdown)
     print(f"wrote {len(report.files)} files to {report.out}: report.md, report.html, summary.parquet and the figures")
     return EXIT_OK
@@ -377,9 +382,14 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from harness.compare import Gate, compare
 
-    comparison = compare(args.base, args.new, [Gate.parse(text) for text in args.gates])
+    comparison = compare(args.base, args.new, [Gate.parse(text) for text in args.gates], on_skip=_print_skipped)
     print(comparison.markdown)
-    return EXIT_RUN_FAILED if comparison.failures else EXIT_OK
+    return EXIT_RUN_FAILED if comparison.failures else EXIT_OK  # a skipped file is no failure
+
+
+def _print_skipped(skipped) -> None:
+    """A file ``report`` or ``compare`` did not read, on stderr: a warning when damaged, a note when not results."""
+    print(f"{'warning' if skipped.damaged else 'note'}: {skipped}", file=sys.stderr)
 
 
 def _csv(text: str | None) -> list[str]:

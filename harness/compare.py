@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError, did_you_mean
-from harness.gather import GROUP, check_averageable, configuration_key, group_label, load
+from harness.gather import GROUP, check_averageable, configuration_keys, group_label, load
 from harness.report_tables import GROUP_COLUMNS, Table, first_line, group_cells, markdown
+from harness.results import Skipped
 from harness.seed_statistics import two_sample
 
 #: Metrics shown for every group (those present on both sides), before the gated ones.
@@ -96,15 +97,17 @@ class Comparison:
     markdown: str
 
 
-def _side(path: str | Path, name: str) -> pd.DataFrame:
-    runs = load([path]).runs
-    check_averageable(runs)
+def _side(path: str | Path, name: str, on_skip: Callable[[Skipped], None] | None) -> pd.DataFrame:
+    runs = load([path], on_skip).runs
     has_config = runs["config"].notna() & (runs["config"] != "")
+    keys = [
+        configuration_keys(c) if known else (None, None) for c, known in zip(runs["config"], has_config, strict=True)
+    ]
+    runs["key"], runs["group_key"] = [key for key, _ in keys], [group for _, group in keys]
+    check_averageable(runs, seedless=runs["group_key"])
     runs = runs[has_config].copy()
     if runs.empty:
         raise UsageError(f"{name} {path}: no run records its configuration (config column); nothing to match")
-    runs["key"] = [configuration_key(c) for c in runs["config"]]
-    runs["group_key"] = [configuration_key(c, drop=("seed",)) for c in runs["config"]]
     return runs
 
 
@@ -119,9 +122,18 @@ def _check_metrics(gates: Sequence[Gate], base: pd.DataFrame, new: pd.DataFrame)
                 )
 
 
-def compare(base_dir: str | Path, new_dir: str | Path, gates: Sequence[Gate] = ()) -> Comparison:
-    """Match the runs of ``new_dir`` to those of ``base_dir`` and apply ``gates``."""
-    base, new = _side(base_dir, "BASE_DIR"), _side(new_dir, "NEW_DIR")
+def compare(
+    base_dir: str | Path,
+    new_dir: str | Path,
+    gates: Sequence[Gate] = (),
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> Comparison:
+    """Match the runs of ``new_dir`` to those of ``base_dir`` and apply ``gates``.
+
+    A file of either folder that cannot be read, or is not a run file, is skipped and passed to
+    ``on_skip`` (``harness.gather.load``): it fails no gate.
+    """
+    base, new = _side(base_dir, "BASE_DIR", on_skip), _side(new_dir, "NEW_DIR", on_skip)
     _check_metrics(gates, base, new)
     matched = base.merge(new, on="key", suffixes=("_base", "_new"))
     if matched.empty:
@@ -132,12 +144,15 @@ def compare(base_dir: str | Path, new_dir: str | Path, gates: Sequence[Gate] = (
     metrics = list(dict.fromkeys([*(m for m in SHOWN if m in base and m in new), *(g.metric for g in gates)]))
     failures = _status_regressions(matched)
     both_ok = matched[(matched["status_base"] == "ok") & (matched["status_new"] == "ok")]
+    values = [f"{metric}_{side}" for metric in metrics for side in ("base", "new")]
+    shown = both_ok[list(dict.fromkeys(["group_key_base", *(f"{column}_base" for column in GROUP), *values]))]
+    shown = shown.assign(**{column: pd.to_numeric(shown[column], errors="coerce") for column in values})
     records, evaluated = [], dict.fromkeys((g.text for g in gates), 0)
-    for _, rows in both_ok.groupby("group_key_base", sort=False):
+    for _, rows in shown.groupby("group_key_base", sort=False):  # only the columns used: each group is a copy
         first = rows.iloc[0]
         group = {column: first[f"{column}_base"] for column in GROUP}
         for metric in metrics:
-            pairs = rows[[f"{metric}_base", f"{metric}_new"]].apply(pd.to_numeric, errors="coerce").dropna()
+            pairs = rows[[f"{metric}_base", f"{metric}_new"]].dropna()
             if pairs.empty:
                 continue
             before, after = pairs.iloc[:, 0].to_numpy(), pairs.iloc[:, 1].to_numpy()

@@ -33,8 +33,6 @@ from torch import nn
 
 from harness.optim import PerturbationScheduler, StepContext
 
-SCOPES = ("global", "local")
-
 
 def free_port() -> int:
     """A TCP port free on this host for the process group's rendezvous."""

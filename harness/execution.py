@@ -1,44 +1,78 @@
-"""What executors need from the core: runs as JSON payloads, the worker entry point, crash records.
+"""The executor API: everything an executor plugin needs from the core, importable from this module.
 
 Executor plugins (``register_executors``) build an object with one method::
 
     executor.run(runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None
 
 It trains every run somewhere (a local process pool, a Slurm job array, Ray tasks), each through
-``run_worker`` in the process that trains it, which writes the run's own Parquet files and its log
-(``RESULTS_DIR/<suite>/logs/<run_id>.log``). Nothing needs to travel back through pickles: the driver
-reads the statuses from the files. ``events`` receives progress (``started``, ``epoch``,
-``finished``, ``skipped``) where the executor can deliver it; an executor whose worker died without
-writing a row (a signal, the OOM killer, a preempted job) calls ``record_crash`` so the run is
-recorded as ``failed`` and the others go on.
+
+    run_worker(run_payload(run), results_dir, entry_points=loaded_entry_points(), since=...)
+
+in the process that trains it (``harness.worker``), which writes the run's own Parquet files and its
+log (``harness.worker_log``). Nothing needs to travel back through pickles: the driver reads each
+run's result from its row file (a ``RowWatch`` made when the run is handed to a worker, whose
+``settle`` reports it to ``events``). ``events`` receives progress (``started``, ``epoch``,
+``finished``, ``skipped``) where the executor can deliver it; a driver whose workers train elsewhere
+reads the epochs from the runs' logs (``LogReader``). A worker that died without writing a row (a
+signal, the OOM killer, a preempted job) leaves ``RowWatch.settle`` to record the run ``failed``
+(``record_crash``), so the others go on.
 
 ``run_worker`` first takes the run's lease (``harness.leases``): a run that another live process is
 training, or that another process finished since the driver chose it, is not trained twice. The
-worker then returns ``Skipped`` having written nothing, and the executor reports ``events.skipped``
-and writes nothing either (no crash record).
+worker then returns ``Skipped`` having written nothing, and ``RowWatch.settle`` reports
+``events.skipped`` and writes nothing either (no crash record).
+
+``__all__`` is the API: the names defined here (the protocols, ``RowWatch``, ``worker_modules``) and
+those of ``harness.worker`` and ``harness.worker_log`` that executors use. Importing it is cheap (no
+torch): the worker imports the runner and torch only when it trains.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import os
-import sys
-import traceback
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness import leases
-from harness.paths import inside
-from harness.plugins import Registry
-from harness.results import FINISHED_STATUSES, suite_dir, write_run
-from harness.suite import RunSpec
+from harness.plugins import Registry, loaded_entry_points
+from harness.results import suite_dir
+from harness.run_spec import RunSpec
+from harness.worker import (
+    Skipped,
+    describe_exception,
+    lease_path,
+    record_crash,
+    row_path,
+    run_from_payload,
+    run_payload,
+    run_worker,
+)
+from harness.worker_log import Epoch, LogReader, Started, log_path
+
+__all__ = [
+    "RUN_MODULES",
+    "Epoch",
+    "Executor",
+    "LogReader",
+    "RowWatch",
+    "RunEvents",
+    "RunSpec",
+    "Skipped",
+    "Started",
+    "describe_exception",
+    "lease_path",
+    "loaded_entry_points",
+    "log_path",
+    "record_crash",
+    "row_path",
+    "run_from_payload",
+    "run_payload",
+    "run_worker",
+    "suite_dir",
+    "worker_modules",
+]
 
 
 class RunEvents(Protocol):
@@ -59,8 +93,8 @@ class Executor(Protocol):
     def run(self, runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None: ...
 
 
-#: Modules every run imports besides its components' own: the runner, and timm's optimizer and
-#: learning-rate schedule factories (``harness.runner.build``).
+#: Modules every run imports besides its components' own: torch, the runner, this API (the worker),
+#: and timm's optimizer and learning-rate schedule factories (``harness.runner.build``).
 RUN_MODULES = ("torch", "harness.runner", "harness.execution", "timm.optim", "timm.scheduler")
 
 
@@ -81,167 +115,46 @@ def worker_modules(runs: Sequence[RunSpec], registry: Registry) -> list[str]:
     return list(modules)
 
 
-def run_payload(run: RunSpec) -> dict[str, Any]:
-    """``run`` as plain JSON-able data (what crosses process and machine boundaries)."""
-    payload = dataclasses.asdict(run)
-    payload["metrics"] = [[name, dict(params)] for name, params in run.metrics]
-    return json.loads(json.dumps(payload))
-
-
-def run_from_payload(payload: Mapping[str, Any]) -> RunSpec:
-    """The ``RunSpec`` that ``run_payload`` described."""
-    fields = dict(payload)
-    fields["metrics"] = tuple((name, dict(params)) for name, params in fields.get("metrics", ()))
-    return RunSpec(**fields)
-
-
-def log_path(results_dir: str | Path, run: RunSpec) -> Path:
-    """Where a run's log goes."""
-    return inside(suite_dir(results_dir, run.suite), "logs", f"{run.run_id}.log")
-
-
-def lease_path(results_dir: str | Path, run: RunSpec) -> Path:
-    """The lease file of a run being trained (``harness.leases``)."""
-    return inside(suite_dir(results_dir, run.suite), ".leases", f"{run.run_id}.lease")
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """What ``run_worker`` returns for a run it did not train: another process has it (``reason`` says which)."""
-
-    run_id: str
-    reason: str
-
-
-def finished_since(results_dir: str | Path, run: RunSpec, since: datetime) -> str:
-    """Who finished ``run`` (status ok or diverged) at or after ``since``; "" when nobody did.
-
-    A row that cannot be read counts as not finished: training the run again replaces it.
-    """
-    path = inside(suite_dir(results_dir, run.suite), f"{run.run_id}.parquet")
+def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
-        row = pq.read_table(path, columns=["status", "finished_at", "host"]).to_pylist()[0]
-    except (OSError, pa.ArrowException, IndexError):
-        return ""
-    finished_at = row["finished_at"]
-    if row["status"] not in FINISHED_STATUSES or finished_at is None or finished_at < since:
-        return ""
-    return f"finished {row['status']} on {row['host'] or 'another host'} at {finished_at.isoformat(timespec='seconds')}"
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-@contextlib.contextmanager
-def _redirected(path: Path):
-    """Send this process's stdout and stderr (file descriptors too) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("a", buffering=1) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        old_streams = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = log
-        try:
-            yield log
-        finally:
-            sys.stdout, sys.stderr = old_streams
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+class RowWatch:
+    """How a run ended, seen from the driver: the row its worker wrote since the watch began, or a crash record.
 
-
-def run_worker(
-    payload: Mapping[str, Any],
-    results_dir: str,
-    *,
-    threads: int | None = None,
-    on_epoch: Callable[[str, int, float], None] | None = None,
-    entry_points: Sequence[tuple[str, str]] = (),
-    since: datetime | None = None,
-) -> str | Skipped:
-    """Train one run in this process (a fresh one, ideally) and write its files; return its status.
-
-    The run's lease is held while it trains (released when its row is written or the run is stopped).
-    ``Skipped``, with nothing written, when another live process holds the lease, or when a row
-    finished at or after ``since`` is already there (another process trained the run after the driver
-    chose it: the driver gives the time it chose its runs; None trains whatever is recorded).
-
-    threads: torch's intra-op threads for this run (executors split the cores between workers).
-    on_epoch: ``on_epoch(run_id, epoch, test_acc)`` after every epoch (progress for the driver).
-    entry_points: the driver's ``harness.plugins.loaded_entry_points()``, loaded here too, so the run
-        trains with the plugins its suite was validated against.
+    Create it when the run is handed to a worker. A worker that died without writing a row leaves
+    either no file or the file of an earlier attempt (a ``failed`` row being retried): the watch
+    remembers the file as it was, so only a row written since counts.
     """
-    run = run_from_payload(payload)
-    lease = leases.take(lease_path(results_dir, run))
-    if isinstance(lease, leases.Holder):
-        return Skipped(run.run_id, f"leased by {lease.describe()}")
-    with lease:
-        done = finished_since(results_dir, run, since) if since is not None else ""
-        if done:
-            return Skipped(run.run_id, done)
-        return _train(run, results_dir, threads, on_epoch, entry_points)
 
+    def __init__(self, results_dir: str | Path, run: RunSpec) -> None:
+        self.run = run
+        self.results_dir = results_dir
+        self.path = row_path(results_dir, run)
+        self._before = _signature(self.path)
 
-def _train(
-    run: RunSpec,
-    results_dir: str,
-    threads: int | None,
-    on_epoch: Callable[[str, int, float], None] | None,
-    entry_points: Sequence[tuple[str, str]],
-) -> str:
-    """``run_worker``'s training, under the run's lease: the log, the plugins, the run; return its status."""
-    import torch
+    def fresh_row(self) -> dict[str, Any] | None:
+        """The row written since the watch began, or ``None``."""
+        signature = _signature(self.path)
+        if signature is None or signature == self._before:
+            return None
+        return pq.read_table(self.path).to_pylist()[0]
 
-    from harness.plugins import Registry
-    from harness.runner import execute
+    def settle(self, events: RunEvents, error: str, outcome: Any = None) -> dict[str, Any] | None:
+        """Report how the run ended: with its fresh row, or with a ``failed`` row recording ``error``.
 
-    if threads:
-        torch.set_num_threads(threads)
-    with _redirected(log_path(results_dir, run)) as log:
-        print(f"{datetime.now(timezone.utc).isoformat()} {run.run_id}: start on {os.uname().nodename}", file=log)
-        print(json.dumps(run.config(), sort_keys=True), file=log)
-        epoch_callback = None
-        if on_epoch is not None:
-
-            def epoch_callback(spec: RunSpec, epoch: int, test_acc: float) -> None:
-                print(f"epoch {epoch}/{spec.epochs} test_acc {test_acc:.4f}", file=log)
-                on_epoch(spec.run_id, epoch, test_acc)
-
-        registry = Registry.from_plugins(extra_entry_points=entry_points)
-        row = execute(run, registry, results_dir, on_epoch=epoch_callback)
-        print(f"{datetime.now(timezone.utc).isoformat()} {run.run_id}: {row['status']} {row['error']}", file=log)
-    return row["status"]
-
-
-def record_crash(run: RunSpec, results_dir: str | Path, error: str) -> dict[str, Any]:
-    """Write a ``failed`` row for a run whose worker died before recording anything itself."""
-    now = datetime.now(timezone.utc)
-    row = {
-        "run_id": run.run_id,
-        "suite": run.suite,
-        "method": run.method,
-        "preset": run.preset,
-        "optimizer": run.optimizer,
-        "scheduler": run.scheduler,
-        "model": run.model,
-        "dataset": run.dataset,
-        "noise_rate": run.noise_rate,
-        "seed": run.seed,
-        "epochs": run.epochs,
-        "batch_size": run.batch_size,
-        "steps": 0,
-        "status": "failed",
-        "error": error,
-        "config": json.dumps(run.config(), sort_keys=True),
-        "started_at": now,
-        "finished_at": now,
-    }
-    write_run(results_dir, run.suite, row, [])
-    return row
-
-
-def describe_exception() -> str:
-    """The current exception as ``Type: message`` plus a short traceback (for crash records)."""
-    kind, value, _ = sys.exc_info()
-    return f"{kind.__name__ if kind else 'Error'}: {value}\n{traceback.format_exc(limit=-6)}"
+        ``outcome`` is what the worker returned, where the executor has it: for ``Skipped`` the run is
+        reported skipped, nothing is written, and None returned.
+        """
+        if isinstance(outcome, Skipped):
+            events.skipped(self.run, outcome.reason)
+            return None
+        row = self.fresh_row()
+        if row is None:
+            row = record_crash(self.run, self.results_dir, error)
+        events.finished(self.run, row)
+        return row

@@ -2,7 +2,9 @@
 
 A folder argument is either a suite folder (``RESULTS_DIR/<suite>``, holding ``*.parquet`` run
 files) or a folder of suite folders (``RESULTS_DIR``). Several folders, from several suites or
-machines, are read together; each run row keeps the folder it came from in ``source``.
+machines, are read together; each run row keeps the folder it came from in ``source``. Files that
+cannot be read, or are not run (history) files, are skipped (``harness.results.read_folder``) and
+passed to ``on_skip``: one bad file never blocks a report or a comparison.
 
 Runs are averaged per group (suite, dataset, model, noise rate, method) only when their resolved
 configurations (the ``config`` column) agree in everything but the seed and provenance; otherwise
@@ -13,7 +15,7 @@ configurations (the ``config`` column) agree in everything but the seed and prov
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.results import read_history, read_runs
+from harness.results import Skipped, read_folder
 
 CONDITION = ("dataset", "model", "noise_rate")
 GROUP = ("suite", *CONDITION, "method")
@@ -54,6 +56,7 @@ class Results:
     runs: pd.DataFrame
     history: pd.DataFrame
     folders: tuple[Path, ...]
+    skipped: tuple[Skipped, ...] = ()
 
 
 def suite_folders(path: str | Path) -> list[Path]:
@@ -75,19 +78,36 @@ def _holds_runs(folder: Path) -> bool:
     return not (folder / REPORT_MARKER).exists() and any(folder.glob("*.parquet"))
 
 
-def load(paths: Iterable[str | Path]) -> Results:
-    """Every run and history row under ``paths`` (each a suite folder or a folder of them)."""
-    folders = list(dict.fromkeys(f.resolve() for p in paths for f in suite_folders(p)))
-    runs, history = [], []
-    for folder in folders:
-        rows = read_runs(folder)
+def load(paths: Iterable[str | Path], on_skip: Callable[[Skipped], None] | None = None) -> Results:
+    """Every run and history row under ``paths`` (each a suite folder or a folder of them).
+
+    A file skipped (damaged, or not a run or history file) is passed to ``on_skip`` as soon as it is
+    found, and listed in ``Results.skipped``; a folder none of whose files is a run file is left out.
+    Raises ``HarnessError`` when no run file at all can be read.
+    """
+    paths = list(paths)
+    candidates = list(dict.fromkeys(f.resolve() for p in paths for f in suite_folders(p)))
+    folders, runs, history, skipped = [], [], [], []
+    for folder in candidates:
+        found, curves = read_folder(folder, "run"), read_folder(folder / "history", "history")
+        for file in (*found.skipped, *curves.skipped):
+            skipped.append(file)
+            if on_skip is not None:
+                on_skip(file)
+        if found.rows.empty:
+            continue
+        rows = found.rows
         rows["source"] = str(folder)
         rows["suite"] = rows["suite"].fillna(folder.name)
+        folders.append(folder)
         runs.append(rows)
-        history.append(read_history(folder).assign(source=str(folder)))
+        history.append(curves.rows.assign(source=str(folder)))
+    if not runs:
+        shown = "; ".join(map(str, skipped[:3])) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise HarnessError(f"{', '.join(map(str, paths))}: no readable run file" + (f" ({shown})" if skipped else ""))
     runs_table = pd.concat(runs, ignore_index=True) if len(runs) > 1 else runs[0]
     history_table = pd.concat([h for h in history if not h.empty] or history[:1], ignore_index=True)
-    return Results(runs_table, history_table, tuple(folders))
+    return Results(runs_table, history_table, tuple(folders), tuple(skipped))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -111,7 +131,17 @@ def configuration(config_json: str | None, *, drop: Iterable[str] = ()) -> dict[
 
 def configuration_key(config_json: str | None, *, drop: Iterable[str] = ()) -> str:
     """A canonical string of ``configuration(...)``: equal for runs of the same configuration."""
-    return json.dumps(configuration(config_json, drop=drop), sort_keys=True, default=str)
+    return _canonical(configuration(config_json, drop=drop))
+
+
+def configuration_keys(config_json: str | None) -> tuple[str, str]:
+    """``configuration_key`` of a config with and without its seed, parsing it once."""
+    config = configuration(config_json)
+    return _canonical(config), _canonical({key: value for key, value in config.items() if key != "seed"})
+
+
+def _canonical(configuration: Mapping[str, Any]) -> str:
+    return json.dumps(configuration, sort_keys=True, default=str)
 
 
 def group_label(group: Mapping[str, Any] | Sequence[Any]) -> str:
@@ -123,15 +153,25 @@ def group_label(group: Mapping[str, Any] | Sequence[Any]) -> str:
     )
 
 
-def check_averageable(runs: pd.DataFrame) -> None:
-    """Raise ``IncompatibleRunsError`` when a group's runs differ in more than the seed, or repeat a seed."""
-    for group, rows in runs.groupby(list(GROUP), sort=True, dropna=False):
-        configs = {
-            run_id: configuration(config, drop=("seed",))
-            for run_id, config in zip(rows["run_id"], rows["config"], strict=True)
-            if isinstance(config, str) and config
-        }
-        differing = _differing_keys(configs)
+def check_averageable(runs: pd.DataFrame, seedless: Sequence[str | None] | None = None) -> None:
+    """Raise ``IncompatibleRunsError`` when a group's runs differ in more than the seed, or repeat a seed.
+
+    Each configuration is parsed once (``seedless``: each run's ``configuration_key`` without the seed,
+    None without a config, when the caller has them); only a group whose configurations are not all
+    alike is compared key by key (to name the keys), so the cost grows with the runs, not runs x keys.
+    """
+    if seedless is None:
+        seedless = [configuration_key(c, drop=("seed",)) if isinstance(c, str) and c else None for c in runs["config"]]
+    rows_of = runs[[*GROUP, "run_id", "config", "source", "seed"]].assign(seedless=list(seedless))
+    for group, rows in rows_of.groupby(list(GROUP), sort=True, dropna=False):
+        differing = []
+        if rows["seedless"].nunique() > 1:
+            configs = {
+                run_id: configuration(config, drop=("seed",))
+                for run_id, config in zip(rows["run_id"], rows["config"], strict=True)
+                if isinstance(config, str) and config
+            }
+            differing = _differing_keys(configs)
         if differing:
             shown = "; ".join(differing[:5]) + (f"; and {len(differing) - 5} more" if len(differing) > 5 else "")
             sources = sorted(set(rows["source"]))

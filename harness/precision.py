@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-MODES = ("fp32", "bf16", "fp16")
+from harness.run_spec import PRECISIONS as MODES
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

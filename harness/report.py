@@ -11,7 +11,7 @@ behind them, one tidy row per condition and method.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from harness.figures import method_colors, suite_figures
 from harness.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report_html import Picture, page
 from harness.report_tables import failures_table, markdown, summary_table
+from harness.results import Skipped
 from harness.summary import SAM, failures, summarize, warnings_for
 
 DPI = 100
@@ -42,9 +43,20 @@ def default_out(paths: Sequence[str | Path]) -> Path:
     return Path(paths[0]) / "report"
 
 
-def build(paths: Sequence[str | Path], out: str | Path | None = None, reference: str = SAM) -> Report:
-    """Read ``paths``, write the report to ``out`` (default ``default_out(paths)``), return it."""
-    results = load(paths)
+def build(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    reference: str = SAM,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> Report:
+    """Read ``paths``, write the report to ``out`` (default ``default_out(paths)``), return it.
+
+    Files that cannot be read, or are not run files, are skipped and passed to ``on_skip``
+    (``harness.gather.load``). ``out`` is refused when results would be read from it (``check_out``).
+    """
+    results = load(paths, on_skip)
+    out = Path(out) if out is not None else default_out(paths)
+    check_out(out, paths, results)
     runs = results.runs
     check_averageable(runs)
     methods = set(runs["method"].dropna())
@@ -56,11 +68,11 @@ def build(paths: Sequence[str | Path], out: str | Path | None = None, reference:
     summary = summarize(runs, reference)
     failed = failures(runs)
     notes = warnings_for(summary)
-    out = Path(out) if out is not None else default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
+    summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
+    markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
     pictures = _draw(summary, results, out)
     markdown = _markdown(results, summary, failed, notes, pictures, reference)
-    summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
     summary.to_parquet(summary_path, index=False)
     markdown_path.write_text(markdown)
     html_path.write_text(
@@ -76,6 +88,24 @@ def build(paths: Sequence[str | Path], out: str | Path | None = None, reference:
     )
     files = (markdown_path, html_path, summary_path, *(out / p.name for p in pictures))
     return Report(markdown, out, files, summary)
+
+
+def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
+    """Refuse (``UsageError``) an output folder that results are read from: a ``RESULTS_DIR`` given, a suite
+    folder or its ``history/``, or any folder holding ``.parquet`` files that is not a report's. The
+    report's ``summary.parquet`` would otherwise be read as a run file later, or mix with runs."""
+    target = out.resolve()
+    read = {Path(p).resolve(): "a RESULTS_DIR being read" for p in paths}
+    for folder in results.folders:
+        read.update({folder: "a suite folder being read", folder / "history": "the history folder of a suite"})
+    why = read.get(target)
+    if why is None and target.is_dir() and not (target / REPORT_MARKER).exists() and any(target.glob("*.parquet")):
+        why = "a folder of .parquet files (results?) that is not a report's"
+    if why:
+        raise UsageError(
+            f"-o {out}: refusing to write the report into {why}: its summary.parquet would be read as results "
+            f"later; choose another folder, e.g. {default_out(paths)} (the default)"
+        )
 
 
 def _draw(summary: pd.DataFrame, results: Results, out: Path) -> list[Picture]:

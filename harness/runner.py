@@ -48,7 +48,7 @@ from harness.optim import StepInfo, optimizer_state_bytes
 from harness.plugins import Registry
 from harness.precision import Precision, prepare_model
 from harness.results import write_run
-from harness.suite import RunSpec
+from harness.run_spec import RunSpec
 from harness.timing import StepTimer, Stopwatch
 
 EpochCallback = Callable[[RunSpec, int, float], None]
@@ -467,12 +467,16 @@ def _finite_or_none(value: float) -> float | None:
 def execute(
     run: RunSpec, registry: Registry, results_dir: str | Path, *, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
-    """Train ``run``, record its status whatever happens, write its files, return its row.
+    """Train ``run`` in this process, record its status whatever happens, write its files, return its row.
 
-    A run with ``nproc > 1`` is trained by that many spawned processes (DDP); rank 0 writes the files.
+    A data-parallel run (``nproc > 1``) calls it in each of its ranks, which the worker starts
+    (``harness.worker``); rank 0 writes the files.
     """
     if run.nproc > 1 and not distributed.active():
-        return _execute_spawned(run, results_dir)
+        raise ValueError(
+            f"run {run.run_id} has nproc={run.nproc}: execute() trains one rank of it, in a process group "
+            "of that size; harness.execution.run_worker starts the ranks"
+        )
     started = datetime.now(timezone.utc)
     status, error = "ok", ""
     state = RunState()
@@ -488,42 +492,3 @@ def execute(
         registry.manager.hook.run_finished(run=run, result=row)
         write_run(results_dir, run.suite, row, state.history)
     return row
-
-
-def _rank_main(
-    rank: int, payload: dict[str, Any], results_dir: str, port: int, world_size: int, entry_points: list
-) -> None:
-    """One rank of a data-parallel run (``torch.multiprocessing`` entry point), with the driver's plugins."""
-    from harness.execution import run_from_payload
-
-    run = run_from_payload(payload)
-    distributed.init(rank, world_size, port, resolve_device(run.device))
-    try:
-        execute(run, Registry.from_plugins(extra_entry_points=entry_points), results_dir)
-    finally:
-        distributed.shutdown()
-
-
-def _execute_spawned(run: RunSpec, results_dir: str | Path) -> dict[str, Any]:
-    """Spawn ``run.nproc`` ranks for ``run``; record a failure if they die before rank 0 writes a row."""
-    import torch.multiprocessing as mp
-
-    from harness.execution import record_crash, run_payload
-    from harness.plugins import loaded_entry_points
-    from harness.results import read_runs, suite_dir
-
-    try:
-        mp.start_processes(
-            _rank_main,
-            args=(run_payload(run), str(results_dir), distributed.free_port(), run.nproc, loaded_entry_points()),
-            nprocs=run.nproc,
-            start_method="spawn",
-        )
-        error = ""
-    except Exception as failure:  # a rank raised or died: the others were stopped
-        error = f"{type(failure).__name__}: {failure}"
-    rows = read_runs(suite_dir(results_dir, run.suite))
-    mine = rows[rows["run_id"] == run.run_id]
-    if mine.empty or error:
-        return record_crash(run, results_dir, error or "the ranks exited without writing a result")
-    return mine.iloc[0].to_dict()

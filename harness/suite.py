@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
+import functools
 import itertools
-import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,12 @@ from typing import Any
 import yaml
 
 from harness import suite_yaml
-from harness.errors import SuiteError, UnknownNameError, did_you_mean, short_repr
+from harness.errors import SHORT_REPR_CHARS, SuiteError, UnknownNameError, did_you_mean, short_repr
+from harness.lazy_check import check_path, declared_timm_optimizers
 from harness.paths import NAME_RULE, is_safe_name
 from harness.plugins import Registry
+from harness.run_spec import CHOICES, RUN_DEFAULTS, RunSpec
+from harness.specs import Spec
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -65,34 +67,6 @@ TOP_LEVEL_KEYS = (
     "executor",
 )
 DEFAULT_EXECUTOR = "local"
-RUN_DEFAULTS: dict[str, Any] = {
-    "epochs": 15,
-    "batch_size": 64,
-    "eval_batch_size": 1024,
-    "device": "auto",
-    "base_optimizer": {"name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
-    "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
-    "train_eval": "end",
-    "metric_every": 0,
-    "metric_batches": 4,
-    "metric_batch_size": 128,
-    "target_acc": None,
-    "nproc": 1,
-    "perturbation_scope": "global",
-    "precision": "fp32",
-    "channels_last": False,
-    "compile": False,
-    "grad_clip_norm": None,
-    "bn_stats_pass": "first",
-}
-#: Settings added after the first release: they enter ``RunSpec.config()`` (and so the run id) only when
-#: they differ from these defaults, so results written before they existed keep their ids and resume.
-LATER_SETTINGS = {
-    key: RUN_DEFAULTS[key] for key in ("precision", "channels_last", "compile", "grad_clip_norm", "bn_stats_pass")
-}
-BN_STATS_PASSES = ("first", "every")
-TRAIN_EVAL = ("end", "epoch")
-PRECISIONS = ("fp32", "bf16", "fp16")  # harness.precision.MODES (not imported: this module needs no torch)
 #: What ``--smoke`` does to a suite: one epoch, the first seed, the highest noise rate, batches of at most
 #: SMOKE_BATCH, at most SMOKE_EXAMPLES training and test examples where the dataset can subsample, and
 #: every method, model and dataset once rather than their product (``_smoke_grid``). A wiring check on a
@@ -113,90 +87,6 @@ LR_SCHEDULE_KEYS = (
 METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses larger seeds
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One fully resolved training run: everything needed to train it, and nothing else.
-
-    ``run_id`` hashes ``config()``, so the same run in a rerun gets the same id (resume) and any
-    change to a resolved setting, including a plugin default, gives a new id.
-    """
-
-    suite: str
-    method: str
-    optimizer: str
-    optimizer_params: Mapping[str, Any]
-    scheduler: str
-    scheduler_params: Mapping[str, Any]
-    base_optimizer: Mapping[str, Any]
-    lr_schedule: Mapping[str, Any]
-    model: str
-    model_params: Mapping[str, Any]
-    dataset: str
-    dataset_params: Mapping[str, Any]
-    noise_rate: float
-    seed: int
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    device: str
-    preset: str = ""
-    train_eval: str = "end"
-    metrics: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-    metric_every: int = 0
-    metric_batches: int = 4
-    metric_batch_size: int = 128
-    target_acc: float | None = None
-    nproc: int = 1
-    perturbation_scope: str = "global"
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    grad_clip_norm: float | None = None
-    bn_stats_pass: str = "first"
-    reference_test_acc: float | None = None
-    reference_source: str = ""
-
-    def config(self) -> dict[str, Any]:
-        """The resolved configuration as plain JSON-able data."""
-        return {
-            "suite": self.suite,
-            "method": self.method,
-            "preset": self.preset,
-            "optimizer": {"name": self.optimizer, **self.optimizer_params},
-            "scheduler": {"name": self.scheduler, **self.scheduler_params},
-            "base_optimizer": dict(self.base_optimizer),
-            "lr_schedule": dict(self.lr_schedule),
-            "model": {"name": self.model, **self.model_params},
-            "dataset": {"name": self.dataset, **self.dataset_params},
-            "noise_rate": self.noise_rate,
-            "seed": self.seed,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "device": self.device,
-            "train_eval": self.train_eval,
-            "metrics": [{"name": name, **params} for name, params in self.metrics],
-            "metric_every": self.metric_every,
-            "metric_batches": self.metric_batches,
-            "metric_batch_size": self.metric_batch_size,
-            "target_acc": self.target_acc,
-            "nproc": self.nproc,
-            "perturbation_scope": self.perturbation_scope,
-            **{key: getattr(self, key) for key, default in LATER_SETTINGS.items() if getattr(self, key) != default},
-        }
-
-    def components(self) -> list[tuple[str, str]]:
-        """``(kind, name)`` of every registered component the run builds."""
-        used = [("optimizer", self.optimizer), ("scheduler", self.scheduler), ("model", self.model)]
-        return [*used, ("dataset", self.dataset), *(("metric", name) for name, _ in self.metrics)]
-
-    @property
-    def run_id(self) -> str:
-        """``<method>-s<seed>-<12 hex digits of the config hash>``: readable and unique."""
-        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.method}-s{self.seed}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -228,9 +118,10 @@ class _Checker:
     def keys(self, key: str, value: Mapping[str, Any], allowed: Sequence[str], hints: str = "") -> None:
         for name in value:
             if name not in allowed:
-                where = f"{key}.{name}" if key else str(name)
+                shown = str(name) if len(str(name)) <= SHORT_REPR_CHARS else short_repr(name)  # a 1 MiB key
+                where = f"{key}.{shown}" if key else shown
                 raise SuiteError(
-                    f"{self.source}: {where}: unknown key{did_you_mean(str(name), allowed)}; "
+                    f"{self.source}: {where}: unknown key{did_you_mean(shown, allowed)}; "
                     f"expected one of: {', '.join(allowed)}{hints}"
                 )
 
@@ -436,22 +327,38 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     )
     runs = tuple(_with_reference(_run(name, settings, *axes), references) for axes in grid)
     executor = _executor(checker, registry, document.get("executor"))
-    _check_factories(path, registry, [c for run in runs for c in run.components()])
+    _check_factories(path, registry, runs, _check_path)
     return Suite(name=name, description=description, path=path, runs=runs, executor=executor)
 
 
-def _check_factories(path: str, registry: Registry, used: Iterable[tuple[str, str]]) -> None:
-    """Import the factory of every component the suite uses, so that a plugin whose lazy factory path is
+def _check_factories(path: str, registry: Registry, runs: Iterable[RunSpec], check: Callable[[Spec], Any]) -> None:
+    """``check`` the factory of every component the runs use, so that a plugin whose lazy factory path is
     wrong fails here, naming the plugin, rather than in every run."""
-    for kind, name in dict.fromkeys(used):
+    for kind, name in dict.fromkeys(component for run in runs for component in run.components()):
         spec = registry.get(kind, name)
         try:
-            spec.load()
+            check(spec)
         except Exception as error:  # ImportError, AttributeError, or whatever the module raised on import
             raise SuiteError(
                 f"{path}: {kind} {name!r} (registered by {spec.provider or 'an unnamed plugin'}): its factory "
                 f"{spec.factory!r} cannot be loaded: {type(error).__name__}: {error}"
             ) from error
+
+
+def _check_path(spec: Spec) -> None:
+    """A lazy factory path checked from its module's source where it can be (``harness.lazy_check``)."""
+    if isinstance(spec.factory, str):
+        check_path(spec.factory)
+
+
+def import_factories(suite: Suite, registry: Registry, runs: Sequence[RunSpec]) -> None:
+    """Import the factory of every component ``runs`` use (a ``SuiteError`` naming the plugin if one fails).
+
+    ``load_suite`` checked the factory paths without importing them; ``harness run`` calls this just
+    before training, when the imports are needed anyway, so a plugin module that exists but fails on
+    import (a missing dependency) stops the suite before it trains rather than crashing every run.
+    """
+    _check_factories(suite.path, registry, runs, lambda spec: spec.load())
 
 
 def _executor(checker: _Checker, registry: Registry, raw: Any) -> tuple[str, dict[str, Any]]:
@@ -624,20 +531,12 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
         settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
     settings["metric_every"] = checker.integer("defaults.metric_every", settings["metric_every"], 0)
     settings["nproc"] = checker.integer("defaults.nproc", settings["nproc"], 1)
-    if settings["perturbation_scope"] not in ("global", "local"):
-        raise checker.fail(
-            "defaults.perturbation_scope",
-            settings["perturbation_scope"],
-            "global (perturb with the all-reduced gradient) or local (each rank with its own)",
-        )
-    if settings["precision"] not in PRECISIONS:
-        raise checker.fail(
-            "defaults.precision",
-            settings["precision"],
-            "fp32, bf16 (autocast, float32 weights) or fp16 (autocast with a dynamic loss scale)",
-        )
-    for key in ("channels_last", "compile"):
-        settings[key] = checker.boolean(f"defaults.{key}", settings[key])
+    for key, (allowed, expected) in CHOICES.items():
+        if settings[key] not in allowed:
+            raise checker.fail(f"defaults.{key}", settings[key], expected)
+    for key, default in RUN_DEFAULTS.items():
+        if isinstance(default, bool):
+            settings[key] = checker.boolean(f"defaults.{key}", settings[key])
     if settings["precision"] == "fp16" and settings["nproc"] > 1 and settings["perturbation_scope"] == "local":
         raise checker.fail(
             "defaults.precision",
@@ -649,21 +548,8 @@ def _run_settings(checker: _Checker, raw: Any) -> dict[str, Any]:
         settings["grad_clip_norm"] = checker.number(
             "defaults.grad_clip_norm", settings["grad_clip_norm"], 0.0, strict=True
         )
-    if settings["bn_stats_pass"] not in BN_STATS_PASSES:
-        raise checker.fail(
-            "defaults.bn_stats_pass",
-            settings["bn_stats_pass"],
-            "first (the clean pass alone updates BatchNorm's running statistics, as the SAM reference code) or "
-            "every (every pass does, as davda54/sam and the PyTorch code most papers build on)",
-        )
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
-    if settings["train_eval"] not in TRAIN_EVAL:
-        raise checker.fail(
-            "defaults.train_eval",
-            settings["train_eval"],
-            "end (evaluate the training set after the last epoch) or epoch (after every epoch)",
-        )
     if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
         raise checker.fail("defaults.device", settings["device"], "auto, cpu, cuda, cuda:N or mps")
     base_optimizer = settings["base_optimizer"]
@@ -693,9 +579,8 @@ def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[st
     merged = {**(inherited or {}), **value}
     if "name" not in merged:
         raise checker.fail(f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)")
-    known = _timm_optimizer_names()
-    if merged["name"] not in known:
-        hint = did_you_mean(str(merged["name"]), known)
+    if merged["name"] not in declared_timm_optimizers() and merged["name"] not in _timm_optimizer_names():
+        hint = did_you_mean(str(merged["name"]), _timm_optimizer_names())
         raise checker.fail(
             f"{key}.name",
             merged["name"],
@@ -722,10 +607,13 @@ def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[st
     return merged
 
 
-def _timm_optimizer_names() -> list[str]:
+@functools.cache
+def _timm_optimizer_names() -> tuple[str, ...]:
+    """Every optimizer name timm knows (imports timm and torch: only for a name its source does not declare,
+    ``harness.lazy_check.declared_timm_optimizers``)."""
     from timm.optim import list_optimizers
 
-    return list(list_optimizers())
+    return tuple(list_optimizers())
 
 
 def _lr_schedule(checker: _Checker, key: str, raw: Any) -> dict[str, Any]:
@@ -899,6 +787,8 @@ def _run(
     dataset_name, dataset_params = dataset
     if "noise_rate" in dataset_params:
         dataset_params = {**dataset_params, "noise_rate": noise_rate}
+    run_settings = {key: settings[key] for key in RUN_DEFAULTS}
+    run_settings.update(batch_size=batch_size, base_optimizer=method["base_optimizer"])
     return RunSpec(
         suite=suite,
         method=method["name"],
@@ -907,29 +797,12 @@ def _run(
         optimizer_params=method["optimizer_params"],
         scheduler=method["scheduler"],
         scheduler_params=method["scheduler_params"],
-        base_optimizer=method["base_optimizer"],
-        lr_schedule=settings["lr_schedule"],
         model=model[0],
         model_params=model[1],
         dataset=dataset_name,
         dataset_params=dataset_params,
         noise_rate=noise_rate,
         seed=seed,
-        epochs=settings["epochs"],
-        batch_size=batch_size,
-        eval_batch_size=settings["eval_batch_size"],
-        device=settings["device"],
-        train_eval=settings["train_eval"],
         metrics=settings["metrics"],
-        metric_every=settings["metric_every"],
-        metric_batches=settings["metric_batches"],
-        metric_batch_size=settings["metric_batch_size"],
-        target_acc=settings["target_acc"],
-        nproc=settings["nproc"],
-        perturbation_scope=settings["perturbation_scope"],
-        precision=settings["precision"],
-        channels_last=settings["channels_last"],
-        compile=settings["compile"],
-        grad_clip_norm=settings["grad_clip_norm"],
-        bn_stats_pass=settings["bn_stats_pass"],
+        **run_settings,
     )

@@ -232,6 +232,18 @@ def test_a_huge_value_shows_a_short_excerpt_in_the_error(tmp_path, capsys):
     assert len(err) < MESSAGE_CHARS
 
 
+def test_a_huge_unknown_key_is_shown_short(tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        _edit("  epochs: 1\n", f"  epochs: 1\n  ? {'k' * 500_000}\n  : 1\n")
+    )  # YAML's explicit key: a simple key is at most 1024 characters
+
+    assert main(["validate", str(suite)]) == EXIT_USAGE
+
+    err = capsys.readouterr().err
+    assert "defaults.'kkkk" in err and "unknown key" in err and len(err) < MESSAGE_CHARS
+
+
 @pytest.mark.parametrize(
     ("text", "extra", "key", "lines"),
     [

@@ -10,7 +10,7 @@ import torch
 from harness.errors import UsageError
 from harness.plugins import Registry
 from harness.precision import MODES
-from harness.suite import RUN_DEFAULTS
+from harness.run_spec import RUN_DEFAULTS
 
 DEFAULT_METHODS = ("erm", "sam", "looksam", "sam-k", "ae-sam", "ss-sam", "gsam", "nusam")
 #: Reference implementations: kozistr's pytorch-optimizer SAM and GSAM, bare hand-written loops.

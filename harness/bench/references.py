@@ -20,7 +20,7 @@ from torch import nn
 from harness.bench.candidate import Candidate
 from harness.bench.config import SAM_RHO
 from harness.runner import RunState, Setup, build_base_optimizer
-from harness.suite import RunSpec
+from harness.run_spec import RunSpec
 
 
 def kozistr_sam(po: Any, module: nn.Module, settings: dict[str, Any]) -> Any:

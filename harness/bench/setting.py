@@ -23,7 +23,7 @@ from harness.data import ClassificationData
 from harness.plugins import Registry
 from harness.precision import Precision
 from harness.runner import RunState, Setup, build, train_step
-from harness.suite import RunSpec
+from harness.run_spec import RunSpec
 
 #: The ``RunSpec.dataset`` of a bench run (its data is handed to ``build``, never looked up).
 DATASET = "bench-batch"

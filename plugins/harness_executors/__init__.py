@@ -8,5 +8,8 @@
   ``pip install -e ".[ray]"``).
 
 Every worker trains its run through ``harness.execution.run_worker``, which writes the run's Parquet
-files and log itself; the driver only reads them back, so resume works the same everywhere.
+files and log itself; the driver only reads them back (``harness.execution.RowWatch``; the logs for
+workers elsewhere, ``log_progress``), so resume works the same everywhere. They use only the core's
+public API (``harness``, ``harness.errors``, the executor API ``harness.execution``), as a third-party
+executor would (``tests/test_layering.py``).
 """

@@ -47,19 +47,20 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from harness import Registry
 from harness.errors import UsageError
 from harness.execution import (
+    RowWatch,
     RunEvents,
+    RunSpec,
     Skipped,
     describe_exception,
+    loaded_entry_points,
     log_path,
     run_payload,
     run_worker,
     worker_modules,
 )
-from harness.plugins import Registry, loaded_entry_points
-from harness.suite import RunSpec
-from harness_executors.outcome import RowWatch
 
 #: What the forkserver imports before it forks the first worker, besides ``worker_modules`` of the runs.
 FORKSERVER_PRELOAD = ("harness_executors.local",)

@@ -1,12 +1,13 @@
 """The ``ray`` executor: each run is a Ray core task, on a running cluster or a local one.
 
 ``address`` connects to a running cluster (``auto``, ``ray://head:10001``); "" starts a local Ray
-with ``local_num_cpus`` CPUs (0: all of them). Each run is a task of ``run_logged`` asking for
-``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES``),
-in a fresh worker process (``max_calls=1``) and without retries: a task that raised or whose worker
-died without writing a row is recorded ``failed`` with Ray's error. Progress comes from the runs'
-logs, so the results folder must be shared with the cluster's nodes (it is where they write their
-Parquet files). Ctrl-C cancels the tasks in flight. Ray is imported only when the executor is built.
+with ``local_num_cpus`` CPUs (0: all of them). Each run is a task of ``harness.execution.run_worker``
+asking for ``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs (Ray sets
+``CUDA_VISIBLE_DEVICES``), in a fresh worker process (``max_calls=1``) and without retries: a task
+that raised or whose worker died without writing a row is recorded ``failed`` with Ray's error.
+Progress comes from the runs' logs, so the results folder must be shared with the cluster's nodes (it
+is where they write their Parquet files). Ctrl-C cancels the tasks in flight. Ray is imported only
+when the executor is built.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from harness.errors import PluginError, UsageError
-from harness.execution import RunEvents, run_payload
-from harness.plugins import loaded_entry_points
-from harness.suite import RunSpec
-from harness_executors.log_progress import LogProgress, run_logged
-from harness_executors.outcome import RowWatch
+from harness.execution import RowWatch, RunEvents, RunSpec, loaded_entry_points, run_payload, run_worker
+from harness_executors.log_progress import LogProgress
 
 #: Seconds the driver waits for a task to finish before it reads the logs again.
 POLL_S = 1.0
@@ -90,7 +88,7 @@ class RayExecutor:
         results_dir = str(results_dir)
         ray = self.ray
         connected_here = self._connect()
-        train = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_calls=1, max_retries=0)(run_logged)
+        train = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_calls=1, max_retries=0)(run_worker)
         threads = max(1, int(self.num_cpus))
         entry_points = loaded_entry_points()
         since = datetime.now(timezone.utc)
@@ -103,7 +101,9 @@ class RayExecutor:
                     run = pending.popleft()
                     watch = RowWatch(results_dir, run)
                     progress = LogProgress(results_dir, run, "ray")
-                    ref = train.remote(run_payload(run), results_dir, threads, entry_points, since)
+                    ref = train.remote(
+                        run_payload(run), results_dir, threads=threads, entry_points=entry_points, since=since
+                    )
                     active[ref] = _Task(ref, run, watch, progress)
                 ready, _ = ray.wait(list(active), num_returns=len(active), timeout=POLL_S, fetch_local=False)
                 for task in active.values():

@@ -1,6 +1,6 @@
 """The ``submitit`` executor: runs as Slurm job arrays, or as local jobs where there is no Slurm.
 
-All pending runs go to Slurm as one job array of ``run_logged`` calls (at most
+All pending runs go to Slurm as one job array of ``harness.execution.run_worker`` calls (at most
 ``array_parallelism`` running at once); with ``cluster: local`` (or on a machine without Slurm)
 submitit's local executor runs the same code path as subprocesses, and the driver keeps at most
 ``array_parallelism`` of them running. Each job writes its run's Parquet files and log; the driver
@@ -12,6 +12,7 @@ raises in the job when Slurm signals the time limit. Ctrl-C cancels the jobs sti
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -21,12 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import PluginError, UsageError
-from harness.execution import RunEvents, run_payload
-from harness.plugins import loaded_entry_points
-from harness.results import suite_dir
-from harness.suite import RunSpec
-from harness_executors.log_progress import LogProgress, run_logged
-from harness_executors.outcome import RowWatch
+from harness.execution import RowWatch, RunEvents, RunSpec, loaded_entry_points, run_payload, run_worker, suite_dir
+from harness_executors.log_progress import LogProgress
 
 #: Seconds between two looks at the jobs (submitit rate-limits its own ``sacct`` calls).
 POLL_S = 1.0
@@ -137,14 +134,10 @@ class SubmititExecutor:
 
     def _submit(self, executor: Any, batch: list[RunSpec], results_dir: str, since: datetime) -> list[_Job]:
         watches = [RowWatch(results_dir, run) for run in batch]
-        jobs = executor.map_array(
-            run_logged,
-            [run_payload(run) for run in batch],
-            [results_dir] * len(batch),
-            [self.cpus_per_task] * len(batch),
-            [loaded_entry_points()] * len(batch),
-            [since] * len(batch),
+        train = functools.partial(
+            run_worker, threads=self.cpus_per_task, entry_points=loaded_entry_points(), since=since
         )
+        jobs = executor.map_array(train, [run_payload(run) for run in batch], [results_dir] * len(batch))
         return [
             _Job(job, run, watch, LogProgress(results_dir, run, f"job {job.job_id}"))
             for job, run, watch in zip(jobs, batch, watches, strict=True)
@@ -152,7 +145,7 @@ class SubmititExecutor:
 
 
 def _outcome(job: Any) -> Any:
-    """What a finished job's ``run_logged`` returned (a status or ``Skipped``); None for a job that failed."""
+    """What a finished job's ``run_worker`` returned (a status or ``Skipped``); None for a job that failed."""
     try:
         return job.result()
     except Exception:  # the job died or raised; _failure says how

@@ -1,0 +1,127 @@
+"""The executor API (``harness.execution``) without an executor: the worker's log written and read back,
+``RowWatch`` settling a run, ``run_worker``'s log, and the runner leaving a data-parallel run's ranks to
+the worker. The executors themselves are tested end to end in ``test_executors.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from harness.execution import (
+    Epoch,
+    LogReader,
+    RowWatch,
+    Skipped,
+    Started,
+    log_path,
+    row_path,
+    run_payload,
+    run_worker,
+)
+from harness.results import read_history, read_runs, suite_dir, write_run
+from harness.runner import execute
+from harness.suite import load_suite
+from harness.worker_log import LogWriter, parse_line
+
+from .conftest import write_suite
+
+
+@pytest.fixture
+def run(tmp_path, registry):
+    suite = write_suite(
+        tmp_path / "tiny.yaml",
+        """
+        name: tiny
+        defaults: {epochs: 2, batch_size: 64, device: cpu}
+        methods: [sam]
+        models: [{name: mlp, hidden: 8}]
+        datasets: [{name: digits, limit_train: 128, limit_test: 64}]
+        seeds: [0]
+        """,
+    )
+    return load_suite(suite, registry).runs[0]
+
+
+class _Events:
+    """``RunEvents`` that record what they are told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def started(self, run, worker=""):
+        self.seen.append(("started", run.run_id, worker))
+
+    def epoch(self, run, epoch, test_acc):
+        self.seen.append(("epoch", run.run_id, epoch, test_acc))
+
+    def finished(self, run, row):
+        self.seen.append(("finished", run.run_id, row["status"], row["error"]))
+
+    def skipped(self, run, reason):
+        self.seen.append(("skipped", run.run_id, reason))
+
+
+def test_the_lines_the_worker_writes_are_the_records_the_driver_reads(tmp_path, run):
+    results = tmp_path / "out"
+    path = log_path(results, run)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"2020-01-01T00:00:00+00:00 {run.run_id}: start on old-node\nepoch 1/2 test_acc 0.1000\n")
+    reader = LogReader(results, run)  # an earlier attempt's lines are not this attempt's progress
+    with path.open("a", buffering=1) as log:
+        writer = LogWriter(log, run)
+        writer.started("node-7")
+        print("what the run prints: epoch 9 of 10, test_acc high", file=log)
+        writer.epoch(1, 0.51234)
+        log.write("epoch 2/2 test_acc 0.6")  # a line being written is read once it is complete
+        log.flush()
+        assert reader.read() == [Started("node-7"), Epoch(1, 0.5123)]
+        log.write("000\n")
+        writer.ended("failed", "RuntimeError: boom")
+    assert reader.read() == [Epoch(2, 0.6)]
+    lines = path.read_text().splitlines()
+    assert json.dumps(run.config(), sort_keys=True) in lines
+    assert lines[-1].endswith(f" {run.run_id}: failed RuntimeError: boom")
+    assert parse_line("2020-01-01T00:00:00+00:00 other-run: start on node-8", run.run_id) is None
+
+
+def test_run_worker_logs_every_epoch_and_its_start_without_an_epoch_callback(tmp_path, run):
+    results = tmp_path / "out"
+    reader = LogReader(results, run)
+    assert run_worker(run_payload(run), str(results)) == "ok"
+    history = read_history(suite_dir(results, "tiny")).sort_values("epoch")
+    expected = [Epoch(epoch, round(acc, 4)) for epoch, acc in zip(history["epoch"], history["test_acc"], strict=True)]
+    assert reader.read() == [Started(os.uname().nodename), *expected] and len(expected) == 2
+
+
+def test_a_row_watch_reports_the_fresh_row_a_crash_or_a_skipped_run(tmp_path, run):
+    results = tmp_path / "out"
+    now = datetime.now(timezone.utc)
+    write_run(results, "tiny", {"run_id": run.run_id, "status": "failed", "error": "earlier", "finished_at": now}, [])
+    events = _Events()
+    # The earlier attempt's row is not this attempt's: a worker that wrote nothing is recorded failed.
+    crashed = RowWatch(results, run).settle(events, "worker process killed by signal 9 (SIGKILL)")
+    assert crashed["status"] == "failed" and crashed["error"].startswith("worker process killed by signal 9")
+    assert read_runs(suite_dir(results, "tiny"))["error"].tolist() == [crashed["error"]]
+    watch = RowWatch(results, run)
+    write_run(results, "tiny", {"run_id": run.run_id, "status": "ok", "error": "", "finished_at": now}, [])
+    assert watch.fresh_row()["status"] == "ok" and watch.settle(events, "unused")["status"] == "ok"
+    before = row_path(results, run).stat().st_mtime_ns
+    assert RowWatch(results, run).settle(events, "unused", Skipped(run.run_id, "leased by node-b:12")) is None
+    assert row_path(results, run).stat().st_mtime_ns == before  # nothing written for a skipped run
+    assert events.seen == [
+        ("finished", run.run_id, "failed", crashed["error"]),
+        ("finished", run.run_id, "ok", ""),
+        ("skipped", run.run_id, "leased by node-b:12"),
+    ]
+
+
+def test_the_runner_trains_one_process_and_leaves_starting_ranks_to_the_worker(tmp_path, run, registry):
+    two_ranks = dataclasses.replace(run, nproc=2)
+    with pytest.raises(ValueError, match=r"nproc=2: execute\(\) trains one rank .*\.run_worker starts the ranks"):
+        execute(two_ranks, registry, tmp_path / "out")
+    assert not suite_dir(tmp_path / "out", "tiny").exists()
