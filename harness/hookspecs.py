@@ -187,13 +187,14 @@ def register_executors() -> Sequence[ExecutorSpec]:
     ``finished``, ``skipped``), to call from the driver process where the executor can. Each run trains
     through ``harness.execution.run_worker(harness.execution.run_payload(run), results_dir, since=...)``
     in the process that trains it, which takes the run's lease and writes the run's files and log;
-    ``since`` is when the driver chose its runs. The driver makes a ``harness.execution.RowWatch(results_dir,
-    run)`` when it hands the run out and calls its ``settle(events, error, outcome)`` when the worker is
-    done: it reports the run's fresh row to ``events.finished``, records a worker that died without a
-    row as ``failed`` with ``error`` (``harness.execution.record_crash``), and reports a
-    ``harness.execution.Skipped`` outcome (another live process holds the run's lease, or finished it
-    after ``since``) to ``events.skipped(run, reason)``, with nothing written. It returns once every run
-    is done, skipped or recorded. Everything an executor needs is in ``harness.execution.__all__``.
+    ``since`` is when the driver chose its runs. The driver makes a
+    ``harness.execution.RowWatch(results_dir, run)`` when it hands the run out and calls its
+    ``settle(events, error, outcome)`` when the worker is done: it reports the run's fresh row to
+    ``events.finished``, records a worker that died without a row as ``failed`` with ``error``
+    (``harness.execution.record_crash``), and reports a ``harness.execution.Skipped`` outcome (another
+    live process holds the run's lease, or finished it after ``since``) to
+    ``events.skipped(run, reason)``, with nothing written. It returns once every run is done, skipped or
+    recorded. Everything an executor needs is in ``harness.execution.__all__``.
 
     Results of all implementations are collected; a name registered twice is an error.
 

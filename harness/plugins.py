@@ -30,7 +30,7 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import DuplicateNameError, PluginError, UnknownNameError, did_you_mean
+from harness.errors import DuplicateNameError, PluginError, UnknownNameError, did_you_mean, short_repr
 from harness.specs import SPEC_TYPES
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
@@ -230,7 +230,8 @@ class Registry:
             return family.member(name)
         if name not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            raise UnknownNameError(f"unknown {kind} {name!r}{did_you_mean(name, specs)}; known {kind}s: {known}")
+            shown = short_repr(name)  # a suite may hold a name of any length
+            raise UnknownNameError(f"unknown {kind} {shown}{did_you_mean(shown, specs)}; known {kind}s: {known}")
         return specs[name]
 
     def __iter__(self) -> Iterator[Any]:

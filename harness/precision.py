@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from harness.run_spec import PRECISIONS as MODES
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

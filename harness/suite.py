@@ -86,6 +86,7 @@ LR_SCHEDULE_KEYS = (
 )
 METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+MAX_RUNS = 100_000  # runs in one suite: 20,000 validate in about 7 s; the shipped suites have at most 225
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses larger seeds
 
 
@@ -222,13 +223,13 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key.strip():
-            raise SuiteError(f"{path}: --set {override!r}: expected key=value, for example --set epochs=2")
+            raise SuiteError(f"{path}: --set {short_repr(override)}: expected key=value, for example --set epochs=2")
         parts = key.strip().split(".")
         if parts[0] not in TOP_LEVEL_KEYS and parts[0] in RUN_DEFAULTS:
             parts.insert(0, "defaults")
         if parts[0] not in TOP_LEVEL_KEYS:
             raise SuiteError(
-                f"{path}: --set {override!r}: unknown key {parts[0]!r}"
+                f"{path}: --set {short_repr(override)}: unknown key {short_repr(parts[0])}"
                 f"{did_you_mean(parts[0], [*TOP_LEVEL_KEYS, *RUN_DEFAULTS])}; expected a suite key "
                 f"({', '.join(TOP_LEVEL_KEYS)}) or a run setting ({', '.join(RUN_DEFAULTS)})"
             )
@@ -243,8 +244,9 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
             if not isinstance(target[part], dict):
                 where = ".".join(parts[: depth + 1])
                 raise SuiteError(
-                    f"{path}: --set {override!r}: {where} is {target[part]!r}, not a mapping, so it has no "
-                    f"key {parts[depth + 1]!r}; expected a key inside a mapping, or set {where} as a whole "
+                    f"{path}: --set {short_repr(override)}: {where} is {short_repr(target[part])}, not a mapping, so "
+                    f"it has no key {short_repr(parts[depth + 1])}; expected a key inside a mapping, or set {where} as "
+                    "a whole "
                     f"(for example --set {where}=[...])"
                 )
             target = target[part]
@@ -314,6 +316,15 @@ def _validate(document: dict[str, Any], registry: Registry, checker: _Checker, p
     )
     _unique(checker, "metrics", list(settings["metrics"]), what="metric (same name and parameters)")
     references = _references(checker, document.get("reference", []), path, methods, models)
+    axes = {"methods": methods, "models": models, "datasets": datasets}
+    axes |= {"noise_rates": noise_rates, "batch_sizes": batch_sizes, "seeds": seeds}
+    count = math.prod(len(values) for values in axes.values())
+    if count > MAX_RUNS and not smoke:  # before expanding: 20 million runs took gigabytes before any error
+        product = " x ".join(f"{len(values)} {key}" for key, values in axes.items())
+        raise SuiteError(
+            f"{path}: the grid expands to {count:,} runs ({product}); expected at most {MAX_RUNS:,} runs "
+            "in one suite: split it into several suites"
+        )
     combinations = itertools.product(methods, models, datasets)
     if smoke:
         name, settings, seeds, noise_rates, batch_sizes, datasets = _smoke(
@@ -579,7 +590,8 @@ def _base_optimizer(checker: _Checker, key: str, raw: Any, inherited: Mapping[st
     merged = {**(inherited or {}), **value}
     if "name" not in merged:
         raise checker.fail(f"{key}.name", _MISSING, "a base optimizer name from timm (momentum, sgd, adamw, lamb, ...)")
-    if merged["name"] not in declared_timm_optimizers() and merged["name"] not in _timm_optimizer_names():
+    declared = isinstance(merged["name"], str) and merged["name"] in declared_timm_optimizers()  # no timm import
+    if not declared and merged["name"] not in _timm_optimizer_names():
         hint = did_you_mean(str(merged["name"]), _timm_optimizer_names())
         raise checker.fail(
             f"{key}.name",
@@ -716,7 +728,7 @@ def _component(checker: _Checker, registry: Registry, kind: str, key: str, raw: 
             f"{key}.noise_rate",
             value["noise_rate"],
             f"no noise rate here: list label-noise rates in the top-level 'noise_rates: "
-            f"[{value['noise_rate']!r}]', which expands into the grid",
+            f"[{short_repr(value['noise_rate'])}]', which expands into the grid",
         )
     return name, _params(checker, key, spec, value, None)
 
@@ -734,6 +746,7 @@ def _params(checker: _Checker, key: str, spec: Any, params: Mapping[str, Any], s
     allowed = list(spec.defaults)
     for name, value in params.items():
         if name not in spec.defaults:
+            name = str(name) if len(str(name)) <= SHORT_REPR_CHARS else short_repr(name)  # a 1 MiB key
             hint = ""
             if sibling is not None and name in sibling.defaults:
                 hint = f"; {name!r} is a parameter of the {sibling.kind} {sibling.name!r}, set it there"

@@ -9,6 +9,9 @@ PyYAML's ``safe_load`` alone accepts three things a suite must not be:
   so loading is cheap, but anything that walks the value (an error message's ``repr``, the run id's
   JSON) expands it and runs for hours in gigabytes.
 
+It also turns the ``ValueError`` of a scalar PyYAML cannot build (an integer of 5,000 digits, the date
+``2024-02-30``) into a YAML error at that value's line.
+
 ``SuiteLoader`` refuses all three while it composes the node graph, before anything is built from it:
 a duplicate key names the key and both lines; nesting is counted before each level is entered; and
 every node's size and depth as if each alias were written out are tallied bottom-up, so an alias costs
@@ -86,6 +89,17 @@ class SuiteLoader(yaml.SafeLoader):
                 None, None, f"aliases nest this value deeper than {MAX_DEPTH} levels; expected a suite", mark
             )
         return values, depth
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML builds scalars with ``int()`` and ``datetime()``, whose errors are no ``YAMLError``:
+        ``epochs: <5,000 digits>`` (Python's integer-string limit) or ``description: 2024-02-30`` raised a
+        ``ValueError`` traceback. They become a ``yaml.constructor.ConstructorError`` at the value's line."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as error:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value cannot be read: {short_repr(str(error))}", node.start_mark
+            ) from error
 
     def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
         node = super().compose_mapping_node(anchor)

@@ -94,3 +94,13 @@ def test_step_cost_reads_back_the_rows_each_bench_wrote_and_tables_their_targets
     text = script.target_tables(first[1])
     assert "## mlp (cpu, 1 thread)" in text and "| sam / erm |" in text
     assert "| harness sam / bare SAM loop (overhead) |" in text
+
+
+def test_cli_latency_times_both_commands_as_subprocesses_and_records_the_machine():
+    record = _script("cli_latency").measure("suites/quickstart.yaml", repeats=2, label="test")
+    assert list(record["commands"]) == ["harness plugins", "harness validate suites/quickstart.yaml"]
+    for timed in record["commands"].values():
+        assert timed["exit_codes"] == [0] and len(timed["seconds"]) == 2
+        assert min(timed["seconds"]) <= timed["median_s"] <= max(timed["seconds"])
+    assert record["cores"] and record["cpu"] and record["load_before"] is not None
+    assert "| test | `harness plugins` |" in _script("cli_latency").markdown([record])

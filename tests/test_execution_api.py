@@ -1,6 +1,7 @@
-"""The executor API (``harness.execution``) without an executor: the worker's log written and read back,
-``RowWatch`` settling a run, ``run_worker``'s log, and the runner leaving a data-parallel run's ranks to
-the worker. The executors themselves are tested end to end in ``test_executors.py``.
+"""The executor API (``harness.execution``): the worker's log written and read back, ``RowWatch`` settling
+a run, ``run_worker``'s log, the runner leaving a data-parallel run's ranks to the worker, and the README's
+executor, built from this API alone, passing the contract kit. The built-in executors are tested end to
+end in ``test_executors.py``.
 """
 
 from __future__ import annotations
@@ -8,10 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import types
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from harness import ExecutorSpec, Registry, hookimpl
 from harness.execution import (
     Epoch,
     LogReader,
@@ -26,9 +32,12 @@ from harness.execution import (
 from harness.results import read_history, read_runs, suite_dir, write_run
 from harness.runner import execute
 from harness.suite import load_suite
+from harness.testing.checks import check_executor
 from harness.worker_log import LogWriter, parse_line
 
 from .conftest import write_suite
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture
@@ -64,6 +73,14 @@ class _Events:
 
     def skipped(self, run, reason):
         self.seen.append(("skipped", run.run_id, reason))
+
+
+def test_the_executor_api_and_the_executors_import_no_torch():
+    # Drivers hand out payloads and read rows: torch (seconds to import) is for the processes that train.
+    modules = "harness.execution, harness_executors.local, harness_executors.slurm, harness_executors.ray_tasks"
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_lines_the_worker_writes_are_the_records_the_driver_reads(tmp_path, run):
@@ -125,3 +142,24 @@ def test_the_runner_trains_one_process_and_leaves_starting_ranks_to_the_worker(t
     with pytest.raises(ValueError, match=r"nproc=2: execute\(\) trains one rank .*\.run_worker starts the ranks"):
         execute(two_ranks, registry, tmp_path / "out")
     assert not suite_dir(tmp_path / "out", "tiny").exists()
+
+
+def _readme_executor() -> types.ModuleType:
+    """The README's example executor ("Writing a plugin"), as a module."""
+    text = README.read_text()
+    start = text.index("```python\n# my_variant/executor.py") + len("```python\n")
+    module = types.ModuleType("my_variant_executor")
+    exec(compile(text[start : text.index("```", start)], "README.md", "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.slow
+def test_the_readme_executor_gives_the_rows_of_the_local_executor():
+    executor = _readme_executor().InTurn
+
+    class Plugin:
+        @hookimpl
+        def register_executors(self):
+            return [ExecutorSpec("in-turn", executor)]
+
+    assert check_executor(Registry.from_plugins(plugins=[Plugin()]), "in-turn") == {"same_rows": "passed"}

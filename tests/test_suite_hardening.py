@@ -23,7 +23,7 @@ from harness.errors import UnsafePathError, short_repr
 from harness.execution import lease_path, log_path, run_payload, run_worker
 from harness.paths import MAX_NAME, NAME_RULE, inside
 from harness.results import write_run
-from harness.suite import load_suite
+from harness.suite import MAX_RUNS, load_suite
 from harness.suite_yaml import MAX_ALIASED, MAX_BYTES, MAX_DEPTH
 
 GOOD = """\
@@ -187,6 +187,28 @@ PATHOLOGICAL = [
     ("nesting-through-aliases", GOOD + f"reference: [{ALIAS_CHAIN}]\n", [], f"deeper than {MAX_DEPTH} levels"),
     ("recursive-alias", _edit(DESCRIPTION, "description: &self [*self]"), [], "refers to a value that contains it"),
     ("larger-than-the-limit", GOOD + ("# padding\n" * (MAX_BYTES // 10 + 1)), [], f"more than {MAX_BYTES:,} bytes"),
+    # PyYAML builds these scalars with int() and datetime(), whose ValueError was a traceback (exit 1)
+    ("integer-of-5000-digits", _edit("epochs: 1", f"epochs: {'9' * 5000}"), [], "line 4, column 11: the value cannot"),
+    ("impossible-date", _edit(DESCRIPTION, "description: 2024-02-30"), [], "line 2, column 14: the value cannot"),
+    ("impossible-date-in-a-set-value", GOOD, ["--set", "description=2023-13-01"], "the value cannot be read"),
+    # a grid of 20 million runs grew past gigabytes before any error
+    (
+        "a-grid-of-20-million-runs",
+        _edit("seeds: [0]", f"seeds: {list(range(1000))}\nnoise_rates: {[i / 1000 for i in range(100)]}")
+        + f"batch_sizes: {list(range(1, 101))}\n",
+        [],
+        f"the grid expands to 20,000,000 runs (2 methods x 1 models x 1 datasets x 100 noise_rates x 100 "
+        f"batch_sizes x 1000 seeds); expected at most {MAX_RUNS:,} runs",
+    ),
+    # names and values of any size in other messages (a 900 KB parameter name, component name, --set target)
+    ("a-huge-parameter-name", _edit("limit_test: 64", f"? {'p' * 900_000}\n   : 1"), [], "unknown parameter"),
+    ("a-huge-model-name", _edit("[small-cnn]", f"[{'m' * 900_000}]"), [], "unknown model 'mmmm"),
+    (
+        "a-set-below-a-huge-value",
+        _edit(DESCRIPTION, f"description: {'d' * 900_000}"),
+        ["--set", "description.x=1"],
+        "not a mapping",
+    ),
 ]
 
 

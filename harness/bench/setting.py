@@ -22,8 +22,8 @@ from harness.bench.references import bare, kozistr
 from harness.data import ClassificationData
 from harness.plugins import Registry
 from harness.precision import Precision
-from harness.runner import RunState, Setup, build, train_step
 from harness.run_spec import RunSpec
+from harness.runner import RunState, Setup, build, train_step
 
 #: The ``RunSpec.dataset`` of a bench run (its data is handed to ``build``, never looked up).
 DATASET = "bench-batch"

@@ -15,13 +15,12 @@ noise_seed)``; none depends on the run seed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from harness import ClassificationData
 from harness.data import Augment, Normalize
-from harness_vision.label_noise import NOISE_TYPES, add_label_noise
+from harness_vision.describe import check_params
+from harness_vision.label_noise import add_label_noise
 from harness_vision.splits import cpu_generator, subset, validation_split
 
 
@@ -91,28 +90,3 @@ def assemble(
         augment=augment,
         normalize=normalize,
     )
-
-
-def check_params(
-    name: str,
-    *,
-    validation_fraction: float = 0.0,
-    noise_rate: float = 0.0,
-    noise_type: str = "symmetric",
-    limit_train: int = 0,
-    limit_test: int = 0,
-    cutout: int = 0,
-    **others: Any,
-) -> None:
-    """Raise ``ValueError`` naming the first out-of-range shared parameter (for ``describe``: no data needed)."""
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"{name}: validation_fraction must be in [0, 1), got {validation_fraction}")
-    if not 0.0 <= noise_rate < 1.0:
-        raise ValueError(f"{name}: noise_rate must be in [0, 1), got {noise_rate}")
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(f"{name}: noise_type must be one of {', '.join(NOISE_TYPES)}, got {noise_type!r}")
-    for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
-        if value < 0:
-            raise ValueError(f"{name}: {key} must be >= 0 (0 keeps all samples), got {value}")
-    if cutout < 0:
-        raise ValueError(f"{name}: cutout must be >= 0 (0 = off, else the square's side), got {cutout}")

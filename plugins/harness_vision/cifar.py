@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from harness import ClassificationData, HarnessError
-from harness_vision.assemble import assemble, check_params
+from harness_vision.assemble import assemble
 from harness_vision.augment import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -45,10 +45,10 @@ from harness_vision.augment import (
     ImagePipeline,
     Normalize,
 )
+from harness_vision.describe import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR_SHAPE, check_params
 
 DATA_ENV = "HARNESS_DATA"
 DEFAULT_ROOT = "~/.cache/sam-harness/data"
-IMAGE_SHAPE = (3, 32, 32)
 
 
 class DatasetNotFoundError(HarnessError, FileNotFoundError):
@@ -91,7 +91,7 @@ CIFAR10 = CifarLayout(
     meta_file="batches.meta",
     meta_key="label_names",
     label_key="labels",
-    num_classes=10,
+    num_classes=CIFAR10_CLASSES,
     mean=CIFAR10_MEAN,
     std=CIFAR10_STD,
     torchvision_class="CIFAR10",
@@ -106,7 +106,7 @@ CIFAR100 = CifarLayout(
     meta_file="meta",
     meta_key="fine_label_names",
     label_key="fine_labels",
-    num_classes=100,
+    num_classes=CIFAR100_CLASSES,
     mean=CIFAR100_MEAN,
     std=CIFAR100_STD,
     torchvision_class="CIFAR100",
@@ -150,18 +150,6 @@ def load_cifar100(
 ) -> ClassificationData:
     """CIFAR-100 (50000 train / 10000 test images, 100 fine classes) on ``device``."""
     return load_cifar(CIFAR100, **locals())
-
-
-def describe_cifar10(**params: Any) -> tuple[tuple[int, ...], int]:
-    """CIFAR-10's input shape and class count, without reading the files (checks the parameters' ranges)."""
-    check_params(CIFAR10.name, **params)
-    return IMAGE_SHAPE, CIFAR10.num_classes
-
-
-def describe_cifar100(**params: Any) -> tuple[tuple[int, ...], int]:
-    """CIFAR-100's input shape and class count, without reading the files (checks the parameters' ranges)."""
-    check_params(CIFAR100.name, **params)
-    return IMAGE_SHAPE, CIFAR100.num_classes
 
 
 def load_cifar(
@@ -293,7 +281,7 @@ def read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]
     if data is None or labels is None:
         raise DatasetFileError(f"{path}: has keys {sorted(entry)}; expected {expected}")
     data = np.asarray(data)
-    if data.dtype != np.uint8 or data.ndim not in (2, 4) or data.shape[1:] not in ((3072,), IMAGE_SHAPE):
+    if data.dtype != np.uint8 or data.ndim not in (2, 4) or data.shape[1:] not in ((3072,), CIFAR_SHAPE):
         raise DatasetFileError(f"{path}: 'data' is {data.dtype} of shape {data.shape}; expected {expected}")
     try:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -310,7 +298,7 @@ def read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]
             f"{path}: labels range over [{labels.min()}, {labels.max()}]; expected {layout.num_classes} classes "
             f"[0, {layout.num_classes - 1}]"
         )
-    return np.ascontiguousarray(data).reshape(-1, *IMAGE_SHAPE), labels
+    return np.ascontiguousarray(data).reshape(-1, *CIFAR_SHAPE), labels
 
 
 def read_label_names(path: Path, layout: CifarLayout) -> list[str]:

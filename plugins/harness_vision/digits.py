@@ -13,18 +13,14 @@ with the background) on the device, without flips (a mirrored digit is another g
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
 from harness import ClassificationData
-from harness_vision.assemble import assemble, check_params
+from harness_vision.assemble import assemble
 from harness_vision.augment import ImagePipeline, crop_padding
-
-INPUT_SHAPE = (1, 8, 8)
-NUM_CLASSES = 10
+from harness_vision.describe import DIGITS_CLASSES, DIGITS_SHAPE, check_digits
 
 
 def load_digits(
@@ -42,7 +38,7 @@ def load_digits(
     limit_test: int = 0,
 ) -> ClassificationData:
     """Load digits as float32 tensors of shape ``(N, 1, 8, 8)`` on ``device``."""
-    _check(
+    check_digits(
         test_fraction=test_fraction,
         cutout=cutout,
         validation_fraction=validation_fraction,
@@ -58,13 +54,13 @@ def load_digits(
     mean, std = train_x.mean(), train_x.std()
 
     def images(x) -> torch.Tensor:
-        return torch.as_tensor((x - mean) / std, dtype=torch.float32).reshape(-1, *INPUT_SHAPE)
+        return torch.as_tensor((x - mean) / std, dtype=torch.float32).reshape(-1, *DIGITS_SHAPE)
 
     pipeline = None
     if augment or cutout:
         background = float((0.0 - mean) / std)  # a blank pixel, standardized
         pipeline = ImagePipeline(
-            padding=crop_padding(*INPUT_SHAPE[1:]) if augment else 0, flip=False, cutout=cutout, fill=background
+            padding=crop_padding(*DIGITS_SHAPE[1:]) if augment else 0, flip=False, cutout=cutout, fill=background
         )
     return assemble(
         "digits",
@@ -72,7 +68,7 @@ def load_digits(
         train_y=torch.as_tensor(train_y),
         test_x=images(test_x),
         test_y=torch.as_tensor(test_y),
-        num_classes=NUM_CLASSES,
+        num_classes=DIGITS_CLASSES,
         device=device,
         validation_fraction=validation_fraction,
         noise_rate=noise_rate,
@@ -83,15 +79,3 @@ def load_digits(
         split_seed=split_seed,
         augment=pipeline,
     )
-
-
-def describe_digits(**params: Any) -> tuple[tuple[int, ...], int]:
-    """Digits' input shape and class count, without loading the data (checks the parameters' ranges)."""
-    _check(**params)
-    return INPUT_SHAPE, NUM_CLASSES
-
-
-def _check(*, test_fraction: float = 0.2, **params: Any) -> None:
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"digits: test_fraction must be in (0, 1), got {test_fraction}")
-    check_params("digits", **params)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from harness_vision.describe import NOISE_TYPES
 from harness_vision.splits import cpu_generator
-
-NOISE_TYPES = ("symmetric", "asymmetric")
 
 # CIFAR-10 classes: airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8, truck 9.
 CIFAR10_ASYMMETRIC = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from harness import ClassificationData
-from harness_vision.assemble import assemble, check_params
+from harness_vision.assemble import assemble
 from harness_vision.augment import ImagePipeline, crop_padding
+from harness_vision.describe import describe_synthetic
 from harness_vision.splits import cpu_generator
 
 
@@ -87,33 +87,6 @@ def load_synthetic(
         split_seed=split_seed,
         augment=pipeline,
     )
-
-
-def describe_synthetic(
-    *,
-    num_classes: int = 10,
-    shape: Sequence[int] = (3, 32, 32),
-    train_size: int = 5000,
-    test_size: int = 1000,
-    pixel_noise: float = 1.0,
-    augment: bool = False,
-    cutout: int = 0,
-    **params: Any,
-) -> tuple[tuple[int, ...], int]:
-    """The input shape and class count the parameters ask for (all checked), without generating data."""
-    dims = tuple(shape)
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
-        raise ValueError(f"synthetic: shape must be a non-empty list of positive integers, got {shape!r}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"synthetic: num_classes must be an integer >= 2, got {num_classes!r}")
-    if train_size < 1 or test_size < 1:
-        raise ValueError(f"synthetic: train_size and test_size must be >= 1, got {train_size} and {test_size}")
-    if pixel_noise < 0:
-        raise ValueError(f"synthetic: pixel_noise must be >= 0, got {pixel_noise}")
-    if (augment or cutout) and len(dims) != 3:
-        raise ValueError(f"synthetic: augment and cutout need image shapes [C, H, W], got shape {list(dims)}")
-    check_params("synthetic", cutout=cutout, **params)
-    return dims, num_classes
 
 
 def _prototypes(num_classes: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
