@@ -388,8 +388,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _print_skipped(skipped) -> None:
-    """A file ``report`` or ``compare`` did not read, on stderr: a warning when damaged, a note when not results."""
-    print(f"{'warning' if skipped.damaged else 'note'}: {skipped}", file=sys.stderr)
+    """A file ``report`` or ``compare`` did not read, on stderr: a warning when it cannot be read, else a note."""
+    print(f"{skipped.level}: {skipped}", file=sys.stderr)
 
 
 def _csv(text: str | None) -> list[str]:

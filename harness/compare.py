@@ -10,8 +10,8 @@ A gate ``METRIC:THRESHOLD`` fails when a group's mean change crosses the thresho
 number is an absolute change (``test_acc:-0.005`` fails when new - base < -0.005), a signed
 percentage a relative one (``train_time_s:+10%`` fails when new > 1.1 x base), and an unsigned
 threshold bounds the change in either direction (``grad_evals:0`` fails on any change). A run ok in
-BASE that failed or diverged in NEW fails the comparison as well. In the spirit of asv's
-``compare`` (a factor threshold on the means, the significance beside it).
+BASE that failed or diverged in NEW, or whose NEW run file cannot be read, fails the comparison as
+well. In the spirit of asv's ``compare`` (a factor threshold on the means, the significance beside it).
 """
 
 from __future__ import annotations
@@ -97,8 +97,12 @@ class Comparison:
     markdown: str
 
 
-def _side(path: str | Path, name: str, on_skip: Callable[[Skipped], None] | None) -> pd.DataFrame:
-    runs = load([path], on_skip).runs
+def _side(
+    path: str | Path, name: str, on_skip: Callable[[Skipped], None] | None
+) -> tuple[pd.DataFrame, tuple[Skipped, ...]]:
+    """The runs of one side that record their configuration, keyed, and the files skipped reading it."""
+    results = load([path], on_skip)
+    runs = results.runs
     has_config = runs["config"].notna() & (runs["config"] != "")
     keys = [
         configuration_keys(c) if known else (None, None) for c, known in zip(runs["config"], has_config, strict=True)
@@ -108,7 +112,7 @@ def _side(path: str | Path, name: str, on_skip: Callable[[Skipped], None] | None
     runs = runs[has_config].copy()
     if runs.empty:
         raise UsageError(f"{name} {path}: no run records its configuration (config column); nothing to match")
-    return runs
+    return runs, results.skipped
 
 
 def _check_metrics(gates: Sequence[Gate], base: pd.DataFrame, new: pd.DataFrame) -> None:
@@ -131,9 +135,10 @@ def compare(
     """Match the runs of ``new_dir`` to those of ``base_dir`` and apply ``gates``.
 
     A file of either folder that cannot be read, or is not a run file, is skipped and passed to
-    ``on_skip`` (``harness.gather.load``): it fails no gate.
+    ``on_skip`` (``harness.gather.load``); it fails no gate, except a NEW run file that cannot be read
+    for a run ok in BASE: that run is missing from NEW, and fails the comparison as a failed run does.
     """
-    base, new = _side(base_dir, "BASE_DIR", on_skip), _side(new_dir, "NEW_DIR", on_skip)
+    (base, _), (new, new_skipped) = _side(base_dir, "BASE_DIR", on_skip), _side(new_dir, "NEW_DIR", on_skip)
     _check_metrics(gates, base, new)
     matched = base.merge(new, on="key", suffixes=("_base", "_new"))
     if matched.empty:
@@ -142,7 +147,7 @@ def compare(
             "were they made from the same suite and settings?"
         )
     metrics = list(dict.fromkeys([*(m for m in SHOWN if m in base and m in new), *(g.metric for g in gates)]))
-    failures = _status_regressions(matched)
+    failures = _status_regressions(matched) + _unread_in_new(base, matched, new_skipped)
     both_ok = matched[(matched["status_base"] == "ok") & (matched["status_new"] == "ok")]
     values = [f"{metric}_{side}" for metric in metrics for side in ("base", "new")]
     shown = both_ok[list(dict.fromkeys(["group_key_base", *(f"{column}_base" for column in GROUP), *values]))]
@@ -200,6 +205,14 @@ def _status_regressions(matched: pd.DataFrame) -> list[str]:
         f"{run_id}: ok in BASE_DIR, {status} in NEW_DIR: {first_line(error)}"
         for run_id, status, error in zip(broken["run_id_new"], broken["status_new"], broken["error_new"], strict=True)
     ]
+
+
+def _unread_in_new(base: pd.DataFrame, matched: pd.DataFrame, skipped: Sequence[Skipped]) -> list[str]:
+    """A message per run ok in BASE, unmatched in NEW, whose NEW run file (``<run_id>.parquet``) was skipped
+    as unreadable: it is missing from NEW, so it must not escape the check that it is still ok."""
+    unread = {file.path.stem: file for file in skipped if file.kind == "run" and file.problem != "foreign"}
+    lost = base[(base["status"] == "ok") & base["run_id"].isin(unread) & ~base["key"].isin(matched["key"])]
+    return [f"{run_id}: ok in BASE_DIR, missing from NEW_DIR: {unread[run_id]}" for run_id in lost["run_id"]]
 
 
 def _number(value: float, fmt: str) -> str:

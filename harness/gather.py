@@ -43,6 +43,8 @@ PROVENANCE_KEYS = frozenset(
 )
 #: A folder holding this file is a report's output, never a suite folder.
 REPORT_MARKER = "report.md"
+#: A suite folder's subfolder of history files (``harness.results``): never a suite folder itself.
+HISTORY = "history"
 
 
 class IncompatibleRunsError(HarnessError):
@@ -60,13 +62,23 @@ class Results:
 
 
 def suite_folders(path: str | Path) -> list[Path]:
-    """``path`` itself when it holds run files, else its subfolders that do."""
+    """``path`` itself when it holds run files, else its subfolders that do (never a suite's ``history/``,
+    nor a hidden folder such as the index's ``.index/``: neither holds run files)."""
     folder = Path(path)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: no such folder; expected RESULTS_DIR or RESULTS_DIR/<suite>")
+    if folder.resolve().name == HISTORY and _holds_runs(folder.resolve().parent):
+        raise HarnessError(
+            f"{folder}: a suite's history folder (one row per epoch), not run results; "
+            f"give its suite folder: {folder.resolve().parent}"
+        )
     if _holds_runs(folder):
         return [folder]
-    found = sorted(child for child in folder.iterdir() if child.is_dir() and _holds_runs(child))
+    found = sorted(
+        child
+        for child in folder.iterdir()
+        if child.is_dir() and child.name != HISTORY and not child.name.startswith(".") and _holds_runs(child)
+    )
     if not found:
         raise HarnessError(
             f"{folder}: no result files (*.parquet) here or in its subfolders; run a suite first: harness run SUITE"
@@ -75,7 +87,9 @@ def suite_folders(path: str | Path) -> list[Path]:
 
 
 def _holds_runs(folder: Path) -> bool:
-    return not (folder / REPORT_MARKER).exists() and any(folder.glob("*.parquet"))
+    return not (folder / REPORT_MARKER).exists() and any(
+        not file.name.startswith(".") for file in folder.glob("*.parquet")
+    )
 
 
 def load(paths: Iterable[str | Path], on_skip: Callable[[Skipped], None] | None = None) -> Results:
@@ -89,7 +103,7 @@ def load(paths: Iterable[str | Path], on_skip: Callable[[Skipped], None] | None 
     candidates = list(dict.fromkeys(f.resolve() for p in paths for f in suite_folders(p)))
     folders, runs, history, skipped = [], [], [], []
     for folder in candidates:
-        found, curves = read_folder(folder, "run"), read_folder(folder / "history", "history")
+        found, curves = read_folder(folder, "run"), read_folder(folder / HISTORY, "history")
         for file in (*found.skipped, *curves.skipped):
             skipped.append(file)
             if on_skip is not None:

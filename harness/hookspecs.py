@@ -30,6 +30,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from harness.optim import StepInfo
+    from harness.run_spec import RunSpec
     from harness.specs import (
         DatasetSpec,
         ExecutorSpec,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
         PresetSpec,
         SchedulerSpec,
     )
-    from harness.run_spec import RunSpec
 
 PROJECT_NAME = "sam_harness"
 

@@ -164,20 +164,28 @@ class Lease:
     def __init__(self, path: Path, holder: Holder, heartbeat_s: float) -> None:
         self.path = path
         self.holder = holder
+        self.lost = False  # set by the heartbeat when it finds the lease taken over
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="lease-heartbeat", daemon=True)
         self._beat.start()
 
     def _heartbeat(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            with contextlib.suppress(OSError):  # gone or unreachable for a moment: the next beat tries again
+            with contextlib.suppress(OSError):  # unreachable for a moment: the next beat tries again
+                if not self.held():  # taken over (this process stalled past the timeout): never touch theirs
+                    self.lost = True
+                    return
                 os.utime(self.path)
+
+    def held(self) -> bool:
+        """Whether the lease file is still this lease's (False once another process took it over)."""
+        current = _read(self.path)
+        return current is not None and current[0].token == self.holder.token
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lease file, if it is still this lease's."""
         self._stop.set()
-        current = _read(self.path)
-        if current is not None and current[0].token == self.holder.token:
+        if self.held():
             self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Lease:

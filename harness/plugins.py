@@ -30,7 +30,7 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import DuplicateNameError, PluginError, UnknownNameError, did_you_mean, short_repr
+from harness.errors import SHORT_REPR_CHARS, DuplicateNameError, PluginError, UnknownNameError, did_you_mean, short_repr
 from harness.specs import SPEC_TYPES
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
@@ -231,7 +231,8 @@ class Registry:
         if name not in specs:
             known = ", ".join(sorted(specs)) or "none"
             shown = short_repr(name)  # a suite may hold a name of any length
-            raise UnknownNameError(f"unknown {kind} {shown}{did_you_mean(shown, specs)}; known {kind}s: {known}")
+            hint = did_you_mean(name, specs) if len(shown) < SHORT_REPR_CHARS else ""
+            raise UnknownNameError(f"unknown {kind} {shown}{hint}; known {kind}s: {known}")
         return specs[name]
 
     def __iter__(self) -> Iterator[Any]:

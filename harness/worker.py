@@ -19,6 +19,8 @@ import dataclasses
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 from harness import leases
 from harness.paths import inside
 from harness.plugins import Registry
-from harness.results import FINISHED_STATUSES, read_runs, suite_dir, write_run
+from harness.results import FINISHED_STATUSES, read_run_file, suite_dir, write_run
 from harness.run_spec import RunSpec
 from harness.worker_log import LogWriter, log_path
 
@@ -90,7 +92,10 @@ def _redirected(path: Path):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with path.open("a", buffering=1) as log:
+    # O_NOFOLLOW: a log planted as a symlink in a shared results folder must not make this run append to
+    # whatever file it points at (the open fails instead, ELOOP, and the run is recorded failed).
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with open(handle, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         old_streams = sys.stdout, sys.stderr
@@ -172,6 +177,24 @@ def _train(
     return row["status"]
 
 
+def end_with_parent(poll_s: float = 0.5) -> None:
+    """End this process (``os._exit``) within ``poll_s`` seconds of its parent's death, on Linux and macOS.
+
+    A DDP rank's parent is the worker that spawned it. torch's parent-death signal for ranks is SIGINT,
+    which the worker ignores (the driver handles Ctrl-C) and the ranks inherit ignored: a worker killed by
+    SIGKILL (the OOM killer, the driver's stop escalation) left its ranks training on, holding the GPU and
+    writing a row without a lease. A reparented process sees another ``getppid()``.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def _rank_main(
     rank: int, payload: dict[str, Any], results_dir: str, port: int, world_size: int, entry_points: list
 ) -> None:
@@ -179,6 +202,7 @@ def _rank_main(
     from harness import distributed
     from harness.runner import execute, resolve_device
 
+    end_with_parent()
     run = run_from_payload(payload)
     distributed.init(rank, world_size, port, resolve_device(run.device))
     try:
@@ -203,9 +227,11 @@ def _train_ranks(run: RunSpec, results_dir: str, entry_points: Sequence[tuple[st
         error = ""
     except Exception as failure:  # a rank raised or died: the others were stopped
         error = f"{type(failure).__name__}: {failure}"
-    rows = read_runs(suite_dir(results_dir, run.suite))
-    mine = rows[rows["run_id"] == run.run_id]
-    if mine.empty or error:
+    try:  # its own file, read directly: a folder read skips a file whose types clash with other files'
+        mine = read_run_file(suite_dir(results_dir, run.suite) / f"{run.run_id}.parquet")
+    except (OSError, ValueError):  # none written (FileNotFoundError), or cut short (pyarrow's ArrowInvalid)
+        mine = None
+    if mine is None or mine.empty or error:
         return record_crash(run, results_dir, error or "the ranks exited without writing a result")
     return mine.iloc[0].to_dict()
 

@@ -163,3 +163,68 @@ def test_the_readme_executor_gives_the_rows_of_the_local_executor():
             return [ExecutorSpec("in-turn", executor)]
 
     assert check_executor(Registry.from_plugins(plugins=[Plugin()]), "in-turn") == {"same_rows": "passed"}
+
+
+def test_a_log_planted_as_a_symlink_is_not_followed(tmp_path, run):
+    # Before: the run appended its whole output to whatever file the planted link pointed at.
+    from harness.worker_log import log_path
+
+    results = tmp_path / "out"
+    target = tmp_path / "someone_elses_file"
+    target.write_text("precious\n")
+    planted = log_path(results, run)
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(target)
+    with pytest.raises(OSError):
+        run_worker(run_payload(run), str(results))
+    assert target.read_text() == "precious\n"
+    assert not list(suite_dir(results, "tiny").glob("*.parquet"))
+
+
+ORPHANED_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+from harness.worker import end_with_parent
+import time
+end_with_parent(poll_s=0.1)
+print("ready", flush=True)
+time.sleep(120)
+'''], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "ready"
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process parentage")
+def test_a_process_that_ends_with_its_parent_ends_when_the_parent_is_killed():
+    # What a DDP rank does: its worker killed by SIGKILL (OOM killer, the stop escalation) must not leave it
+    # training, since torch's parent-death signal for ranks, SIGINT, is ignored there.
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANED_CHILD], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(child):
+            time.sleep(0.05)
+        assert not _running(child), "the child outlived its parent by 10 s"
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie: an orphan's zombie is reaped by init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"

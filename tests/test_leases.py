@@ -114,6 +114,10 @@ def test_a_held_lease_heartbeats_and_release_spares_a_lease_taken_over_meanwhile
     os.utime(path, (time.time() - 1000, time.time() - 1000))
     _wait_for(lambda: time.time() - path.stat().st_mtime < 10, 5, "a heartbeat")
     _write_lease(path, token="the-new-holder")  # judged stale and taken over while this process was stuck
+    os.utime(path, (time.time() - 1000, time.time() - 1000))
+    _wait_for(lambda: lease.lost, 5, "the heartbeat to notice the takeover")
+    time.sleep(0.2)  # several heartbeats later: none of them touched the new holder's lease
+    assert time.time() - path.stat().st_mtime > 900 and not lease.held()
     lease.release()
     assert _token(path) == "the-new-holder"
 
