@@ -208,11 +208,25 @@ def _status_regressions(matched: pd.DataFrame) -> list[str]:
 
 
 def _unread_in_new(base: pd.DataFrame, matched: pd.DataFrame, skipped: Sequence[Skipped]) -> list[str]:
-    """A message per run ok in BASE, unmatched in NEW, whose NEW run file (``<run_id>.parquet``) was skipped
-    as unreadable: it is missing from NEW, so it must not escape the check that it is still ok."""
-    unread = {file.path.stem: file for file in skipped if file.kind == "run" and file.problem != "foreign"}
-    lost = base[(base["status"] == "ok") & base["run_id"].isin(unread) & ~base["key"].isin(matched["key"])]
-    return [f"{run_id}: ok in BASE_DIR, missing from NEW_DIR: {unread[run_id]}" for run_id in lost["run_id"]]
+    """Messages for the runs ok in BASE and missing from NEW while NEW has run files that cannot be read:
+    those runs may be in them, so they must not escape the check that they are still ok. A file named
+    ``<run_id>.parquet`` after such a run is named with it; the others are counted together."""
+    unread = [file for file in skipped if file.kind == "run" and file.problem != "foreign"]
+    lost = base.loc[(base["status"] == "ok") & ~base["key"].isin(matched["key"]), "run_id"].tolist()
+    if not unread or not lost:
+        return []
+    by_run = {file.path.stem: file for file in unread}
+    failures = [
+        f"{run_id}: ok in BASE_DIR, missing from NEW_DIR: {by_run[run_id]}" for run_id in lost if run_id in by_run
+    ]
+    others, rest = len(lost) - len(failures), [file for file in unread if file.path.stem not in lost]
+    if others and rest:
+        shown = "; ".join(map(str, rest[:3])) + (f"; and {len(rest) - 3} more" if len(rest) > 3 else "")
+        failures.append(
+            f"{others} runs ok in BASE_DIR are missing from NEW_DIR, where {len(rest)} run files cannot be read "
+            f"(those runs may be in them): {shown}"
+        )
+    return failures
 
 
 def _number(value: float, fmt: str) -> str:

@@ -413,3 +413,137 @@ def _unifiable(first: pa.Field, second: pa.Field) -> bool:
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         return False
     return True
+
+
+def _read_files(files: list[tuple[Path, str]], kind: str) -> Iterator[tuple[Path, str, pa.Table | Skipped | None]]:
+    """``(path, key, _read_file(path))`` of each file in order, read by a few threads (pyarrow reads without
+    the GIL: 1.5 times as fast on 2 cores); consumed as they come, so that batches bound the memory."""
+    if not files:
+        return
+    with ThreadPoolExecutor(_READERS) as pool:
+        tables = pool.map(lambda file: _read_file(file[0], kind), files)
+        for (path, key), table in zip(files, tables, strict=True):
+            yield path, key, table
+
+
+def _tagged(batch: list[tuple[str, pa.Table]]) -> pa.Table:
+    """The tables of ``batch`` as one, each row tagged with its file's key (one allocation per batch)."""
+    if not batch:
+        return pa.table({_FILE: pa.array([], pa.string())})
+    table = pa.concat_tables([table for _, table in batch], promote_options="permissive").combine_chunks()
+    keys = pa.array([key for key, table in batch for _ in range(table.num_rows)], pa.string())
+    return table.append_column(_FILE, keys)
+
+
+def _read_file(path: Path, kind: str) -> pa.Table | Skipped | None:
+    """The table in ``path``; ``Skipped`` when it cannot be parsed (damaged), the system refuses to open it
+    (unreadable: a permission, an I/O error; never damage, since another user's file is not ours to move),
+    or it is not a ``kind`` file; None when it is gone."""
+    try:
+        with pq.ParquetFile(path) as parquet:
+            problem = _not_results(parquet.schema_arrow, REQUIRED_COLUMNS[kind])
+            if problem:
+                return Skipped(path, f"not a {kind} file ({problem}); ignored", "foreign", kind)
+            return parquet.read(use_threads=False)  # faster for files of one or a few rows
+    except FileNotFoundError:  # removed since the listing
+        return None
+    except OSError as error:
+        return Skipped(path, f"cannot be opened ({_one_line(error)}); skipped, left in place", "unreadable", kind)
+    except pa.ArrowException as error:
+        return Skipped(path, f"cannot be read ({_one_line(error)}); skipped", "damaged", kind)
+
+
+def _not_results(schema: pa.Schema, required: Mapping[str, tuple]) -> str:
+    """What keeps ``schema`` from being a results file's ('' when nothing does)."""
+    missing = [name for name in required if name not in schema.names]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    wrong = [
+        f"{name} is {schema.field(name).type}"
+        for name, kinds in required.items()
+        if not any(test(schema.field(name).type) for test in kinds)
+    ]
+    return f"column {', '.join(wrong)}" if wrong else ""
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_runs(folder: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The run rows of one suite folder (``RESULTS_DIR/<suite>``) as a DataFrame; ``read_folder`` says
+    which files it skipped. A column in ``columns`` that no file has is all null."""
+    rows = read_folder(folder, "run").rows
+    return rows.reindex(columns=list(columns)) if columns is not None else rows
+
+
+def read_history(folder: str | Path) -> pd.DataFrame:
+    """The history rows of one suite folder (its ``history/`` files)."""
+    return read_folder(Path(folder) / "history", "history").rows
+
+
+def finished_run_ids(results_dir: str | Path, suite: str) -> set[str]:
+    """Ids of runs already recorded with a status in ``FINISHED_STATUSES`` (skipped on resume)."""
+    runs = read_runs(suite_dir(results_dir, suite), columns=["run_id", "status"])
+    return set(runs.loc[runs["status"].isin(FINISHED_STATUSES), "run_id"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SetAside:
+    """A damaged file moved out of the way (``set_aside_damaged``)."""
+
+    path: Path
+    moved_to: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; moved to {self.moved_to.name}: its run counts as not finished"
+
+
+def set_aside_damaged(results_dir: str | Path, suite: str) -> list[SetAside]:
+    """Rename every damaged run or history file of the suite folder to ``<name>.corrupt-<UTC time>``.
+
+    Damaged means it cannot be parsed (``Skipped.damaged``); a file the system refuses to open, or whose
+    column types clash, is never moved. A run whose history file is damaged has its run file set aside too,
+    so both are written again when the run trains again (``harness run`` does it, since the run is no
+    longer finished). Nothing is deleted. A file rewritten since it was read (a run that trained
+    meanwhile) stays; one already gone (another driver moved it first) counts as handled.
+    """
+    folder = suite_dir(results_dir, suite)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    moves = []
+    for skipped in read_folder(folder, "run").skipped:
+        if skipped.damaged and _unchanged(skipped.path, skipped.version):
+            moves.append(_move(skipped.path, stamp, skipped.reason))
+    runs = _listing(folder)  # before the history is read: a run file written after it is a new run's
+    for skipped in read_folder(folder / "history", "history").skipped:
+        if skipped.damaged and _unchanged(skipped.path, skipped.version):
+            moves.append(_move(skipped.path, stamp, skipped.reason))
+            run_file = folder / skipped.path.name
+            if _unchanged(run_file, runs.get(run_file.name)):
+                moves.append(_move(run_file, stamp, f"its history file {skipped.path} cannot be read"))
+    return [move for move in moves if move is not None]
+
+
+def _unchanged(path: Path, version: str | None) -> bool:
+    """Whether ``path`` is still the ``version`` that was read (not rewritten since by a run that trained)."""
+    try:
+        return _version(path.name, path.stat()) == version
+    except FileNotFoundError:
+        return False
+
+
+def _move(path: Path, stamp: str, reason: str) -> SetAside | None:
+    """Rename ``path`` aside; None when it is already gone (set aside by another driver)."""
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        path.rename(target)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise HarnessError(
+            f"{path}: {reason.removesuffix('; skipped')}, and it cannot be moved aside to {target.name} "
+            f"({error.strerror or error}); move it away, then run again"
+        ) from error
+    return SetAside(path, target, reason.removesuffix("; skipped"))

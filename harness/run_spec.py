@@ -7,7 +7,7 @@ of a few values, those values and what each means (``choices``, ``expected``). F
 come ``RUN_DEFAULTS`` (the settings and their defaults, the schema of ``defaults:``), ``LATER_SETTINGS``,
 ``CHOICES`` (checked by ``harness.suite``), ``config()`` and so ``run_id``. Adding a run setting is a
 field here and, unless it is a choice or a flag (checked from this declaration), its range check in
-``harness.suite._run_settings`` (the README's "Changing the core").
+``harness.suite.settings.run_settings`` (the README's "Changing the core").
 
 The allowed values of the settings that other modules also check (``PRECISIONS`` for
 ``harness.precision``, ``PERTURBATION_SCOPES``) live here, so they have one home. The module imports no

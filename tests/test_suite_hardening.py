@@ -24,7 +24,7 @@ from harness.execution import lease_path, log_path, run_payload, run_worker
 from harness.paths import MAX_NAME, NAME_RULE, inside
 from harness.results import write_run
 from harness.suite import MAX_RUNS, load_suite
-from harness.suite_yaml import MAX_ALIASED, MAX_BYTES, MAX_DEPTH
+from harness.suite.yaml_loader import MAX_ALIASED, MAX_BYTES, MAX_DEPTH
 
 GOOD = """\
 name: tiny

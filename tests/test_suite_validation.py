@@ -1,4 +1,4 @@
-"""Suite validation, overrides and grid expansion (harness/suite.py) through ``harness.cli.main``.
+"""Suite validation, overrides and grid expansion (harness/suite/) through ``harness.cli.main``.
 
 The rule: every bad suite fails with exit code 2, a message on stderr naming the file, the key path,
 the bad value and what was expected, and trains nothing (the results folder stays empty).

@@ -1,0 +1,22 @@
+"""``Suite``, what ``load_suite`` returns: a validated suite's name, description, file, runs and executor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.run_spec import RunSpec
+
+DEFAULT_EXECUTOR = "local"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: its name, description, source file and expanded runs."""
+
+    name: str
+    description: str
+    path: str
+    runs: tuple[RunSpec, ...] = field(default_factory=tuple)
+    executor: tuple[str, Mapping[str, Any]] = (DEFAULT_EXECUTOR, {})

@@ -1,0 +1,85 @@
+"""A suite's ``reference:`` block: published numbers (suites/reference/paper_results.csv) attached to runs.
+
+``reference_blocks`` checks each block (the paper and table it cites exist in the table; the method and
+model names it maps are the suite's and the paper's) and reads the table once; ``with_reference``
+gives a run the first published test accuracy that matches it (``harness.reference`` reads and matches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from harness.errors import did_you_mean
+from harness.run_spec import RunSpec
+from harness.suite.checks import MISSING, Checker
+
+
+def reference_blocks(
+    checker: Checker, raw: Any, path: str, methods: list[dict[str, Any]], models: list[tuple[str, dict]]
+) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
+    """Validate the ``reference`` block: each entry cites a paper table and maps names to the paper's."""
+    from harness.reference import DEFAULT_TABLE, REFERENCE_KEYS, model_key_name, read_table
+
+    if raw in (None, []):
+        return []
+    table_path = Path(path).resolve().parent / DEFAULT_TABLE
+    try:
+        rows = read_table(table_path)
+    except OSError as error:
+        raise checker.fail("reference", "...", f"the reference table at {table_path} ({error.strerror})") from None
+    method_names = [m["name"] for m in methods]
+    model_names = [m[0] for m in models]
+    blocks = []
+    for i, entry in enumerate(checker.listed("reference", raw)):
+        key = f"reference[{i}]"
+        block = checker.mapping(key, entry)
+        checker.keys(key, block, REFERENCE_KEYS)
+        for required in ("paper", "table", "methods", "models"):
+            if required not in block:
+                raise checker.fail(f"{key}.{required}", MISSING, "a value (see the README's reference section)")
+        cited = [r for r in rows if r["paper"] == block["paper"] and r["table"] == block["table"]]
+        if not cited:
+            known = sorted({f"{r['paper']} {r['table']}" for r in rows})
+            raise checker.fail(
+                f"{key}.table", f"{block['paper']} {block['table']}", f"a table of {table_path}: {known}"
+            )
+        for mapping_key, names, column in (("methods", method_names, "method"), ("models", model_names, "model")):
+            mapping = checker.mapping(f"{key}.{mapping_key}", block[mapping_key])
+            paper_names = sorted({r[column] for r in cited})
+            for ours, theirs in mapping.items():
+                if (model_key_name(str(ours)) if mapping_key == "models" else ours) not in names:
+                    raise checker.fail(
+                        f"{key}.{mapping_key}.{ours}",
+                        ours,
+                        f"one of this suite's {mapping_key}{did_you_mean(ours, names)}",
+                    )
+                if theirs not in paper_names:
+                    raise checker.fail(
+                        f"{key}.{mapping_key}.{ours}",
+                        theirs,
+                        f"a {column} of {block['paper']} {block['table']}{did_you_mean(str(theirs), paper_names)}: "
+                        f"{', '.join(paper_names)}",
+                    )
+        blocks.append((block, rows))
+    return blocks
+
+
+def with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[dict[str, str]]]]) -> RunSpec:
+    """Attach the first published value that matches the run (the suite's reference blocks, in order)."""
+    from harness.reference import lookup
+
+    for block, rows in references:
+        found = lookup(
+            rows,
+            block,
+            method=run.method,
+            model=run.model,
+            model_params=run.model_params,
+            dataset=run.dataset,
+            noise_rate=run.noise_rate,
+        )
+        if found is not None:
+            return dataclasses.replace(run, reference_test_acc=found.test_acc, reference_source=found.source)
+    return run
