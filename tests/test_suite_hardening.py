@@ -87,6 +87,20 @@ def test_a_suite_name_that_is_not_a_plain_file_name_exits_2(tmp_path, capsys, na
     assert f"{suite}: name: {short_repr(name)} is invalid; expected a suite name" in err and NAME_RULE in err
 
 
+@pytest.mark.parametrize("name", ["history", "logs", "report"])
+def test_a_suite_named_like_a_folder_the_harness_writes_exits_2(tmp_path, capsys, name):
+    # A suite "history" was no longer found in its results folder (read as a history folder); "report" is
+    # where `harness report RESULTS_DIR` writes by default.
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(_edit("name: tiny", f"name: {name}"))
+
+    assert main(["validate", str(suite)]) == EXIT_USAGE
+
+    assert (
+        f"name: '{name}' is invalid; expected a suite name other than history, logs, report" in capsys.readouterr().err
+    )
+
+
 def test_every_shipped_method_and_suite_name_follows_the_rule(registry):
     """The rule refuses no shipped suite (their run ids are unchanged: the rule only refuses)."""
     for path in sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml")):

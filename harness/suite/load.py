@@ -28,6 +28,9 @@ from harness.suite.record import DEFAULT_EXECUTOR, Suite
 from harness.suite.references import reference_blocks, with_reference
 from harness.suite.settings import run_settings
 
+#: Folder names the harness itself writes beside or inside suite folders (a suite's history and logs, a
+#: results folder's default report): a suite of that name would be mistaken for them, or they for it.
+RESERVED_SUITE_NAMES = ("history", "logs", "report")
 TOP_LEVEL_KEYS = (
     "name",
     "description",
@@ -132,6 +135,10 @@ def _validate(document: dict[str, Any], registry: Registry, checker: Checker, pa
     checker.keys("", document, TOP_LEVEL_KEYS)
     name = document.get("name", MISSING)
     checker.path_name("name", name, "a suite name (it names the results folder)")
+    if name in RESERVED_SUITE_NAMES:
+        raise checker.fail(
+            "name", name, f"a suite name other than {', '.join(RESERVED_SUITE_NAMES)} (folders the harness writes)"
+        )
     description = document.get("description", "")
     if not isinstance(description, str):
         raise checker.fail("description", description, "a string")
