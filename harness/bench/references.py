@@ -19,8 +19,8 @@ from torch import nn
 
 from harness.bench.candidate import Candidate
 from harness.bench.config import SAM_RHO
-from harness.runner import RunState, Setup, build_base_optimizer
 from harness.run_spec import RunSpec
+from harness.runner import RunState, Setup, build_base_optimizer
 
 
 def kozistr_sam(po: Any, module: nn.Module, settings: dict[str, Any]) -> Any:
