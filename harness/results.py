@@ -37,96 +37,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness.columns import HISTORY_COLUMNS, RUN_COLUMNS, arrow_schema
 from harness.errors import HarnessError
 from harness.paths import inside
 
 SCHEMA_VERSION = 1
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-RUN_SCHEMA = pa.schema(  # names must be unique: test_results checks it
-    [
-        ("run_id", pa.string()),
-        ("suite", pa.string()),
-        ("method", pa.string()),
-        ("preset", pa.string()),
-        ("optimizer", pa.string()),
-        ("optimizer_params", pa.string()),
-        ("scheduler", pa.string()),
-        ("scheduler_params", pa.string()),
-        ("base_optimizer", pa.string()),
-        ("lr_schedule", pa.string()),
-        ("model", pa.string()),
-        ("model_params", pa.string()),
-        ("dataset", pa.string()),
-        ("dataset_params", pa.string()),
-        ("noise_rate", pa.float64()),
-        ("seed", pa.int64()),
-        ("epochs", pa.int64()),
-        ("epochs_completed", pa.int64()),
-        ("batch_size", pa.int64()),
-        ("steps", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("test_acc", pa.float64()),
-        ("best_test_acc", pa.float64()),
-        ("test_loss", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("train_acc", pa.float64()),
-        ("train_acc_clean", pa.float64()),
-        ("train_acc_noisy_given", pa.float64()),
-        ("train_acc_noisy_true", pa.float64()),
-        ("val_acc", pa.float64()),
-        ("best_val_acc", pa.float64()),
-        ("reference_test_acc", pa.float64()),
-        ("reference_source", pa.string()),
-        ("train_time_s", pa.float64()),
-        ("eval_time_s", pa.float64()),
-        ("step_time_median_s", pa.float64()),
-        ("step_time_p10_s", pa.float64()),
-        ("step_time_p90_s", pa.float64()),
-        ("metric_time_s", pa.float64()),
-        ("target_acc", pa.float64()),
-        ("time_to_target_s", pa.float64()),
-        ("throughput_samples_per_s", pa.float64()),
-        ("sam_fraction", pa.float64()),
-        ("perturbed_steps", pa.int64()),
-        ("grad_evals", pa.int64()),
-        ("optimizer_state_bytes", pa.int64()),
-        ("peak_rss_bytes", pa.int64()),
-        ("peak_device_bytes", pa.int64()),
-        ("device", pa.string()),
-        ("device_name", pa.string()),
-        ("host", pa.string()),
-        ("torch_version", pa.string()),
-        ("harness_version", pa.string()),
-        ("plugin_versions", pa.string()),
-        ("config", pa.string()),
-        ("schema_version", pa.int32()),
-        ("started_at", TIMESTAMP),
-        ("finished_at", TIMESTAMP),
-    ]
-)
-
-HISTORY_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("epoch", pa.int64()),
-        ("step", pa.int64()),
-        ("lr", pa.float64()),
-        ("rho", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("train_acc", pa.float64()),
-        ("test_loss", pa.float64()),
-        ("test_acc", pa.float64()),
-        ("val_acc", pa.float64()),
-        ("train_acc_clean", pa.float64()),
-        ("train_acc_noisy_given", pa.float64()),
-        ("train_acc_noisy_true", pa.float64()),
-        ("train_time_s", pa.float64()),
-        ("sam_fraction", pa.float64()),
-        ("grad_evals", pa.int64()),
-    ]
-)
+#: The run and history files' columns, from their one declaration (``harness.columns``).
+RUN_SCHEMA = arrow_schema(RUN_COLUMNS)
+HISTORY_SCHEMA = arrow_schema(HISTORY_COLUMNS)
 
 #: Statuses whose rerun would give the same answer; ``harness run`` skips them unless ``--rerun``.
 FINISHED_STATUSES = ("ok", "diverged")

@@ -25,7 +25,7 @@ import socket
 import statistics
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +39,7 @@ from torch import nn
 import harness
 from harness import distributed
 from harness.closure import BatchClosure, batchnorm_modules
+from harness.columns import RUN_COLUMNS, identity
 from harness.data import ClassificationData
 from harness.divergence import Diverged, DivergenceWatch
 from harness.errors import ProtocolError
@@ -56,7 +57,11 @@ EpochCallback = Callable[[RunSpec, int, float], None]
 
 @dataclass
 class RunState:
-    """Counters and measurements accumulated while a run trains."""
+    """Counters and measurements accumulated while a run trains.
+
+    A field named as a run column (``harness.columns.RUN_COLUMNS``) is that column of the result row as it
+    is (``_STATE_COLUMNS``); ``result_row`` turns the others into columns.
+    """
 
     steps: int = 0
     grad_evals: float = 0.0
@@ -78,6 +83,10 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     optimizer_state_bytes: int = 0
     peak_device_bytes: int | None = None
+
+
+#: The ``RunState`` fields that ``result_row`` copies into the columns of the same name.
+_STATE_COLUMNS = tuple(f.name for f in fields(RunState) if f.name in {column.name for column in RUN_COLUMNS})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -384,30 +393,14 @@ def _plugin_versions(run: RunSpec, registry: Registry) -> str:
 def result_row(
     run: RunSpec, state: RunState, status: str, error: str, started: datetime, registry: Registry
 ) -> dict[str, Any]:
-    """The run's result row (columns of ``harness.results.RUN_SCHEMA``)."""
+    """The run's result row: every column of ``harness.columns.RUN_COLUMNS`` but ``schema_version`` (the
+    writer's), and the metric plugins' values. The ``spec`` columns come from ``identity``, a ``RunState``
+    field named as a column fills it as it is, and the entries below are the others."""
     device = resolve_device(run.device)
     quantiles = _step_quantiles(state.step_times)
     return {
-        "run_id": run.run_id,
-        "suite": run.suite,
-        "method": run.method,
-        "preset": run.preset,
-        "optimizer": run.optimizer,
-        "optimizer_params": json.dumps(dict(run.optimizer_params), sort_keys=True),
-        "scheduler": run.scheduler,
-        "scheduler_params": json.dumps(dict(run.scheduler_params), sort_keys=True),
-        "base_optimizer": json.dumps(dict(run.base_optimizer), sort_keys=True),
-        "lr_schedule": json.dumps(dict(run.lr_schedule), sort_keys=True),
-        "model": run.model,
-        "model_params": json.dumps(dict(run.model_params), sort_keys=True),
-        "dataset": run.dataset,
-        "dataset_params": json.dumps(dict(run.dataset_params), sort_keys=True),
-        "noise_rate": run.noise_rate,
-        "seed": run.seed,
-        "epochs": run.epochs,
-        "epochs_completed": state.epochs_completed,
-        "batch_size": run.batch_size,
-        "steps": state.steps,
+        **identity(run),
+        **{name: getattr(state, name) for name in _STATE_COLUMNS},
         "status": status,
         "error": error,
         "test_acc": _finite_or_none(state.test_acc),
@@ -418,32 +411,19 @@ def result_row(
         "train_acc_clean": state.train_accuracies.get("train_acc_clean"),
         "train_acc_noisy_given": state.train_accuracies.get("train_acc_noisy_given"),
         "train_acc_noisy_true": state.train_accuracies.get("train_acc_noisy_true"),
-        "val_acc": state.val_acc,
-        "best_val_acc": state.best_val_acc,
-        "reference_test_acc": run.reference_test_acc,
-        "reference_source": run.reference_source,
-        "train_time_s": state.train_time_s,
-        "eval_time_s": state.eval_time_s,
         "step_time_median_s": quantiles[1],
         "step_time_p10_s": quantiles[0],
         "step_time_p90_s": quantiles[2],
-        "metric_time_s": state.metric_time_s,
-        "time_to_target_s": state.time_to_target_s,
-        "target_acc": run.target_acc,
         "throughput_samples_per_s": (state.steps * run.batch_size / state.train_time_s) if state.train_time_s else None,
         "sam_fraction": state.perturbed_steps / state.steps if state.steps else None,
-        "perturbed_steps": state.perturbed_steps,
         "grad_evals": round(state.grad_evals),
-        "optimizer_state_bytes": state.optimizer_state_bytes,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_device_bytes": state.peak_device_bytes,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "host": socket.gethostname(),
         "torch_version": torch.__version__,
         "harness_version": _harness_version(),
         "plugin_versions": _plugin_versions(run, registry),
-        "config": json.dumps(run.config(), sort_keys=True),
         **state.metric_values,
         "started_at": started,
         "finished_at": datetime.now(timezone.utc),

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import leases
+from harness.columns import crash_row
 from harness.paths import inside
 from harness.plugins import Registry
 from harness.results import FINISHED_STATUSES, read_run_file, suite_dir, write_run
@@ -237,28 +238,12 @@ def _train_ranks(run: RunSpec, results_dir: str, entry_points: Sequence[tuple[st
 
 
 def record_crash(run: RunSpec, results_dir: str | Path, error: str) -> dict[str, Any]:
-    """Write a ``failed`` row for a run whose worker died before recording anything itself."""
-    now = datetime.now(timezone.utc)
-    row = {
-        "run_id": run.run_id,
-        "suite": run.suite,
-        "method": run.method,
-        "preset": run.preset,
-        "optimizer": run.optimizer,
-        "scheduler": run.scheduler,
-        "model": run.model,
-        "dataset": run.dataset,
-        "noise_rate": run.noise_rate,
-        "seed": run.seed,
-        "epochs": run.epochs,
-        "batch_size": run.batch_size,
-        "steps": 0,
-        "status": "failed",
-        "error": error,
-        "config": json.dumps(run.config(), sort_keys=True),
-        "started_at": now,
-        "finished_at": now,
-    }
+    """Write a ``failed`` row for a run whose worker died before recording anything itself.
+
+    Its identity columns come from ``run``, as in a trained run's row; what only training measures is
+    null (``harness.columns.crash_row``).
+    """
+    row = crash_row(run, error, datetime.now(timezone.utc))
     write_run(results_dir, run.suite, row, [])
     return row
 
