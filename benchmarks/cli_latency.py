@@ -15,17 +15,13 @@ Appends one record to ``benchmarks/results/cli_latency.json`` and prints a Markd
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.machine import load_average, processor_name
+from harness.machine import append_record, load_average, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "cli_latency.json"
@@ -71,10 +67,7 @@ def measure(suite: str, repeats: int, label: str) -> dict:
         },
         "load_before": load_before,
         "load_after": load_average(),
-        "cpu": processor_name(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 
@@ -103,11 +96,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="what the record measured (a commit, 'before', ...)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     options = parser.parse_args()
-    records = json.loads(options.output.read_text()) if options.output.exists() else []
-    records.append(measure(options.suite, options.repeats, options.label))
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(json.dumps(records, indent=1) + "\n")
-    print(markdown(records))
+    print(markdown(append_record(options.output, measure(options.suite, options.repeats, options.label))))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,12 @@ import copy
 import json
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from harness.bench import COMMON_BASE, SAM_RHO, Candidate, kozistr_sam, paired_ratio, quartiles, time_rounds
-from harness.machine import processor_name
+from harness.machine import append_record, provenance
 from harness.plugins import Registry
 from harness.runner import build_base_optimizer
 
@@ -102,11 +101,9 @@ def measure(model: str, threads: int, repeats: int, steps: int, warmup: int) -> 
         "harness_ms_q1_median_q3": [round(v * 1e3, 3) for v in quartiles(times["harness sam"])],
         "pytorch_optimizer_ms_q1_median_q3": [round(v * 1e3, 3) for v in quartiles(times["pytorch-optimizer SAM"])],
         "ratio_median": round(ratio, 3),
-        "cpu": processor_name(),
-        "cores": os.cpu_count(),
         "load_before": round(load_before, 2),
         "torch": torch.__version__,
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 
@@ -132,13 +129,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     options = parser.parse_args()
-    records = json.loads(options.output.read_text()) if options.output.exists() else []
+    records: list[dict] = []
     for threads in (int(t) for t in options.threads.split(",")):
         record = measure(options.model, threads, options.repeats, options.steps, options.warmup)
         print(json.dumps(record), flush=True)
-        records.append(record)
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(json.dumps(records, indent=1))
+        records = append_record(options.output, record)
     print("| model | threads | harness sam, ms (IQR) | pytorch-optimizer SAM, ms (IQR) | ratio |")
     print("| --- | ---: | --- | --- | ---: |")
     for r in records:

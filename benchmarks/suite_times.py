@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.machine import processor_name
+from harness.machine import append_record, provenance
 from harness.results import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,10 +83,7 @@ def time_suite(suite: Path, args: list[str], data_root: Path, keep: Path | None 
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
         "commit": commit(),
-        "cpu": processor_name(),
-        "cores": os.cpu_count(),
-        "host": platform.node(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
     }
 
 
@@ -124,9 +119,7 @@ def main() -> None:
         for suite in suites:
             record = time_suite(suite, shlex.split(options.args), Path(data), options.keep)
             print(json.dumps(record), flush=True)
-            records.append(record)
-            options.output.parent.mkdir(parents=True, exist_ok=True)
-            options.output.write_text(json.dumps(records, indent=1))
+            records = append_record(options.output, record)
     print(markdown(records))
 
 

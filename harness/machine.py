@@ -6,10 +6,12 @@ use it without paying for torch.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -41,3 +43,23 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def provenance() -> dict[str, Any]:
+    """Where and when a benchmark record was measured: CPU, core count, Python, host and UTC time."""
+    return {
+        "cpu": processor_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def append_record(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add ``record`` to the JSON list of records at ``path`` (created with its folder); return them all."""
+    records = json.loads(path.read_text()) if path.exists() else []
+    records.append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=1) + "\n")
+    return records
