@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.machine import processor_name
+from harness.machine import append_record, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "results_scale.json"
@@ -272,21 +271,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="results-scale-") as scratch:
         record = measure(options.keep or Path(scratch), options.runs, options.repeats)
-    record.update(
-        label=options.label,
-        harness_from=harness_from(),
-        cpu=processor_name(),
-        cores=os.cpu_count(),
-        python=platform.python_version(),
-        host=platform.node(),
-        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
+    record.update(label=options.label, harness_from=harness_from(), **provenance())
     print(json.dumps(record), flush=True)
-    records = json.loads(options.output.read_text()) if options.output.exists() else []
-    records.append(record)
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(json.dumps(records, indent=1))
-    print(markdown(records))
+    print(markdown(append_record(options.output, record)))
 
 
 if __name__ == "__main__":
