@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from harness_vision.augment import CIFAR10_MEAN, CIFAR10_STD, ImagePipeline, Normalize
 from torch import nn
 
-from harness.data import ClassificationData
+from harness.contract.data import ClassificationData
 from harness.machine import device_name
-from harness.timing import synchronize
+from harness.run.timing import synchronize
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "pipeline_share.json"
 

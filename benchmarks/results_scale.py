@@ -2,9 +2,9 @@
 
 Generates two results folders, BASE and NEW, of N runs each (default 5,000) with one history file per
 run, shaped like real ones: the runs of a generated suite (20 methods x 5 noise rates on digits, as many
-seeds as N needs, 15 epochs), their rows built by ``harness.runner.result_row`` from made-up
+seeds as N needs, 15 epochs), their rows built by ``harness.run.row.result_row`` from made-up
 measurements (a few failed and diverged runs; a sharpness metric column in some files only) and written
-by ``harness.results.write_run``. NEW holds the same runs measured again (other values, other host).
+by ``harness.results.store.write_run``. NEW holds the same runs measured again (other values, other host).
 Then times ``harness report BASE`` and ``harness compare BASE NEW``, each in a fresh process: wall-clock
 and that process's peak RSS (``os.wait4``; Linux reports KiB).
 
@@ -50,7 +50,7 @@ EPOCHS = 15
 GENERATED = "generated.json"
 TRACEBACK = (
     "RuntimeError: out of memory\nTraceback (most recent call last):\n"
-    '  File "harness/runner.py", line 480, in execute\n    row = train(run, setup)\nRuntimeError: out of memory'
+    '  File "harness/run/runner.py", line 480, in execute\n    row = train(run, setup)\nRuntimeError: out of memory'
 )
 
 
@@ -73,7 +73,7 @@ def suite_yaml(runs: int) -> str:
 
 def measured(run, registry, status: str, rng: np.random.Generator, host: str):
     """The result row and the history of ``run`` ended in ``status``, with made-up but plausible measurements."""
-    from harness.runner import RunState, result_row
+    from harness.run.row import RunState, result_row
 
     epochs = EPOCHS if status == "ok" else int(rng.integers(1, EPOCHS))
     perturbs = run.optimizer != "erm"
@@ -133,7 +133,7 @@ def generate(folder: Path, runs: int) -> None:
     """BASE and NEW results folders of ``runs`` runs each under ``folder``: the same runs, ending in the same
     statuses (so ``compare`` passes), measured differently."""
     from harness.plugins import Registry
-    from harness.results import write_run
+    from harness.results.store import write_run
     from harness.suite import load_suite
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import torch
 from harness.bench import COMMON_BASE, SAM_RHO, Candidate, kozistr_sam, paired_ratio, quartiles, time_rounds
 from harness.machine import append_record, provenance
 from harness.plugins import Registry
-from harness.runner import build_base_optimizer
+from harness.run.build import build_base_optimizer
 
 OUTPUT = Path(__file__).resolve().parent / "results" / "sam_update_cost.json"
 

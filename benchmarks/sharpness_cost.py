@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from harness.machine import processor_name
 from harness.plugins import Registry
-from harness.timing import synchronize
+from harness.run.timing import synchronize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("hessian_max_eig", "hessian_trace", "sam_sharpness", "surrogate_gap", "grad_stats")

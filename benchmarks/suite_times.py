@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from harness.machine import append_record, provenance
-from harness.results import read_runs
+from harness.results.read import read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUITES = ("digits_noise", "cifar_noise", "cifar10", "cifar100", "looksam_cifar", "vit_cifar", "large_batch")

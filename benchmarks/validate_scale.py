@@ -3,7 +3,7 @@
 Writes a suite of ``--runs`` runs (digits, small-cnn, erm and sam, ``--runs / 2`` seeds) and the same suite
 with 2 seeds (4 runs: the fixed cost, mostly importing torch and every component's factory) to a temporary
 folder, and times ``python -m harness.cli validate`` on each as a subprocess: the large one summarised (the
-default beyond ``harness.cli.SUMMARY_OVER`` runs) and with ``--all-runs``. Reports the wall-clock, the peak
+default beyond ``harness.cli.listing.SUMMARY_OVER`` runs) and with ``--all-runs``. Reports the wall-clock, the peak
 RSS of that process (``os.wait4``), the bytes it printed and its exit code, then ``load_suite`` of the
 large suite in this process (factories already imported), and the machine.
 

@@ -10,17 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from harness.errors import (
-    DuplicateNameError,
-    HarnessError,
-    PluginError,
-    ProtocolError,
-    SuiteError,
-    UnknownNameError,
-)
-from harness.hookspecs import hookimpl
-from harness.run_spec import RunSpec
-from harness.specs import (
+from harness.contract.hookspecs import hookimpl
+from harness.contract.run_spec import RunSpec
+from harness.contract.specs import (
     DatasetSpec,
     ExecutorSpec,
     MetricSpec,
@@ -29,15 +21,25 @@ from harness.specs import (
     PresetSpec,
     SchedulerSpec,
 )
+from harness.errors import (
+    DuplicateNameError,
+    HarnessError,
+    PluginError,
+    ProtocolError,
+    SuiteError,
+    UnknownNameError,
+)
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SharpnessAwareOptimizer": "harness.optim",
-    "PerturbationScheduler": "harness.optim",
-    "StepInfo": "harness.optim",
-    "StepContext": "harness.optim",
-    "ClassificationData": "harness.data",
+    "SharpnessAwareOptimizer": "harness.contract.optim",
+    "PerturbationScheduler": "harness.contract.optim",
+    "StepInfo": "harness.contract.optim",
+    "StepContext": "harness.contract.optim",
+    "ClassificationData": "harness.contract.data",
+    "Augment": "harness.contract.data",
+    "Normalize": "harness.contract.data",
     "Registry": "harness.plugins",
     "get_plugin_manager": "harness.plugins",
 }

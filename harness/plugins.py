@@ -29,9 +29,9 @@ from typing import Any
 
 import pluggy
 
-from harness import hookspecs
+from harness.contract import hookspecs
+from harness.contract.specs import SPEC_TYPES
 from harness.errors import SHORT_REPR_CHARS, DuplicateNameError, PluginError, UnknownNameError, did_you_mean, short_repr
-from harness.specs import SPEC_TYPES
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 DISABLE_ENV = "HARNESS_DISABLE_PLUGINS"

@@ -1,4 +1,4 @@
-"""The result columns' one declaration (``harness.columns``) is what the runner, the crash writer, the
+"""The result columns' one declaration (``harness.results.columns``) is what the runner, the crash writer, the
 schema and ``results/README.md`` use."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from harness import columns
+from harness.execution.worker import record_crash
 from harness.plugins import Registry
-from harness.results import HISTORY_SCHEMA, RUN_SCHEMA, read_runs
-from harness.runner import RunState, result_row
+from harness.results import columns
+from harness.results.read import read_runs
+from harness.results.store import HISTORY_SCHEMA, RUN_SCHEMA
+from harness.run.row import RunState, result_row
 from harness.suite import load_suite
-from harness.worker import record_crash
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "suites" / "quickstart.yaml"
@@ -71,9 +72,9 @@ def test_a_crash_row_holds_the_identity_of_a_trained_row_and_nulls(run_and_regis
 
 
 def test_results_readme_documents_every_column_with_its_type():
-    """``python -m harness.columns`` regenerates the tables; the file must be up to date."""
+    """``python -m harness.results.columns`` regenerates the tables; the file must be up to date."""
     readme = (ROOT / "results" / "README.md").read_text()
-    assert columns.render_readme(readme) == readme, "results/README.md is stale: run python -m harness.columns"
+    assert columns.render_readme(readme) == readme, "results/README.md is stale: run python -m harness.results.columns"
     for column in (*columns.RUN_COLUMNS, *columns.HISTORY_COLUMNS):
         assert f"| {column.name} | {column.type} |" in readme, column.name
 

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from harness.cli import main
-from harness.compare import Gate
-from harness.results import write_run
+from harness.report.compare import Gate
+from harness.results.store import write_run
 
 from .test_report import ACCURACY, SUITE, TIME, markdown_rows, run_row
 

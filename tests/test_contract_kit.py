@@ -20,8 +20,8 @@ import pytest
 import torch.nn.functional as F
 
 from harness import plugins as plugin_module
-from harness.closure import BatchClosure
 from harness.plugins import KINDS, Registry
+from harness.run.closure import BatchClosure
 from harness.testing import (
     RULES,
     ContractSkip,

@@ -25,7 +25,7 @@ from scipy import stats
 
 from harness import HarnessError
 from harness.plugins import Registry
-from harness.runner import seed_everything
+from harness.run.build import seed_everything
 
 CPU = torch.device("cpu")
 SHARED_PARAMS = {"validation_fraction", "noise_rate", "noise_type", "noise_seed", "limit_train", "limit_test"}

@@ -11,10 +11,10 @@ from harness_sam.sam import SAM
 from harness_schedules.basic import Constant, Never, Periodic
 from torch import nn
 
-from harness import distributed
 from harness.cli import main
-from harness.closure import BatchClosure
-from harness.results import read_runs
+from harness.results.read import read_runs
+from harness.run import distributed
+from harness.run.closure import BatchClosure
 
 from .conftest import write_suite
 
@@ -152,7 +152,7 @@ def test_local_scope_keeps_every_variants_replicas_identical(tmp_path):
 
 
 def test_the_rank_synced_scheduler_states_its_inners_warm_up_and_share(registry):
-    from harness.distributed import SyncedScheduler
+    from harness.run.distributed import SyncedScheduler
 
     inner = registry.create("scheduler", "delayed", inner="periodic", inner_params={"k": 4}, fraction=0.1)
     synced = SyncedScheduler(inner)

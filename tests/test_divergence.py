@@ -1,4 +1,4 @@
-"""Noticing a non-finite loss within a few steps (harness/divergence.py)."""
+"""Noticing a non-finite loss within a few steps (harness/run/divergence.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.divergence import Diverged, DivergenceWatch
+from harness.run.divergence import Diverged, DivergenceWatch
 
 
 def _feed(watch: DivergenceWatch, losses: list[float], *, first_step: int = 0, epoch: int = 1) -> tuple[int, str]:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.divergence import CHECK_EVERY
 from harness.plugins import Registry
-from harness.results import HISTORY_SCHEMA, read_history, read_runs
+from harness.results.read import read_history, read_runs
+from harness.results.store import HISTORY_SCHEMA
+from harness.run.divergence import CHECK_EVERY
 
 from .conftest import write_suite
 

@@ -29,11 +29,12 @@ from harness.execution import (
     run_payload,
     run_worker,
 )
-from harness.results import read_history, read_runs, suite_dir, write_run
-from harness.runner import execute
+from harness.execution.worker_log import LogWriter, parse_line
+from harness.results.read import read_history, read_runs
+from harness.results.store import suite_dir, write_run
+from harness.run.runner import execute
 from harness.suite import load_suite
 from harness.testing.checks import check_executor
-from harness.worker_log import LogWriter, parse_line
 
 from .conftest import write_suite
 
@@ -167,7 +168,7 @@ def test_the_readme_executor_gives_the_rows_of_the_local_executor():
 
 def test_a_log_planted_as_a_symlink_is_not_followed(tmp_path, run):
     # Before: the run appended its whole output to whatever file the planted link pointed at.
-    from harness.worker_log import log_path
+    from harness.execution.worker_log import log_path
 
     results = tmp_path / "out"
     target = tmp_path / "someone_elses_file"
@@ -184,7 +185,7 @@ def test_a_log_planted_as_a_symlink_is_not_followed(tmp_path, run):
 ORPHANED_CHILD = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", '''
-from harness.worker import end_with_parent
+from harness.execution.worker import end_with_parent
 import time
 end_with_parent(poll_s=0.1)
 print("ready", flush=True)

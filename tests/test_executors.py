@@ -29,7 +29,7 @@ from harness.cli import main
 from harness.errors import PluginError, UsageError
 from harness.execution import RUN_MODULES, worker_modules
 from harness.plugins import Registry
-from harness.results import read_history, read_runs
+from harness.results.read import read_history, read_runs
 from harness.suite import load_suite
 
 from .conftest import write_suite

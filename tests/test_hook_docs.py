@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
+from harness.contract import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, obj in vars(hookspecs).items() if hasattr(obj, "sam_harness_spec"))

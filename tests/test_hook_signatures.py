@@ -1,4 +1,4 @@
-"""The calls the contract documents are the calls the harness makes (harness/hookspecs.py).
+"""The calls the contract documents are the calls the harness makes (harness/contract/hookspecs.py).
 
 Each ``register_*`` hook's docstring states how its factory is called (a line ``factory(...)``),
 and the metric and executor hooks also state how the object the factory returns is called
@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from harness import hookspecs
 from harness.cli import main
-from harness.results import read_runs
+from harness.contract import hookspecs
+from harness.results.read import read_runs
 
 from .conftest import write_suite
 

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "harness"
 PLUGINS = ROOT / "plugins"
 
-#: The core's public API for plugins: the top-level package (``harness.__all__``) and the modules
-#: documented for plugin authors: the exceptions, the dataset contract, and the executor API. From a
+#: The core's public API for plugins: the top-level package (``harness.__all__``, which includes the
+#: dataset contract) and the modules documented for plugin authors: the exceptions and the executor API. From a
 #: module with ``__all__`` only its names may be imported; from the others, any name without a leading
 #: underscore.
-PUBLIC_MODULES = ("harness", "harness.errors", "harness.data", "harness.execution")
+PUBLIC_MODULES = ("harness", "harness.errors", "harness.execution")
 
 
 def _imports(path: Path) -> Iterator[tuple[int, str, list[str]]]:
@@ -88,21 +88,67 @@ def test_the_core_imports_no_plugin():
 
 def test_the_core_has_no_import_circle():
     graph = _core_graph()
-    assert "harness.results" in graph["harness.runner"]  # the graph has the modules' imports
+    assert "harness.results.store" in graph["harness.run.runner"]  # the graph has the modules' imports
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as circle:
         pytest.fail("import circle in the core: " + " -> ".join(circle.args[1]))
 
 
-def test_the_runner_does_not_import_the_worker_layer_above_it():
+#: The core's layers, lowest first. A module imports only from its own layer or a lower one
+#: (function-level imports included: they keep torch lazy, they do not license an upward import).
+#: ``harness`` itself is the public face of the contract (its lazy names point into ``contract``).
+LAYERS = (
+    ("harness.errors", "harness.paths", "harness.machine"),
+    ("harness", "harness.contract"),
+    ("harness.results",),
+    ("harness.plugins",),
+    ("harness.suite",),
+    ("harness.run",),
+    ("harness.execution",),
+    ("harness.report",),
+    ("harness.bench",),
+    ("harness.testing",),
+    ("harness.cli",),
+)
+
+
+def _layer(module: str) -> int:
+    """The rank of ``module``'s layer: the longest ``LAYERS`` prefix it falls under."""
+    ranks = [
+        (len(prefix), rank)
+        for rank, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert ranks, f"{module} is in no layer of tests/test_layering.py LAYERS: add it"
+    return max(ranks)[1]
+
+
+def test_every_core_module_imports_only_its_own_layer_or_lower():
     graph = _core_graph()
-    reached, todo = set(), ["harness.runner"]
-    while todo:
-        for module in graph[todo.pop()] - reached:
-            reached.add(module)
-            todo.append(module)
-    assert not reached & {"harness.execution", "harness.worker", "harness.worker_log"}
+    upward = [
+        f"{module} ({LAYERS[_layer(module)][0]}) imports {target} ({LAYERS[_layer(target)][0]})"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if _layer(target) > _layer(module)
+    ]
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_the_layer_rule_sees_an_upward_import():
+    assert _layer("harness.run.runner") < _layer("harness.execution.worker")
+    assert _layer("harness.contract.optim") < _layer("harness.plugins") < _layer("harness.cli")
+    assert _layer("harness") == _layer("harness.contract.hookspecs")
+
+
+def test_no_core_module_is_over_about_400_lines():
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in sorted(CORE.rglob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > 420
+    }
+    assert not long, f"split these modules (one job each): {long}"
 
 
 def _public_names(module: str) -> set[str] | None:
@@ -146,7 +192,7 @@ def test_the_public_api_check_refuses_what_the_executors_imported_before():
     plugins = set(_plugin_packages())
     refused = [
         ("harness_executors", "harness.suite", ["RunSpec"]),
-        ("harness_executors", "harness.results", ["suite_dir"]),
+        ("harness_executors", "harness.results.store", ["suite_dir"]),
         ("harness_executors", "harness_sam.sam", ["SAM"]),
         ("harness_executors", "harness.execution", ["_redirected"]),
         ("harness_executors", "harness", ["leases"]),

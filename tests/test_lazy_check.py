@@ -1,4 +1,4 @@
-"""``harness validate`` answers without importing torch or timm (harness/lazy_check.py), and still refuses
+"""``harness validate`` answers without importing torch or timm (harness/suite/lazy_check.py), and still refuses
 what it refused: a wrong factory path names the plugin, a module that fails on import stops ``harness run``
 before anything trains, an unknown timm optimizer name gets a suggestion.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import EXIT_OK, EXIT_USAGE, main
-from harness.lazy_check import check_path, declared_timm_optimizers
+from harness.suite.lazy_check import check_path, declared_timm_optimizers
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "sklearn")

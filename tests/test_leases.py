@@ -1,6 +1,6 @@
 """Run leases: one live process trains a run; stale leases of dead holders are taken over.
 
-Units on ``harness.leases`` (no training), then ``run_worker`` under a lease, then two real drivers on
+Units on ``harness.execution.leases`` (no training), then ``run_worker`` under a lease, then two real drivers on
 one results folder (the executor tests' ``held`` model keeps runs in flight until the test lets go).
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import leases
 from harness.cli import main
 from harness.errors import UsageError
-from harness.execution import Skipped, lease_path, log_path, run_payload, run_worker
-from harness.results import read_runs, suite_dir, write_run
+from harness.execution import Skipped, lease_path, leases, log_path, run_payload, run_worker
+from harness.results.read import read_runs
+from harness.results.store import suite_dir, write_run
 from harness.suite import load_suite
 
 from .conftest import write_suite
@@ -43,7 +43,7 @@ def _token(path: Path) -> str:
     return json.loads(path.read_text())["token"]
 
 
-# --- harness.leases ------------------------------------------------------------------------------------------
+# --- harness.execution.leases -----------------------------------------------------------------------------------------
 
 
 def test_a_lease_is_exclusive_while_held_and_free_once_released(tmp_path):
@@ -62,7 +62,7 @@ def test_a_lease_is_exclusive_while_held_and_free_once_released(tmp_path):
 
 def test_the_lease_of_a_dead_process_is_taken_over(tmp_path):
     path = tmp_path / "run.lease"
-    code = f"import os, pathlib; from harness import leases; leases.take(pathlib.Path({str(path)!r})); os._exit(0)"
+    code = f"import os, pathlib; from harness.execution import leases; leases.take(pathlib.Path({str(path)!r})); os._exit(0)"
     subprocess.run([sys.executable, "-c", code], check=True)  # took the lease and died holding it
     dead = json.loads(path.read_text())
     assert dead["pid"] != os.getpid() and not leases._pid_alive(dead["pid"])
@@ -124,7 +124,7 @@ def test_a_held_lease_heartbeats_and_release_spares_a_lease_taken_over_meanwhile
 
 CONTENDER = """
 import pathlib, sys, time
-from harness import leases
+from harness.execution import leases
 path, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from harness.cli import main
-from harness.optim import optimizer_state_bytes
-from harness.results import read_history, read_runs
-from harness.runner import _step_quantiles
+from harness.contract.optim import optimizer_state_bytes
+from harness.results.read import read_history, read_runs
+from harness.run.row import _step_quantiles
 
 from .conftest import write_suite
 
@@ -107,7 +107,7 @@ def test_optimizer_state_bytes_equal_the_hand_count(registry, optimizer, extra_f
         "optimizer", optimizer, list(model.named_parameters()), base_optimizer=base, scheduler=scheduler
     )
     opt.total_steps = 4
-    from harness.closure import BatchClosure
+    from harness.run.closure import BatchClosure
 
     for _ in range(2):  # buffers are allocated lazily, on the first perturbed step
         inputs, targets = torch.randn(5, 8), torch.randint(0, 4, (5,))

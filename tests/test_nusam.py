@@ -21,8 +21,8 @@ from torch import nn
 from torch.func import functional_call
 
 from harness import PerturbationScheduler
-from harness.closure import BatchClosure
-from harness.optim import optimizer_state_bytes
+from harness.contract.optim import optimizer_state_bytes
+from harness.run.closure import BatchClosure
 
 # The defaults the plugin registers (YAML-friendly: a list for exclude).
 DEFAULTS = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import suite_dir
+from harness.results.store import suite_dir
 
 from .conftest import write_suite
 from .test_executors import _alive, _children, _wait_for, test_plugin  # noqa: F401  (test_plugin is a fixture)

@@ -19,7 +19,7 @@ from harness_vision.cifar_files import write_cifar_files as write_cifar
 
 from harness.cli import main
 from harness.plugins import Registry
-from harness.results import read_runs
+from harness.results.read import read_runs
 
 CPU = torch.device("cpu")
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -8,9 +8,9 @@ import pytest
 
 from harness import OptimizerSpec, hookimpl
 from harness.cli import main
+from harness.contract.specs import ModelSpec, PresetSpec
 from harness.errors import DuplicateNameError, PluginError, UnknownNameError
 from harness.plugins import PluginLoadWarning, Registry, get_plugin_manager
-from harness.specs import ModelSpec, PresetSpec
 
 GOOD_PLUGIN = """
 from harness import OptimizerSpec, hookimpl

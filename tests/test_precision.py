@@ -16,8 +16,8 @@ from harness_sam.sam import SAM
 from harness_schedules.basic import Constant, Never, Periodic
 from torch import nn
 
-from harness.closure import BatchClosure, batchnorm_modules
-from harness.precision import LossScaler, Precision, fp16_autocast_available, prepare_model
+from harness.run.closure import BatchClosure, batchnorm_modules
+from harness.run.precision import LossScaler, Precision, fp16_autocast_available, prepare_model
 
 INIT_SCALE = 2.0**10
 
@@ -243,7 +243,7 @@ RUNNER_SUITE = """
 
 def _train(tmp_path, name: str, settings: str) -> dict:
     from harness.cli import main
-    from harness.results import read_runs
+    from harness.results.read import read_runs
 
     from .conftest import write_suite
 
@@ -296,7 +296,7 @@ def _run_spec(tmp_path, settings: str, overrides=()):
 
 
 def test_runner_builds_channels_last_weights_compiled_model_and_the_precision(tmp_path):
-    from harness.runner import build
+    from harness.run.build import build
 
     run, registry = _run_spec(tmp_path, "channels_last: true, compile: true", ["precision=bf16"])
     assert (run.precision, run.channels_last, run.compile) == ("bf16", True, True)  # --set without defaults.

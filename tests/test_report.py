@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from harness.cli import main
-from harness.results import write_run
+from harness.results.store import write_run
 
 SUITE = "synth"
 DATASET, MODEL = "cifar10", "resnet18-cifar"
@@ -113,7 +113,7 @@ def ok_values(noise: float, method: str) -> np.ndarray:
 
 
 def holm_by_hand(pvalues: list[float]) -> list[float]:
-    """Holm's step-down procedure written as a plain loop (independent of harness.seed_statistics.holm)."""
+    """Holm's step-down procedure written as a plain loop (independent of harness.report.seed_statistics.holm)."""
     m = len(pvalues)
     order = sorted(range(m), key=lambda i: pvalues[i])
     adjusted, running = [0.0] * m, 0.0

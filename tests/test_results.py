@@ -7,8 +7,9 @@ import collections
 import pyarrow.parquet as pq
 import pytest
 
-from harness import results
-from harness.results import HISTORY_SCHEMA, RUN_SCHEMA, finished_run_ids, read_runs, write_run
+from harness.results import store as results
+from harness.results.read import finished_run_ids, read_runs
+from harness.results.store import HISTORY_SCHEMA, RUN_SCHEMA, write_run
 
 
 def test_schema_names_are_unique():

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import results
 from harness.cli import main
-from harness.results import INDEXES, read_folder, read_runs, set_aside_damaged, write_run
+from harness.results import read as results
+from harness.results.read import INDEXES, read_folder, read_runs, set_aside_damaged
+from harness.results.store import write_run
 
 from .conftest import write_suite
 from .test_compare import write_side
@@ -185,7 +186,7 @@ def test_a_file_the_system_refuses_to_open_is_a_warning_and_never_moved(tmp_path
 
 def test_written_files_respect_the_umask(tmp_path):
     script = (
-        "import os, sys; os.umask(0o002); from harness.results import write_run; "
+        "import os, sys; os.umask(0o002); from harness.results.store import write_run; "
         "write_run(sys.argv[1], 's', {'run_id': 'a', 'status': 'ok', 'config': '{}'}, [{'epoch': 1}])"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
@@ -439,7 +440,7 @@ def test_report_and_compare_never_take_the_index_or_history_for_a_suite(tmp_path
 def test_ddp_driver_reads_its_own_row_even_when_the_folder_has_a_clash(tmp_path, tiny_run, monkeypatch):  # noqa: F811
     import torch.multiprocessing
 
-    from harness import worker
+    from harness.execution import worker
 
     results_dir = tmp_path / "out"
     pq.write_table(

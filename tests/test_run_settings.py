@@ -10,9 +10,9 @@ from harness_schedules.basic import Constant
 from torch import nn
 
 from harness.cli import EXIT_USAGE, main
-from harness.closure import BatchClosure
 from harness.plugins import Registry
-from harness.runner import build, clip_before_each_step
+from harness.run.build import build, clip_before_each_step
+from harness.run.closure import BatchClosure
 from harness.suite import load_suite
 
 from .conftest import write_suite

@@ -1,4 +1,4 @@
-"""``RunSpec`` is declared once (harness/run_spec.py): every run setting's default, later-setting rule
+"""``RunSpec`` is declared once (harness/contract/run_spec.py): every run setting's default, later-setting rule
 and allowed values come from its field, the parser takes them from there, and run ids do not move.
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import precision, run_spec
+from harness.contract import run_spec
+from harness.contract.run_spec import CHOICES, LATER_SETTINGS, RUN_DEFAULTS, RunSpec
 from harness.errors import SuiteError
-from harness.run_spec import CHOICES, LATER_SETTINGS, RUN_DEFAULTS, RunSpec
+from harness.run import precision
 from harness.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,10 +101,11 @@ def test_the_allowed_values_have_one_home():
 
 def test_run_spec_is_public_and_depends_on_no_other_harness_module():
     assert harness.RunSpec is RunSpec and "RunSpec" in harness.__all__
-    imported = _imports(REPO / "harness" / "run_spec.py")
+    imported = _imports(REPO / "harness" / "contract" / "run_spec.py")
     assert not [name for name in imported if name.startswith("harness") or name == "torch"], imported
-    contract = _imports(REPO / "harness" / "hookspecs.py")  # TYPE_CHECKING imports included
-    assert "harness.run_spec" in contract and not {"harness.suite", "harness.plugins"} & set(contract), contract
+    contract = _imports(REPO / "harness" / "contract" / "hookspecs.py")  # TYPE_CHECKING imports included
+    assert "harness.contract.run_spec" in contract, contract
+    assert not {"harness.suite", "harness.plugins"} & set(contract), contract
 
 
 def _imports(path: Path) -> list[str]:
@@ -118,7 +120,7 @@ def _imports(path: Path) -> list[str]:
 
 
 def test_the_quickstart_keeps_the_run_ids_of_earlier_releases():
-    """Ids of commit 5a27f77, before ``RunSpec`` moved to ``harness.run_spec``: results written then
+    """Ids of commit 5a27f77, before ``RunSpec`` moved to ``harness.contract.run_spec``: results written then
     resume. A deliberate change of a resolved default (of erm, sam, or the suite) changes them: say so
     in the changelog and update this list."""
     registry = harness.Registry.from_plugins()

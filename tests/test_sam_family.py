@@ -14,9 +14,9 @@ from harness_sam.sam import SAM
 from harness_schedules.basic import Constant
 from torch import nn
 
-from harness.closure import BatchClosure, batchnorm_modules
 from harness.plugins import Registry
-from harness.runner import build_base_optimizer
+from harness.run.build import build_base_optimizer
+from harness.run.closure import BatchClosure, batchnorm_modules
 
 MOMENTUM = {"name": "momentum", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
 STEPS = 20

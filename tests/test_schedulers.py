@@ -21,7 +21,7 @@ from scipy import integrate
 from scipy.stats import norm
 
 from harness import PerturbationScheduler
-from harness.optim import StepContext
+from harness.contract.optim import StepContext
 from harness.plugins import Registry
 
 SCHEDULERS = Registry.from_plugins().names("scheduler")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from harness.metrics import run_metrics
+from harness.run.metrics import run_metrics
 
 METRICS = ("hessian_max_eig", "hessian_trace", "sam_sharpness", "surrogate_gap", "grad_stats")
 SMALL_BUDGETS = {

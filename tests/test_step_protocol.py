@@ -15,10 +15,10 @@ from harness_sam.sam import SAM
 from harness_schedules.basic import Constant, Never
 from torch import nn
 
-from harness.closure import BatchClosure, batchnorm_modules
+from harness.contract.optim import StepContext, optimizer_state_bytes
 from harness.errors import ProtocolError
-from harness.optim import StepContext, optimizer_state_bytes
-from harness.runner import build_base_optimizer
+from harness.run.build import build_base_optimizer
+from harness.run.closure import BatchClosure, batchnorm_modules
 
 
 class Quadratic(nn.Module):

@@ -12,7 +12,7 @@ from harness import DatasetSpec, ModelSpec, hookimpl
 from harness.cli import main
 from harness.errors import SuiteError
 from harness.plugins import Registry, get_plugin_manager
-from harness.reference import lookup, model_key_matches, read_table
+from harness.results.reference import lookup, model_key_matches, read_table
 from harness.suite import SMOKE_BATCH, SMOKE_EXAMPLES, load_suite
 
 from .conftest import write_suite

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import EXIT_OK, EXIT_USAGE, SUMMARY_ENDS, main
+from harness.cli import EXIT_OK, EXIT_USAGE, main
+from harness.cli.listing import SUMMARY_ENDS
 from harness.errors import UnsafePathError, short_repr
 from harness.execution import lease_path, log_path, run_payload, run_worker
 from harness.paths import MAX_NAME, NAME_RULE, inside
-from harness.results import write_run
+from harness.results.store import write_run
 from harness.suite import MAX_RUNS, load_suite
 from harness.suite.yaml_loader import MAX_ALIASED, MAX_BYTES, MAX_DEPTH
 

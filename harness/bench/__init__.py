@@ -3,8 +3,8 @@
 For one model and batch (random tensors of the model's input shape, held on the device), every
 candidate starts from the same initial model and steps on the same batch:
 
-- the presets (``erm``, ``sam``, ``looksam``, ``ae-sam``, ...), each a run that ``harness.runner.build``
-  builds and ``harness.runner.train_step``, the training loop's own step, steps (``setting``);
+- the presets (``erm``, ``sam``, ``looksam``, ``ae-sam``, ...), each a run that ``harness.run.build.build``
+  builds and ``harness.run.runner.train_step``, the training loop's own step, steps (``setting``);
 - references: kozistr's pytorch-optimizer ``SAM`` and ``GSAM`` (an optional dependency; skipped when it
   is not installed) and two bare hand-written PyTorch loops (``references``).
 

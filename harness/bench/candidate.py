@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.optim import SharpnessAwareOptimizer, optimizer_state_bytes, state_tensors, tensor_bytes
-from harness.runner import RunState
+from harness.contract.optim import SharpnessAwareOptimizer, optimizer_state_bytes, state_tensors, tensor_bytes
+from harness.run.row import RunState
 
 
 @dataclass

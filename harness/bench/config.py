@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
+from harness.contract.run_spec import RUN_DEFAULTS
 from harness.errors import UsageError
 from harness.plugins import Registry
-from harness.precision import MODES
-from harness.run_spec import RUN_DEFAULTS
+from harness.run.precision import MODES
 
 DEFAULT_METHODS = ("erm", "sam", "looksam", "sam-k", "ae-sam", "ss-sam", "gsam", "nusam")
 #: Reference implementations: kozistr's pytorch-optimizer SAM and GSAM, bare hand-written loops.

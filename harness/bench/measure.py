@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.bench.candidate import Candidate
-from harness.timing import synchronize
+from harness.run.timing import synchronize
 
 
 @dataclass

@@ -4,7 +4,7 @@ kozistr's pytorch-optimizer ``SAM`` and ``GSAM`` with the same base optimizer cl
 rho and alpha, and two bare hand-written PyTorch loops with the same base optimizer: ERM (zero_grad,
 forward, backward, step) and SAM (the textbook two passes with ``torch._foreach_*`` kernels and a
 persistent weight backup). Each gets the model, base optimizer and precision that
-``harness.runner.build`` built for its counterpart preset's run, so the harness's overhead is the
+``harness.run.build.build`` built for its counterpart preset's run, so the harness's overhead is the
 harness step over the bare step. A reference counts its steps in a ``RunState`` as the runner does.
 """
 
@@ -19,8 +19,9 @@ from torch import nn
 
 from harness.bench.candidate import Candidate
 from harness.bench.config import SAM_RHO
-from harness.run_spec import RunSpec
-from harness.runner import RunState, Setup, build_base_optimizer
+from harness.contract.run_spec import RunSpec
+from harness.run.build import Setup, build_base_optimizer
+from harness.run.row import RunState
 
 
 def kozistr_sam(po: Any, module: nn.Module, settings: dict[str, Any]) -> Any:

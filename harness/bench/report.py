@@ -23,7 +23,7 @@ import torch
 from harness.bench.config import COMMON_BASE, BenchConfig
 from harness.bench.rows import BENCH_SCHEMA, measure_setting
 from harness.plugins import Registry
-from harness.results import write_atomic
+from harness.results.store import write_atomic
 
 MIB = 1024 * 1024
 

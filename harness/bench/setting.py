@@ -2,8 +2,8 @@
 
 A preset is a ``RunSpec`` (the preset's optimizer and scheduler with their parameters, the model, the
 batch size, precision, channels-last and compile, the suites' learning-rate schedule) over a training set
-of one batch, the bench's random tensors, for ``total_steps`` epochs: ``harness.runner.build`` builds it,
-as it builds any run, and a step is ``harness.runner.train_step``, the training loop's own step. Its
+of one batch, the bench's random tensors, for ``total_steps`` epochs: ``harness.run.build.build`` builds it,
+as it builds any run, and a step is ``harness.run.runner.train_step``, the training loop's own step. Its
 scheduler says how many steps to spend untimed (``warmup_steps``) and what share of steps perturb
 (``expected_perturbed_fraction``). A reference is built by the same ``build`` (its counterpart preset's
 run, for the same model, base optimizer and precision) and steps its own loop (``harness.bench.references``).
@@ -19,11 +19,13 @@ import torch
 from harness.bench.candidate import Candidate
 from harness.bench.config import COMMON_BASE, COUNTERPARTS, LR_SCHEDULE, REFERENCES, BenchConfig
 from harness.bench.references import bare, kozistr
-from harness.data import ClassificationData
+from harness.contract.data import ClassificationData
+from harness.contract.run_spec import RunSpec
 from harness.plugins import Registry
-from harness.precision import Precision
-from harness.run_spec import RunSpec
-from harness.runner import RunState, Setup, build, train_step
+from harness.run.build import Setup, build
+from harness.run.precision import Precision
+from harness.run.row import RunState
+from harness.run.runner import train_step
 
 #: The ``RunSpec.dataset`` of a bench run (its data is handed to ``build``, never looked up).
 DATASET = "bench-batch"
@@ -83,7 +85,7 @@ class Bench:
         )
 
     def build_run(self, run: RunSpec) -> Setup:
-        """``harness.runner.build`` of ``run`` on the bench's batch."""
+        """``harness.run.build.build`` of ``run`` on the bench's batch."""
         return build(run, self.registry, self.data)
 
     def preset(self, name: str) -> Candidate:

@@ -1,7 +1,7 @@
 """The factory check of the components a suite's runs use: each plugin's lazy factory path must load.
 
 ``load_suite`` checks every path from its module's source, without importing it
-(``harness.lazy_check``), so ``harness validate`` stays torch-free; ``import_factories`` imports them
+(``harness.suite.lazy_check``), so ``harness validate`` stays torch-free; ``import_factories`` imports them
 just before ``harness run`` trains. Either way a wrong path fails once, naming the plugin, rather than
 in every run.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from harness.contract.run_spec import RunSpec
+from harness.contract.specs import Spec
 from harness.errors import SuiteError
-from harness.lazy_check import check_path
 from harness.plugins import Registry
-from harness.run_spec import RunSpec
-from harness.specs import Spec
+from harness.suite.lazy_check import check_path
 from harness.suite.record import Suite
 
 
@@ -34,7 +34,7 @@ def check_factories(path: str, registry: Registry, runs: Iterable[RunSpec], chec
 
 
 def check_source(spec: Spec) -> None:
-    """A lazy factory path checked from its module's source where it can be (``harness.lazy_check``)."""
+    """A lazy factory path checked from its module's source where it can be (``harness.suite.lazy_check``)."""
     if isinstance(spec.factory, str):
         check_path(spec.factory)
 

@@ -13,9 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.contract.run_spec import RUN_DEFAULTS, RunSpec
 from harness.errors import SuiteError
 from harness.plugins import Registry
-from harness.run_spec import RUN_DEFAULTS, RunSpec
 from harness.suite.checks import Checker
 
 MAX_RUNS = 100_000  # runs in one suite: 20,000 validate in about 7 s; the shipped suites have at most 225

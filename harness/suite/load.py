@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from harness.contract.run_spec import RUN_DEFAULTS
 from harness.errors import SuiteError, did_you_mean, short_repr
 from harness.plugins import Registry
-from harness.run_spec import RUN_DEFAULTS
 from harness.suite import yaml_loader
 from harness.suite.checks import MISSING, Checker, unique
 from harness.suite.factories import check_factories, check_source

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.run_spec import RunSpec
+from harness.contract.run_spec import RunSpec
 
 DEFAULT_EXECUTOR = "local"
 

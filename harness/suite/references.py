@@ -2,7 +2,7 @@
 
 ``reference_blocks`` checks each block (the paper and table it cites exist in the table; the method and
 model names it maps are the suite's and the paper's) and reads the table once; ``with_reference``
-gives a run the first published test accuracy that matches it (``harness.reference`` reads and matches).
+gives a run the first published test accuracy that matches it (``harness.results.reference`` reads and matches).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from harness.contract.run_spec import RunSpec
 from harness.errors import did_you_mean
-from harness.run_spec import RunSpec
 from harness.suite.checks import MISSING, Checker
 
 
@@ -20,7 +20,7 @@ def reference_blocks(
     checker: Checker, raw: Any, path: str, methods: list[dict[str, Any]], models: list[tuple[str, dict]]
 ) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
     """Validate the ``reference`` block: each entry cites a paper table and maps names to the paper's."""
-    from harness.reference import DEFAULT_TABLE, REFERENCE_KEYS, model_key_name, read_table
+    from harness.results.reference import DEFAULT_TABLE, REFERENCE_KEYS, model_key_name, read_table
 
     if raw in (None, []):
         return []
@@ -68,7 +68,7 @@ def reference_blocks(
 
 def with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[dict[str, str]]]]) -> RunSpec:
     """Attach the first published value that matches the run (the suite's reference blocks, in order)."""
-    from harness.reference import lookup
+    from harness.results.reference import lookup
 
     for block, rows in references:
         found = lookup(

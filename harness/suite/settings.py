@@ -1,9 +1,9 @@
 """A suite's run settings (its ``defaults:`` block), base optimizer and learning-rate schedule, checked.
 
-``run_settings`` merges ``defaults:`` over ``harness.run_spec.RUN_DEFAULTS`` and checks each value;
+``run_settings`` merges ``defaults:`` over ``harness.contract.run_spec.RUN_DEFAULTS`` and checks each value;
 ``base_optimizer`` checks a base optimizer block (the suite's, or a method's over the suite's). A
 timm optimizer name is checked against the names timm's source declares, without importing timm
-(``harness.lazy_check.declared_timm_optimizers``); only an undeclared name imports it.
+(``harness.suite.lazy_check.declared_timm_optimizers``); only an undeclared name imports it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from harness.contract.run_spec import CHOICES, RUN_DEFAULTS
 from harness.errors import did_you_mean
-from harness.lazy_check import declared_timm_optimizers
-from harness.run_spec import CHOICES, RUN_DEFAULTS
 from harness.suite.checks import MISSING, Checker
+from harness.suite.lazy_check import declared_timm_optimizers
 
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
 LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
@@ -120,7 +120,7 @@ def base_optimizer(checker: Checker, key: str, raw: Any, inherited: Mapping[str,
 @functools.cache
 def _timm_optimizer_names() -> tuple[str, ...]:
     """Every optimizer name timm knows (imports timm and torch: only for a name its source does not declare,
-    ``harness.lazy_check.declared_timm_optimizers``)."""
+    ``harness.suite.lazy_check.declared_timm_optimizers``)."""
     from timm.optim import list_optimizers
 
     return tuple(list_optimizers())

@@ -1,4 +1,4 @@
-"""The contract test kit: checks that a plugin's components keep the contracts of ``harness.hookspecs``.
+"""The contract test kit: checks that a plugin's components keep the contracts of ``harness.contract.hookspecs``.
 
 Every registered component is checked against the rules of its kind (``harness.testing.checks.RULES``):
 

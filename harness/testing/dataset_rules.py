@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from harness.data import ClassificationData
+from harness.contract.data import ClassificationData
 from harness.plugins import Registry
 from harness.testing.base import ContractSkip, ContractViolation, first_difference, rule
 from harness.testing.fixtures import seed_everything, write_tiny_cifar

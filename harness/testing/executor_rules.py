@@ -4,7 +4,7 @@ An executor must train a suite's runs to the same results wherever it runs them.
 suite (ERM and SAM on a slice of digits, a 16-unit MLP, one epoch) through the executor, built with its
 registered defaults, and compares each run's ``status``, ``test_acc``, ``steps`` and ``grad_evals`` with the
 rows the ``local`` executor writes for the same suite (for ``local`` itself: with runs trained in this
-process by ``harness.runner.execute``). An executor whose optional dependency is missing is skipped.
+process by ``harness.run.runner.execute``). An executor whose optional dependency is missing is skipped.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _suite(registry: Registry, folder: Path) -> Any:
 
 
 def _rows(folder: Path, suite: Any) -> dict[str, dict[str, Any]]:
-    from harness.results import read_runs, suite_dir
+    from harness.results.read import read_runs
+    from harness.results.store import suite_dir
 
     table = read_runs(suite_dir(folder, suite.name), columns=["run_id", *COLUMNS, "error"])
     rows = {row["run_id"]: {key: _plain(row[key]) for key in (*COLUMNS, "error")} for row in table.to_dict("records")}
@@ -104,7 +105,7 @@ def _run(registry: Registry, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _in_process(registry: Registry) -> dict[str, dict[str, Any]]:
-    from harness.runner import execute
+    from harness.run.runner import execute
 
     with tempfile.TemporaryDirectory(prefix="sam-harness-contract-") as folder:
         suite = _suite(registry, Path(folder))

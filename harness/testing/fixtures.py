@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.closure import BatchClosure, batchnorm_modules
-from harness.optim import StepContext, StepInfo
+from harness.contract.optim import StepContext, StepInfo
 from harness.plugins import Registry
-from harness.precision import Precision
-from harness.runner import seed_everything
+from harness.run.build import seed_everything
+from harness.run.closure import BatchClosure, batchnorm_modules
+from harness.run.precision import Precision
 from harness.testing.base import ContractSkip, ContractViolation
 
 FEATURES, HIDDEN, CLASSES, BATCH = 6, 8, 3, 16

@@ -1,6 +1,6 @@
 """The contract of metrics (``register_metrics``): ``factory(**params)`` returns ``metric(model, batches, loss_fn)``.
 
-Every rule calls the metric, built with its registered defaults, as ``harness.metrics.run_metrics`` does: on
+Every rule calls the metric, built with its registered defaults, as ``harness.run.metrics.run_metrics`` does: on
 ``ContractNet`` (a BatchNorm layer, a frozen parameter) in eval mode, with two batches and the mean
 cross-entropy. The harness restores the model after a metric anyway; the kit checks that the metric does not
 rely on that, so it can be used on its own.

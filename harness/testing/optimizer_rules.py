@@ -1,4 +1,4 @@
-"""The contract of optimizers (``register_optimizers``): the step protocol of ``harness.optim``.
+"""The contract of optimizers (``register_optimizers``): the step protocol of ``harness.contract.optim``.
 
 Every rule builds the optimizer with its registered defaults on ``ContractNet`` (``harness.testing.fixtures``)
 and steps it with the runner's ``BatchClosure``, so a plugin is checked exactly as it will be driven.
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.closure import BatchClosure, batchnorm_modules
 from harness.plugins import Registry
-from harness.precision import Precision, fp16_autocast_available
+from harness.run.closure import BatchClosure, batchnorm_modules
+from harness.run.precision import Precision, fp16_autocast_available
 from harness.testing.base import ContractSkip, ContractViolation, first_difference, is_finite_number, rule
 from harness.testing.fixtures import (
     FAST_LR,

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from harness.optim import StepContext
+from harness.contract.optim import StepContext
 from harness.plugins import Registry
 from harness.testing.base import ContractViolation, is_real_number, rule
 from harness.testing.fixtures import create, round_trip, seed_everything, step_contexts

@@ -2,7 +2,7 @@
 
 Sources: shared/papers/002_aa5e854e0246be55.txt (Algorithm 1, Algorithm 2, eq. 7-8, Appendix C.1) and the
 extraction notes shared/papers/seed_nusam.md, sections 2-4 and 9. The step protocol is
-shared/DESIGN.md section 4 (``harness.optim``).
+shared/DESIGN.md section 4 (``harness.contract.optim``).
 
 For every perturbed matrix ``W_i`` with clean gradient ``G_i`` (Algorithm 1, step 2):
 

@@ -7,14 +7,23 @@ One function per family, each on lists of tensors with ``torch._foreach_*`` kern
   Sec. 5 "ASAM"); ``normalize=False`` gives the unnormalized e = rho T^2 d of AE-SAM's Algorithm 1
   (001_543051aac35e9f16.txt, line 7; seed_looksam_aesam.md B.3 [DISCREPANCY]).
 - ``linf``: e = rho T sign(d) (SAM App. C.5 p=inf; LookSAM Alg. 1 prints this form).
-- ``layerwise`` scaling (LayerSAM, 000_821cd26b06e61c4d.txt Alg. 2-3, eq. 7): each tensor's
-  perturbation is multiplied by the trust ratio ||w_i|| / ||g_i|| (where ||w_i|| = 0 the printed ratio
-  is 0 and the inverse one infinite: ``zero_weight_ratio``, default 1, the LAMB convention of
-  seed_looksam_aesam.md A.3 "Trust-ratio guards"; where only ||g_i|| = 0, 1: e_i is 0 anyway), so
-  ``linf`` + layerwise is rho (||w_i||/||g_i||) sign(g_i) as printed, and ``l2`` + layerwise its l2
-  form rho xi_i g_i / ||g|| (seed_looksam_aesam.md A.3). Eq. 7 writes Lambda where the exact solution
-  of the constraint ||Lambda e|| <= rho has Lambda^-1 (seed A.3); ``inverse=True`` gives that reading,
-  ||g_i|| / ||w_i||.
+
+Both are the exact maximisers of the first-order problem max <d, e> subject to ||T^-1 e||_p <= rho
+(substitute u = T^-1 e: the plain l_p ball in u, direction T d).
+
+``layerwise`` scaling (LayerSAM, 000_821cd26b06e61c4d.txt Sec. 3.3 eq. 6-7, Alg. 2-3;
+seed_looksam_aesam.md A.3, A.9 item 1): Lambda = diag(xi_i), xi_i = ||w_i|| / ||g_i|| per tensor,
+and eq. 6 perturbs within ||Lambda e||_p <= rho. ``trust_ratios`` gives xi_i (or 1 / xi_i); where
+||w_i|| = 0 the ratio is 0 (printed) or infinite (inverse), replaced by ``zero_weight_ratio`` (default
+1, LAMB's guard, seed A.3 "Trust-ratio guards"); where only ||g_i|| = 0 it is 1 (e_i is 0 anyway
+along the gradient). The caller applies one of two readings (``SAM``'s ``trust_ratio``):
+
+- printed: e as eq. 7 and Alg. 2-3 print it, the family's e times xi_i per tensor: rho xi_i sign(g_i)
+  (Alg. 2-3) and rho xi_i g_i / ||g|| (eq. 7 with p = q = 2). Neither maximises <g, e> on eq. 6's
+  constraint (the linf one does on ||Lambda^-1 e||_inf <= rho).
+- inverse: the exact maximiser of eq. 6's first-order problem. Lambda^-1 joins the scale, S = T Lambda^-1,
+  so ``l2`` gives e = rho S^2 d / ||S d||, i.e. rho Lambda^-2 g / ||Lambda^-1 g|| (maximum
+  rho ||Lambda^-1 g||), and ``linf`` gives rho Lambda^-1 sign(g); unnormalized, ``l2`` gives rho S^2 d.
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ def l2(
 ) -> Tensors:
     """rho T^2 d / (||T d|| + eps), or rho T^2 d when not normalizing; T = 1 when ``scale`` is None.
 
+    Normalized, the maximiser of <d, e> subject to ||T^-1 e||_2 <= rho (the module docstring).
+
     ``norm``: ||d|| when the caller already has it (the clean gradient norm), to avoid recomputing.
     """
     if scale is None:
@@ -82,7 +93,7 @@ def l2(
 
 
 def linf(direction: Tensors, rho: float, *, scale: Tensors | None) -> Tensors:
-    """rho T sign(d); T = 1 when ``scale`` is None."""
+    """rho T sign(d), the maximiser of <d, e> subject to ||T^-1 e||_inf <= rho; T = 1 when ``scale`` is None."""
     perturbation = torch._foreach_sign(direction)
     if scale is not None:
         torch._foreach_mul_(perturbation, scale)

@@ -13,6 +13,10 @@ GSAM_PAPER = "004_c79f6670b818170d.txt (GSAM), Alg. 1, eq. 4-6, Table 4"
 LOOKSAM_PAPER = "000_821cd26b06e61c4d.txt (LookSAM), Alg. 1-3, eq. 4 and 7, Tables 10-11"
 AESAM_PAPER = "001_543051aac35e9f16.txt (AE-SAM), Alg. 1, eq. 4-5, Sec. 4"
 NUSAM_PAPER = "002_aa5e854e0246be55.txt (nuSAM), Alg. 1-2, eq. 8a-8b, App. C.1, Sec. 5.1.1"
+SAMON_PAPER = (
+    "Mueller, Vlaar, Rolnick, Hein, Normalization Layers Are All That Sharpness-Aware Minimization Needs, "
+    "NeurIPS 2023 (arXiv 2306.04226); as the baseline of 002 (nuSAM), Sec. 5, 5.1.1, Tables 2-4 and 12"
+)
 
 SAM_OPTIONS = {
     "norm": "l2",
@@ -52,11 +56,12 @@ def register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(
             name="sam",
             factory="harness_sam.sam:SAM",
-            defaults=SAM_OPTIONS,
-            choices=SAM_CHOICES,
-            later_params=SAM_LATER,
-            description="SAM: gradient at w + e, e from an l2/linf ball, ASAM, layer-wise, random or per-m",
-            paper=SAM_PAPER,
+            defaults={**SAM_OPTIONS, "perturb": "all", "normalization_pattern": ""},
+            choices={**SAM_CHOICES, "perturb": ("all", "normalization")},
+            later_params=(*SAM_LATER, "perturb", "normalization_pattern"),
+            description="SAM: gradient at w + e, e from an l2/linf ball, ASAM, layer-wise, random, per-m "
+            "or on the normalization layers only (SAM-ON)",
+            paper=f"{SAM_PAPER}; SAM-ON: {SAMON_PAPER}",
         ),
         OptimizerSpec(
             name="gsam",
@@ -246,6 +251,18 @@ def register_presets() -> list[PresetSpec]:
             "nuSAM: rank-1 perturbation per matrix, switched on after 10% of training, AdamW base "
             "rho=0.02 (the fine-tuning default, seed_nusam.md 6.3; from-scratch values were lost)",
             NUSAM_PAPER,
+            base_optimizer=ADAMW,
+        ),
+        _preset(
+            "sam-on",
+            "sam",
+            "constant",
+            {"rho": 0.05},
+            "SAM-ON: SAM perturbing only the normalization layers' weights and biases, every parameter "
+            "updated; AdamW base, no delay (002 Sec. 5.1.1, Table 12); rho=0.05, the top of 002's GLUE grid "
+            "{0.01, 0.02, 0.05} (the vision rho sweeps were lost: sweep it)",
+            SAMON_PAPER,
+            optimizer_params={"perturb": "normalization"},
             base_optimizer=ADAMW,
         ),
     ]

@@ -14,15 +14,17 @@ Options (``harness_sam.perturbations`` has the formulas):
   e = rho T_w^2 g / ||T_w g||. GSAM's paper runs ASAM with a 10x larger rho (seed B.3). ASAM's formula
   is not in the five papers, and Kwon et al.'s reference code scales only parameters whose name
   contains "weight" (T = 1 for biases): ``adaptive_params`` ``all`` (default) or ``weights``.
-- ``layerwise``: LayerSAM's trust-ratio scaling (000_821cd26b06e61c4d.txt, Alg. 3, eq. 7).
-  ``trust_ratio``: ``printed`` scales by ||w_i|| / ||g_i|| as Alg. 2-3 and eq. 7 print it;
-  ``inverse`` by ||g_i|| / ||w_i||, the exact solution of eq. 6's constraint ||Lambda e|| <= rho
-  (seed_looksam_aesam.md A.3, A.9 item 1). The paper contradicts itself and its code is not public;
-  the default is what it prints. (At the paper's rho=1.0, the printed form perturbs each weight by
-  ||w_i|| / ||g_i||, which wrecks training on small models: see the README.) ``zero_weight_ratio``:
-  the ratio of a tensor whose weights are all 0, where the printed ratio is 0 and the inverse one
-  infinite; the paper does not say, the default 1 is LAMB's guard (seed A.3 "Trust-ratio guards"),
-  0 leaves such tensors (zero-initialized biases) unperturbed.
+- ``layerwise``: LayerSAM's trust-ratio scaling (000_821cd26b06e61c4d.txt, Sec. 3.3 eq. 6-7, Alg. 2-3),
+  Lambda = diag(||w_i|| / ||g_i||) per tensor. ``trust_ratio``: ``printed`` multiplies each tensor's e
+  by ||w_i|| / ||g_i|| as Alg. 2-3 and eq. 7 print it (rho Lambda sign(g), rho Lambda g / ||g||);
+  ``inverse`` is the exact first-order maximiser of eq. 6, max <g, e> subject to ||Lambda e|| <= rho:
+  rho Lambda^-1 sign(g) for ``linf`` and rho Lambda^-2 g / ||Lambda^-1 g|| for ``l2`` (not the
+  printed l2 form with the ratio inverted; seed_looksam_aesam.md A.3, A.9 item 1). The paper
+  contradicts itself and its code is not public; the default is what it prints. (At the paper's
+  rho=1.0, the printed form perturbs each weight by ||w_i|| / ||g_i||, which wrecks training on small
+  models: see the README.) ``zero_weight_ratio``: the ratio of a tensor whose weights are all 0, where
+  the printed ratio is 0 and the inverse one infinite; the paper does not say, the default 1 is LAMB's
+  guard (seed A.3 "Trust-ratio guards"), 0 leaves such tensors (zero-initialized biases) unperturbed.
 - ``normalize``: false gives the unnormalized e = rho g of AE-SAM's Alg. 1 (001, line 7), which
   contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
 - ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a generator seeded by ``seed``
@@ -30,6 +32,13 @@ Options (``harness_sam.perturbations`` has the formulas):
 - ``m``: m-sharpness (SAM Sec. 4.1): the batch is split into sub-batches of ``m`` examples, each
   perturbed with its own gradient, and the perturbed gradients are averaged (what SAM's data
   parallelism does, one perturbation per accelerator). 0 perturbs with the whole batch.
+- ``perturb``: ``all`` (default) or ``normalization``, SAM-ON (Mueller et al., NeurIPS 2023; the
+  baseline of shared/papers/002_aa5e854e0246be55.txt Sec. 5, seed_nusam.md section 9): only the
+  normalization layers' weights and biases are perturbed, e computed from their gradient alone (so
+  ||e|| = rho on them, as the reference code github.com/mueller-mp/SAM-ON normalizes), and only they
+  are backed up; the base optimizer still updates every parameter with the gradient at w + e.
+  ``harness_sam.normalization`` has the rule; ``normalization_pattern``, a regular expression on the
+  parameter names, replaces it (``""``: the rule).
 
 Cost (shared/DESIGN.md section 9): for the default l2 perturbation along the gradient, ``ascend``
 scales the clean gradient in place into the perturbation (pass 2 replaces the gradients anyway) and
@@ -41,17 +50,19 @@ perturbation with ``perturbation`` (which leaves the gradients untouched).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
 from harness import SharpnessAwareOptimizer, StepInfo
-from harness_sam import perturbations
+from harness_sam import normalization, perturbations
 
 NORMS = ("l2", "linf")
 DIRECTIONS = ("gradient", "random")
 TRUST_RATIOS = ("printed", "inverse")
 ADAPTIVE_PARAMS = ("all", "weights")
+PERTURB = ("all", "normalization")
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -75,6 +86,8 @@ class SAM(SharpnessAwareOptimizer):
         m: int = 0,
         seed: int = 0,
         eps: float = 1e-12,
+        perturb: str = "all",
+        normalization_pattern: str = "",
         **hparams: Any,
     ) -> None:
         if norm not in NORMS:
@@ -99,6 +112,8 @@ class SAM(SharpnessAwareOptimizer):
             m=m,
             seed=seed,
             eps=eps,
+            perturb=perturb,
+            normalization_pattern=normalization_pattern,
             **hparams,
         )
         if trust_ratio not in TRUST_RATIOS:
@@ -123,15 +138,62 @@ class SAM(SharpnessAwareOptimizer):
         # The default perturbation, e = rho g / (||g|| + eps), is computed in place in the gradients.
         self._in_place = norm == "l2" and normalize and not adaptive and not layerwise and direction == "gradient"
         self._sub_batch_sum: GradientMemory | None = None
+        self._perturbed = self._select(perturb, normalization_pattern)
+
+    def _select(self, perturb: str, pattern: str) -> list[torch.Tensor]:
+        """The parameters ``ascend`` perturbs: every trainable one, or the normalization ones (SAM-ON)."""
+        name = type(self).__name__
+        if perturb not in PERTURB:
+            raise ValueError(f"{name}: perturb must be one of {PERTURB}, got {perturb!r}")
+        if perturb == "all":
+            if pattern:
+                raise ValueError(f"{name}: normalization_pattern {pattern!r} needs perturb='normalization'")
+            return self._params
+        unnamed = sum(id(p) not in self.param_names for p in self._params)
+        if unnamed:
+            raise ValueError(
+                f"{name}: perturb='normalization' tells parameters by name, and {unnamed} have none: build the "
+                f"optimizer from (name, tensor) pairs (model.named_parameters())"
+            )
+        named = [(self.param_names[id(p)], p) for p in self._params]
+        chosen = normalization.normalization_names(named, pattern)
+        if not chosen:
+            warnings.warn(
+                f"{name}: perturb='normalization' found no normalization parameter among {len(named)} "
+                f"(normalization_pattern {pattern!r}): every step takes two passes and equals the base optimizer's",
+                stacklevel=3,
+            )
+        return [p for key, p in named if key in chosen]
+
+    def _backup_buffers(self) -> list[torch.Tensor]:
+        """The persistent copy of the perturbed weights (SAM-ON: of the normalization parameters only)."""
+        if self._backup is None:
+            self._backup = [torch.empty_like(p) for p in self._perturbed]
+        return self._backup
 
     def ascend(self, params, grads, rho, grad_norm):
+        if self._perturbed is not self._params:  # SAM-ON: e from the perturbed parameters' gradient alone
+            params = [p for p in self._perturbed if p.grad is not None]
+            grads = [p.grad for p in params]
+            grad_norm = self.global_norm(grads)
+        if self._perturbed:
+            torch._foreach_copy_(self._backup_buffers(), self._perturbed)
+        if not params:  # SAM-ON on a model without normalization layers: pass 2 runs at w
+            return {"perturbation_norm": torch.zeros(())}
         if not self._in_place:
-            return super().ascend(params, grads, rho, grad_norm)
-        torch._foreach_copy_(self._backup_buffers(), self._params)
+            perturbation = self.perturbation(params, grads, rho, grad_norm)
+            torch._foreach_add_(params, perturbation)
+            return {"perturbation_norm": self.global_norm(perturbation)}
         scale = rho / (grad_norm + self.eps)
         torch._foreach_mul_(grads, scale)  # the gradients now hold e
         torch._foreach_add_(params, grads)
         return {"perturbation_norm": grad_norm * scale}
+
+    def descend(self, params, rho):
+        """Restore the perturbed weights from their backup (the others never moved)."""
+        if self._perturbed:
+            torch._foreach_copy_(self._perturbed, self._backup)
+        return {}
 
     def perturbation(self, params, grads, rho, grad_norm):
         if self.direction == "random":
@@ -143,18 +205,24 @@ class SAM(SharpnessAwareOptimizer):
             for p, t in zip(params, scale, strict=True):
                 if id(p) in self._unscaled:
                     t.fill_(1.0)
+        ratios = self._trust_ratios(params, grads) if self.layerwise else None
+        if ratios is not None and self.trust_ratio == "inverse":  # Lambda^-1 joins T: the exact maximiser
+            scale = ratios if scale is None else torch._foreach_mul(scale, ratios)
         if self.norm == "linf":
             perturbation = perturbations.linf(direction, rho, scale=scale)
         else:
             perturbation = perturbations.l2(
                 direction, rho, scale=scale, normalize=self.normalize, eps=self.eps, norm=norm
             )
-        if self.layerwise:
-            ratios = perturbations.trust_ratios(
-                params, grads, inverse=self.trust_ratio == "inverse", zero_weight_ratio=self.zero_weight_ratio
-            )
+        if ratios is not None and self.trust_ratio == "printed":
             torch._foreach_mul_(perturbation, ratios)
         return perturbation
+
+    def _trust_ratios(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Lambda's diagonal ||w_i|| / ||g_i|| (``printed``) or Lambda^-1's (``inverse``), one per tensor."""
+        return perturbations.trust_ratios(
+            params, grads, inverse=self.trust_ratio == "inverse", zero_weight_ratio=self.zero_weight_ratio
+        )
 
     def _random_direction(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         if self._generator is None:

@@ -30,7 +30,7 @@ Part = tuple[torch.Tensor, torch.Tensor, float]  # inputs, targets, weight withi
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode (and gradients enabled) for the duration, then every submodule's own mode back.
 
-    The harness already calls ``model.eval()`` (harness/metrics.py); this makes a metric safe to call
+    The harness already calls ``model.eval()`` (harness/run/metrics.py); this makes a metric safe to call
     directly on a model in training mode, where BatchNorm would otherwise update its running statistics.
     """
     modes = [(module, module.training) for module in model.modules()]

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import ClassificationData
-from harness.data import Augment, Normalize
+from harness import Augment, ClassificationData, Normalize
 from harness_vision.describe import check_params
 from harness_vision.label_noise import add_label_noise
 from harness_vision.splits import cpu_generator, subset, validation_split

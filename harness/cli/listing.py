@@ -1,0 +1,74 @@
+"""How ``validate`` and ``run --dry-run`` print a suite's expanded runs (a summary beyond
+``SUMMARY_OVER`` runs unless ``--all-runs``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+#: ``validate`` and ``run --dry-run`` list a suite of more runs than this as its first and last
+#: ``SUMMARY_ENDS`` runs and the count of each axis value, unless ``--all-runs``.
+SUMMARY_OVER, SUMMARY_ENDS = 50, 5
+
+
+def print_runs(suite, *, every: bool) -> None:
+    """The expanded runs as a table: all of them, or (beyond ``SUMMARY_OVER`` unless ``every``) the first
+    and last ``SUMMARY_ENDS`` and a count per axis value, since printing 20,000 rows took most of a
+    ``validate``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    runs = suite.runs
+    summarised = not every and len(runs) > SUMMARY_OVER
+    title = f"suite {suite.name}: {len(runs)} runs"
+    if summarised:
+        title += f" (the first and last {SUMMARY_ENDS}; --all-runs lists every run)"
+    table = Table(title=title, title_justify="left")
+    columns = ("run_id", "method", "optimizer", "scheduler", "model", "dataset", "noise", "seed", "epochs")
+    for column in columns:
+        table.add_column(column)
+    for index, run in enumerate(runs[:SUMMARY_ENDS] + runs[-SUMMARY_ENDS:] if summarised else runs):
+        if summarised and index == SUMMARY_ENDS:
+            table.add_row(f"... {len(runs) - 2 * SUMMARY_ENDS} more", *("..." for _ in columns[1:]))
+        table.add_row(
+            run.run_id,
+            run.method,
+            _with_params(run.optimizer, run.optimizer_params),
+            _with_params(run.scheduler, run.scheduler_params),
+            run.model,
+            run.dataset,
+            f"{run.noise_rate:g}",
+            str(run.seed),
+            str(run.epochs),
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    if summarised:
+        print(_axis_counts(runs))
+
+
+def _axis_counts(runs) -> str:
+    """One line per grid axis: each value and its number of runs (a long axis: how many values, and its ends)."""
+    axes = {
+        "method": lambda run: run.method,
+        "model": lambda run: _with_params(run.model, run.model_params),
+        "dataset": lambda run: _with_params(run.dataset, run.dataset_params),
+        "noise rate": lambda run: f"{run.noise_rate:g}",
+        "batch size": lambda run: str(run.batch_size),
+        "seed": lambda run: str(run.seed),
+    }
+    lines = []
+    for axis, value_of in axes.items():
+        counts = Counter(value_of(run) for run in runs)
+        if len(counts) <= 2 * SUMMARY_ENDS:
+            shown = ", ".join(f"{value} ({count})" for value, count in counts.items())
+        else:
+            values = list(counts)
+            shown = f"{len(values)} values: {', '.join(values[:3])}, ..., {values[-1]}"
+        lines.append(f"  {axis}: {shown}")
+    return "runs per axis value:\n" + "\n".join(lines)
+
+
+def _with_params(name: str, params) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    return f"{name}({shown})" if shown else name

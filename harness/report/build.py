@@ -1,0 +1,178 @@
+"""``harness report``: results folders -> report.md, report.html, the figures as PNG, summary.parquet.
+
+The report reads one or more results folders (``harness.report.gather``), refuses to average runs whose
+configurations differ in more than the seed, summarizes each condition and method over seeds with
+significance tests against a reference method (``harness.report.summary``), lists every failed or
+diverged run with its error, and draws the figures (``harness.report.figures``). The Markdown and the
+HTML show the same tables (``harness.report.tables``); ``summary.parquet`` holds the numbers
+behind them, one tidy row per condition and method.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UsageError, did_you_mean
+from harness.report.figures import method_colors, suite_figures
+from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
+from harness.report.html import Picture, page
+from harness.report.summary import SAM, failures, summarize, warnings_for
+from harness.report.tables import failures_table, markdown, summary_table
+from harness.results.read import Skipped
+
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``build`` wrote and the Markdown it printed."""
+
+    markdown: str
+    out: Path
+    files: tuple[Path, ...]
+    summary: pd.DataFrame
+
+
+def default_out(paths: Sequence[str | Path]) -> Path:
+    """``<first results folder>/report``."""
+    return Path(paths[0]) / "report"
+
+
+def build(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    reference: str = SAM,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> Report:
+    """Read ``paths``, write the report to ``out`` (default ``default_out(paths)``), return it.
+
+    Files that cannot be read, or are not run files, are skipped and passed to ``on_skip``
+    (``harness.report.gather.load``). ``out`` is refused when results would be read from it (``check_out``).
+    """
+    results = load(paths, on_skip)
+    out = Path(out) if out is not None else default_out(paths)
+    check_out(out, paths, results)
+    runs = results.runs
+    check_averageable(runs)
+    methods = set(runs["method"].dropna())
+    if reference not in methods:
+        raise UsageError(
+            f"--reference {reference!r}: no run of that method in the results{did_you_mean(reference, methods)}; "
+            f"methods: {', '.join(sorted(methods))}"
+        )
+    summary = summarize(runs, reference)
+    failed = failures(runs)
+    notes = warnings_for(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
+    markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
+    pictures = _draw(summary, results, out)
+    markdown = _markdown(results, summary, failed, notes, pictures, reference)
+    summary.to_parquet(summary_path, index=False)
+    markdown_path.write_text(markdown)
+    html_path.write_text(
+        page(
+            title="SAM harness report",
+            intro=_intro(results, reference),
+            summary=summary_table(summary, with_suite=True),
+            warnings=notes,
+            failures=failures_table(failed),
+            errors=_full_errors(failed),
+            pictures=pictures,
+        )
+    )
+    files = (markdown_path, html_path, summary_path, *(out / p.name for p in pictures))
+    return Report(markdown, out, files, summary)
+
+
+def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
+    """Refuse (``UsageError``) an output folder that results are read from: a ``RESULTS_DIR`` given, a suite
+    folder or its ``history/``, or any folder holding ``.parquet`` files that is not a report's. The
+    report's ``summary.parquet`` would otherwise be read as a run file later, or mix with runs."""
+    target = out.resolve()
+    read = {Path(p).resolve(): "a RESULTS_DIR being read" for p in paths}
+    for folder in results.folders:
+        read.update({folder: "a suite folder being read", folder / "history": "the history folder of a suite"})
+    why = read.get(target)
+    if why is None and target.is_dir() and not (target / REPORT_MARKER).exists() and any(target.glob("*.parquet")):
+        why = "a folder of .parquet files (results?) that is not a report's"
+    if why:
+        raise UsageError(
+            f"-o {out}: refusing to write the report into {why}: its summary.parquet would be read as results "
+            f"later; choose another folder, e.g. {default_out(paths)} (the default)"
+        )
+
+
+def _draw(summary: pd.DataFrame, results: Results, out: Path) -> list[Picture]:
+    """Every suite's figures, saved as PNG in ``out``; returned with their bytes for the HTML."""
+    colors = method_colors(results.runs["method"].dropna())
+    pictures = []
+    for suite, rows in summary.groupby("suite", sort=True):
+        runs = results.runs[results.runs["suite"] == suite]
+        history = results.history[results.history["source"].isin(set(runs["source"]))]
+        for plot in suite_figures(rows, runs, history, colors):
+            buffer = io.BytesIO()
+            plot.figure.savefig(buffer, format="png", dpi=DPI)
+            (out / plot.name).write_bytes(buffer.getvalue())
+            pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
+    return pictures
+
+
+def _intro(results: Results, reference: str) -> list[str]:
+    runs = results.runs
+    counts = runs.groupby(["source", "suite"], sort=True)["status"].value_counts().unstack(fill_value=0)
+    read = "; ".join(
+        f"{source} (suite {suite}: {', '.join(f'{n} {status}' for status, n in row.items() if n)})"
+        for (source, suite), row in counts.iterrows()
+    )
+    return [
+        f"Results read from {read}.",
+        "Statistics over seeds, ok runs only: mean +- sample standard deviation (accuracies in %), and the 95% "
+        "confidence interval of the mean (Student's t with n - 1 degrees of freedom).",
+        f"Significance against {reference}: two-sided Welch's t-test and Mann-Whitney U test on the final test "
+        "accuracy; p-values Holm-adjusted within each condition (raw values in summary.parquet); "
+        '"n too small" when either side has fewer than 2 ok seeds.',
+        "The best mean test accuracy of each condition is in bold. x ERM and x SAM: mean train time over that of "
+        "erm and of sam in the same condition. not ok: failed and diverged runs, listed below with their errors.",
+    ]
+
+
+def _full_errors(failed: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run_id, error) for the errors longer than their first line (tracebacks)."""
+    return [
+        (run_id, error.strip())
+        for run_id, error in zip(failed["run_id"], failed["error"], strict=True)
+        if isinstance(error, str) and "\n" in error.strip()
+    ]
+
+
+def _markdown(
+    results: Results,
+    summary: pd.DataFrame,
+    failed: pd.DataFrame,
+    notes: list[str],
+    pictures: list[Picture],
+    reference: str,
+) -> str:
+    parts = ["# SAM harness report", *_intro(results, reference)]
+    for suite, rows in summary.groupby("suite", sort=True):
+        parts += [f"## Suite {suite}", markdown(summary_table(rows))]
+        sources = sorted(s for s in rows["reference_source"].unique() if s)
+        if sources:
+            parts.append("Published numbers: " + "; ".join(sources) + ".")
+    if notes:
+        parts += ["## Warnings", "\n".join(f"- {note}" for note in notes)]
+    parts.append(f"## Failed and diverged runs ({len(failed)})")
+    if failed.empty:
+        parts.append("None: every run finished ok.")
+    else:
+        parts.append(markdown(failures_table(failed)))
+        parts += [f"`{run_id}`:\n\n```\n{text}\n```" for run_id, text in _full_errors(failed)]
+    parts.append("## Figures")
+    parts += [f"![{p.caption}]({p.name})" for p in pictures]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,117 @@
+"""The report as one self-contained HTML page: figures embedded as PNG data URIs, no external resource.
+
+The main table is ``<table id="summary">``. A small script marks ``<body data-images-loaded="N/M">``
+once the page has loaded (N images decoded out of M), which the browser test reads.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+from harness.report.tables import Table
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1600px;
+       padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.3rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.82rem; margin: 0.6rem 0; }
+th, td { border: 1px solid #d0d0d0; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
+th { background: #f1f3f5; position: sticky; top: 0; }
+td.text, th.text { text-align: left; }
+tbody.condition:nth-of-type(even) td { background: #fafbfc; }
+tbody.condition { border-top: 2px solid #888; }
+td.best { font-weight: 700; background: #e6f4ea !important; }
+ul.warnings li { color: #8a4b00; }
+td.error { text-align: left; white-space: normal; font-family: ui-monospace, monospace; color: #b00020; }
+pre { background: #f6f8fa; padding: 0.6rem; overflow-x: auto; font-size: 0.78rem; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85rem; color: #555; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = document.images, loaded = 0;
+  for (var i = 0; i < images.length; i++) {
+    if (images[i].complete && images[i].naturalWidth > 0) { loaded++; }
+  }
+  document.body.setAttribute("data-images-loaded", loaded + "/" + images.length);
+});
+"""
+
+#: Columns whose cells are text (left-aligned) rather than numbers.
+TEXT_COLUMNS = {"suite", "dataset", "model", "method", "status", "run_id", "error", "paper / measured %"}
+TEXT = ' class="text"'
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A figure's file name, caption and PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+def table(data: Table, *, table_id: str | None = None) -> str:
+    """``data`` as an HTML table; each condition is a ``<tbody>``, bold cells get class ``best``."""
+    head = "".join(f"<th{TEXT if c in TEXT_COLUMNS else ''}>{escape(c)}</th>" for c in data.columns)
+    bounds = [*data.breaks, len(data.rows)] if data.breaks else [0, len(data.rows)]
+    bodies = []
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        rows = []
+        for i in range(start, stop):
+            cells = []
+            for j, (column, value) in enumerate(zip(data.columns, data.rows[i], strict=True)):
+                classes = [c for c, on in (("text", column in TEXT_COLUMNS), ("best", (i, j) in data.bold)) if on]
+                if column == "error":
+                    classes = ["error"]
+                attribute = f' class="{" ".join(classes)}"' if classes else ""
+                cells.append(f"<td{attribute}>{escape(str(value))}</td>")
+            rows.append(f"<tr>{''.join(cells)}</tr>")
+        bodies.append(f'<tbody class="condition">{"".join(rows)}</tbody>')
+    identifier = f' id="{table_id}"' if table_id else ""
+    return f'<div class="scroll"><table{identifier}><thead><tr>{head}</tr></thead>{"".join(bodies)}</table></div>'
+
+
+def page(
+    *,
+    title: str,
+    intro: Sequence[str],
+    summary: Table,
+    warnings: Sequence[str],
+    failures: Table,
+    errors: Sequence[tuple[str, str]],
+    pictures: Sequence[Picture],
+) -> str:
+    """The whole page. ``intro`` paragraphs are plain text; ``errors`` are (run_id, full error text)."""
+    parts = [f"<h1>{escape(title)}</h1>", *(f"<p>{escape(p)}</p>" for p in intro)]
+    parts += ["<h2>Summary</h2>", table(summary, table_id="summary")]
+    if warnings:
+        items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+        parts += ["<h2>Warnings</h2>", f'<ul class="warnings">{items}</ul>']
+    parts.append(f"<h2>Failed and diverged runs ({len(failures.rows)})</h2>")
+    if failures.rows:
+        parts.append(table(failures, table_id="failures"))
+        parts += [
+            f"<details><summary>{escape(run_id)}: full error</summary><pre>{escape(text)}</pre></details>"
+            for run_id, text in errors
+        ]
+    else:
+        parts.append("<p>None: every run finished ok.</p>")
+    parts.append("<h2>Figures</h2>")
+    for picture in pictures:
+        data = base64.b64encode(picture.png).decode("ascii")
+        parts.append(
+            f'<figure id="{escape(picture.name)}"><img src="data:image/png;base64,{data}" '
+            f'alt="{escape(picture.caption)}"><figcaption>{escape(picture.caption)}</figcaption></figure>'
+        )
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n<script>{SCRIPT}</script>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,177 @@
+"""The summary and the failed runs as tables of display strings, rendered by both the Markdown and the HTML report.
+
+Accuracies are shown as percentages with two decimals, times in seconds, memory in binary units,
+p-values with four decimals (scientific notation below 0.0001). A value that cannot be computed is
+"-", and a statistic that needs more seeds says "n too small".
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness.report.seed_statistics import N_TOO_SMALL
+from harness.report.summary import ERM, SAM, metric_names
+
+ACCURACY = "test acc % (mean +- std)"
+GROUP_COLUMNS = ["suite", "dataset", "model", "noise", "method"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Display strings by row; ``bold`` marks cells (row, column) to emphasize; ``breaks`` are the
+    rows that start a new condition."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    breaks: list[int] = field(default_factory=list)
+
+
+def accuracy(mean: float, std: float) -> str:
+    if not _finite(mean):
+        return "-"
+    return f"{100 * mean:.2f} +- {100 * std:.2f}" if _finite(std) else f"{100 * mean:.2f}"
+
+
+def interval(low: float, high: float, n: int) -> str:
+    if n < 2:
+        return N_TOO_SMALL
+    return f"[{100 * low:.2f}, {100 * high:.2f}]"
+
+
+def p_value(p: float, note: str) -> str:
+    """A p-value, or why there is none: "reference", "n too small", "no sam runs", "no variance"."""
+    if not _finite(p):
+        return note or "-"
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def paper(reference: float, mean: float, std: float, n: int) -> str:
+    """``paper 94.80 / measured 94.10 +- 0.20 (n=5), diff -0.70`` (percentages)."""
+    if not _finite(reference):
+        return ""
+    measured = accuracy(mean, std)
+    diff = f", diff {100 * (mean - reference):+.2f}" if _finite(mean) else ""
+    return f"paper {100 * reference:.2f} / measured {measured} (n={n}){diff}"
+
+
+def size(value: float) -> str:
+    """Bytes in binary units: ``512 B``, ``1.50 KiB``, ``2.00 MiB``, ``3.25 GiB``."""
+    if not _finite(value):
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else "-"
+
+
+def metric(mean: float, std: float) -> str:
+    if not _finite(mean):
+        return "-"
+    return f"{mean:.4g} +- {std:.2g}" if _finite(std) else f"{mean:.4g}"
+
+
+def seeds(n: int, missing: str) -> str:
+    return f"{n} of {n + len(missing.split(','))}" if missing else str(n)
+
+
+def group_cells(row: pd.Series) -> list[str]:
+    """The cells of ``GROUP_COLUMNS`` for a row holding suite, dataset, model, noise_rate and method."""
+    return [row["suite"], row["dataset"], row["model"], f"{row['noise_rate']:g}", row["method"]]
+
+
+def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
+    """One row per condition and method; the best test accuracy of each condition in bold."""
+    reference = summary["reference_method"].iloc[0] if len(summary) else SAM
+    metrics = metric_names(summary)
+    with_paper = summary["reference_test_acc"].notna().any()
+    columns = [
+        *GROUP_COLUMNS[0 if with_suite else 1 :],
+        ACCURACY,
+        "95% CI %",
+        "seeds",
+        "not ok",
+        f"p Welch vs {reference} (Holm)",
+        f"p MWU vs {reference} (Holm)",
+        *(["paper / measured %"] if with_paper else []),
+        "%SAM",
+        "grad evals",
+        "train time s",
+        f"x {ERM.upper()}",
+        f"x {SAM.upper()}",
+        "peak device mem",
+        "optimizer state",
+        *metrics,
+    ]
+    rows, bold, breaks = [], set(), []
+    previous = None
+    for _, r in summary.iterrows():
+        condition = (r["suite"], r["dataset"], r["model"], r["noise_rate"])
+        if condition != previous:
+            breaks.append(len(rows))
+            previous = condition
+        cells = [
+            *group_cells(r)[0 if with_suite else 1 :],
+            accuracy(r["test_acc_mean"], r["test_acc_std"]),
+            interval(r["test_acc_ci95_low"], r["test_acc_ci95_high"], r["n"]),
+            seeds(r["n"], r["missing_seeds"]),
+            str(r["failed"] + r["diverged"]),
+            p_value(r["welch_p_holm"], r["test_note"]),
+            p_value(r["mannwhitney_p_holm"], r["test_note"]),
+            *([paper(r["reference_test_acc"], r["test_acc_mean"], r["test_acc_std"], r["n"])] if with_paper else []),
+            number(100 * r["sam_fraction_mean"], 1),
+            number(r["grad_evals_mean"], 0),
+            number(r["train_time_s_mean"], 2),
+            number(r["train_time_vs_erm"], 2),
+            number(r["train_time_vs_sam"], 2),
+            size(r["peak_device_bytes_mean"]),
+            size(r["optimizer_state_bytes_mean"]),
+            *(metric(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics),
+        ]
+        if r["best"]:
+            bold.add((len(rows), columns.index(ACCURACY)))
+        rows.append(cells)
+    return Table(columns, rows, bold, breaks)
+
+
+def markdown(data: Table) -> str:
+    """``data`` as a Markdown pipe table, bold cells in ``**``, pipes inside cells escaped."""
+    escaped = [[cell.replace("|", "\\|") for cell in row] for row in data.rows]
+    rows = [
+        [f"**{cell}**" if (i, j) in data.bold else cell for j, cell in enumerate(row)] for i, row in enumerate(escaped)
+    ]
+    return tabulate(rows, headers=data.columns, tablefmt="pipe", disable_numparse=True)
+
+
+def failures_table(failures: pd.DataFrame) -> Table:
+    """One row per failed or diverged run with the first line of its error."""
+    columns = [*GROUP_COLUMNS, "seed", "status", "run_id", "error"]
+    rows = [
+        [
+            *group_cells(r),
+            str(r["seed"]),
+            r["status"],
+            r["run_id"],
+            first_line(r["error"]),
+        ]
+        for _, r in failures.iterrows()
+    ]
+    return Table(columns, rows)
+
+
+def first_line(error: object) -> str:
+    text = str(error).strip() if isinstance(error, str) else ""
+    return text.splitlines()[0] if text else "(no error text recorded)"
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value)

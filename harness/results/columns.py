@@ -1,0 +1,204 @@
+"""The result columns, declared once: name, Arrow type, meaning, and which record fills each.
+
+A run file has one row per run (``RUN_COLUMNS``), a history file one row per epoch (``HISTORY_COLUMNS``).
+``harness.results.store`` builds its Arrow schemas from these declarations, the runner's ``result_row`` and the
+crash writer (``harness.execution.worker.record_crash``) fill the identity columns through ``identity``, and the
+column tables of ``results/README.md`` are generated from them (``python -m harness.results.columns``; a test
+checks the file is up to date). A column a run row holds beyond these is a plugin metric.
+
+``filled_by`` says where a run column's value comes from: ``spec`` (the ``RunSpec``, also in a crash
+row), ``outcome`` (status and error, also in a crash row), ``clock`` (the run's start and end, also in a
+crash row), ``training`` (what training measured), ``environment`` (the process and machine) or
+``writer`` (``harness.results.store.write_run``). The module imports neither torch nor the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: The ``filled_by`` values whose columns a crash row holds (every other column of a crash row is null).
+CRASH_FILLED = ("spec", "outcome", "clock")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One result column. ``from_run`` reads a ``spec`` column's value from a ``RunSpec``."""
+
+    name: str
+    type: pa.DataType
+    meaning: str
+    filled_by: str = "training"
+    from_run: Callable[[Any], Any] | None = None
+
+
+def _spec(name: str, type: pa.DataType, meaning: str) -> Column:
+    """A column holding the ``RunSpec`` attribute of the same name."""
+    return Column(name, type, meaning, "spec", operator.attrgetter(name))
+
+
+def _spec_json(name: str, meaning: str) -> Column:
+    """A column holding a ``RunSpec`` mapping attribute of the same name, as sorted JSON."""
+    return Column(
+        name,
+        pa.string(),
+        f"{meaning}, as JSON",
+        "spec",
+        lambda run: json.dumps(dict(getattr(run, name)), sort_keys=True),
+    )
+
+
+RUN_COLUMNS: tuple[Column, ...] = (
+    _spec("run_id", pa.string(), "`<method>-s<seed>-<hash of the resolved config>`"),
+    _spec("suite", pa.string(), "suite name"),
+    _spec("method", pa.string(), "method name"),
+    _spec("preset", pa.string(), "preset the method came from ('' for inline methods)"),
+    _spec("optimizer", pa.string(), "optimizer plugin name"),
+    _spec_json("optimizer_params", "its resolved hyperparameters"),
+    _spec("scheduler", pa.string(), "perturbation scheduler plugin name"),
+    _spec_json("scheduler_params", "its parameters (rho, ...)"),
+    _spec_json("base_optimizer", "timm base optimizer settings"),
+    _spec_json("lr_schedule", "timm learning-rate schedule settings"),
+    _spec("model", pa.string(), "model plugin name"),
+    _spec_json("model_params", "its resolved parameters"),
+    _spec("dataset", pa.string(), "dataset plugin name"),
+    _spec_json("dataset_params", "its resolved parameters"),
+    _spec("noise_rate", pa.float64(), "label noise rate (0 for clean data)"),
+    _spec("seed", pa.int64(), "run seed"),
+    _spec("epochs", pa.int64(), "epochs asked for"),
+    Column("epochs_completed", pa.int64(), "epochs actually finished"),
+    _spec("batch_size", pa.int64(), "training batch size"),
+    Column("steps", pa.int64(), "optimizer steps taken"),
+    Column("status", pa.string(), "`ok`, `failed` or `diverged`", "outcome"),
+    Column("error", pa.string(), "error text ('' when ok)", "outcome"),
+    Column("test_acc", pa.float64(), "final test accuracy (fraction in [0, 1])"),
+    Column("best_test_acc", pa.float64(), "best test accuracy over the epochs"),
+    Column("test_loss", pa.float64(), "final test loss"),
+    Column("train_loss", pa.float64(), "mean training loss of the last epoch"),
+    Column("train_acc", pa.float64(), "final accuracy on the training set (eval mode, labels trained on)"),
+    Column("train_acc_clean", pa.float64(), "with label noise: training accuracy on the clean samples"),
+    Column(
+        "train_acc_noisy_given",
+        pa.float64(),
+        "with label noise: accuracy on the noisy samples against their given (wrong) labels (memorization)",
+    ),
+    Column(
+        "train_acc_noisy_true",
+        pa.float64(),
+        "with label noise: accuracy on the noisy samples against their true labels",
+    ),
+    Column("val_acc", pa.float64(), "final validation accuracy (null without a validation split)"),
+    Column("best_val_acc", pa.float64(), "best validation accuracy over the epochs"),
+    _spec("reference_test_acc", pa.float64(), "the published test accuracy the run is compared with (null when none)"),
+    _spec("reference_source", pa.string(), "where that reference comes from"),
+    Column("train_time_s", pa.float64(), "train-only wall-clock"),
+    Column("eval_time_s", pa.float64(), "evaluation wall-clock (excluded from train time)"),
+    Column("step_time_median_s", pa.float64(), "median optimizer step time"),
+    Column("step_time_p10_s", pa.float64(), "10th percentile of the step times"),
+    Column("step_time_p90_s", pa.float64(), "90th percentile of the step times"),
+    Column("metric_time_s", pa.float64(), "wall-clock of the metric plugins (excluded from train time)"),
+    _spec("target_acc", pa.float64(), "test accuracy the run's time-to-target is measured against (null when none)"),
+    Column("time_to_target_s", pa.float64(), "train time when the test accuracy first reached `target_acc`"),
+    Column("throughput_samples_per_s", pa.float64(), "training samples per second of train time"),
+    Column("sam_fraction", pa.float64(), "%SAM as a fraction: share of steps that were perturbed"),
+    Column("perturbed_steps", pa.int64(), "perturbed steps"),
+    Column("grad_evals", pa.int64(), "gradient evaluations (closure calls)"),
+    Column("optimizer_state_bytes", pa.int64(), "bytes of every tensor the optimizer holds between steps"),
+    Column("peak_rss_bytes", pa.int64(), "process peak RSS", "environment"),
+    Column("peak_device_bytes", pa.int64(), "CUDA peak allocated bytes of the training epochs (null on CPU)"),
+    Column("device", pa.string(), "torch device", "environment"),
+    Column("device_name", pa.string(), "its name", "environment"),
+    Column("host", pa.string(), "host name", "environment"),
+    Column("torch_version", pa.string(), "torch version", "environment"),
+    Column("harness_version", pa.string(), "sam-harness version", "environment"),
+    Column(
+        "plugin_versions", pa.string(), "providing distribution and version per component kind, as JSON", "environment"
+    ),
+    Column(
+        "config",
+        pa.string(),
+        "the whole resolved run configuration, what run_id hashes, as JSON",
+        "spec",
+        lambda run: json.dumps(run.config(), sort_keys=True),
+    ),
+    Column("schema_version", pa.int32(), "version of this layout (1)", "writer"),
+    Column("started_at", TIMESTAMP, "wall-clock start of the run", "clock"),
+    Column("finished_at", TIMESTAMP, "wall-clock end of the run", "clock"),
+)
+
+HISTORY_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "the run", "writer"),
+    Column("epoch", pa.int64(), "epoch number (from 1)"),
+    Column("step", pa.int64(), "optimizer steps so far"),
+    Column("lr", pa.float64(), "learning rate at the end of the epoch"),
+    Column("rho", pa.float64(), "perturbation radius of the epoch's last step"),
+    Column("train_loss", pa.float64(), "mean training loss of the epoch"),
+    Column("train_acc", pa.float64(), "training-set accuracy after the epoch (with `train_eval: epoch`)"),
+    Column("test_loss", pa.float64(), "test loss after the epoch"),
+    Column("test_acc", pa.float64(), "test accuracy after the epoch"),
+    Column("val_acc", pa.float64(), "validation accuracy after the epoch (null without a validation split)"),
+    Column("train_acc_clean", pa.float64(), "as the run column, after the epoch (with `train_eval: epoch`)"),
+    Column("train_acc_noisy_given", pa.float64(), "as the run column, after the epoch (with `train_eval: epoch`)"),
+    Column("train_acc_noisy_true", pa.float64(), "as the run column, after the epoch (with `train_eval: epoch`)"),
+    Column("train_time_s", pa.float64(), "cumulative train-only wall-clock"),
+    Column("sam_fraction", pa.float64(), "%SAM so far"),
+    Column("grad_evals", pa.int64(), "gradient evaluations so far"),
+)
+
+
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The Arrow schema of ``columns``, in their order (names must be unique)."""
+    names = [column.name for column in columns]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"result columns declared twice: {', '.join(duplicates)}")
+    return pa.schema([(column.name, column.type) for column in columns])
+
+
+def identity(run: Any) -> dict[str, Any]:
+    """The ``spec`` columns of ``run`` (a ``RunSpec``): what both a result row and a crash row hold."""
+    return {column.name: column.from_run(run) for column in RUN_COLUMNS if column.from_run is not None}
+
+
+def crash_row(run: Any, error: str, now: Any) -> dict[str, Any]:
+    """Every run column of a run whose worker died: identity, ``failed`` and ``error``, ``now``; the rest null."""
+    row: dict[str, Any] = dict.fromkeys(column.name for column in RUN_COLUMNS if column.filled_by != "writer")
+    row.update(identity(run), status="failed", error=error, started_at=now, finished_at=now)
+    return row
+
+
+def markdown_table(columns: Sequence[Column]) -> str:
+    """``columns`` as the Markdown table of ``results/README.md``: column, Arrow type, meaning."""
+    lines = ["| column | type | meaning |", "| --- | --- | --- |"]
+    lines += [f"| {column.name} | {column.type} | {column.meaning} |" for column in columns]
+    return "\n".join(lines) + "\n"
+
+
+def readme_tables() -> Mapping[str, str]:
+    """The generated sections of ``results/README.md``, by heading."""
+    return {"## Run table": markdown_table(RUN_COLUMNS), "## History table": markdown_table(HISTORY_COLUMNS)}
+
+
+def render_readme(text: str) -> str:
+    """``text`` (``results/README.md``) with each generated table replaced by the declaration's.
+
+    A generated table follows its heading and a blank line and runs to the next blank line.
+    """
+    for heading, table in readme_tables().items():
+        start = text.index(heading + "\n\n") + len(heading) + 2
+        end = text.find("\n\n", start)
+        text = text[:start] + table + (text[end + 1 :] if end != -1 else "")
+    return text
+
+
+if __name__ == "__main__":  # python -m harness.results.columns: rewrite results/README.md's tables
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[2] / "results" / "README.md"
+    readme.write_text(render_readme(readme.read_text()))

@@ -1,0 +1,158 @@
+"""Build a run's components from its ``RunSpec`` and the plugin registry.
+
+The dataset, the model (precision and channels-last applied), the base optimizer (timm's optimizer
+factory), the learning-rate schedule (timm's scheduler factory, stepped per update), the
+perturbation scheduler and the sharpness-aware optimizer, and the seeding that makes a run
+reproducible. ``Setup`` holds what the training loop needs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.contract.data import ClassificationData
+from harness.contract.run_spec import RunSpec
+from harness.plugins import Registry
+from harness.run import distributed
+from harness.run.closure import batchnorm_modules
+from harness.run.metrics import Batch, Metric, metric_batches
+from harness.run.precision import Precision, prepare_model
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def clip_before_each_step(base_optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the global gradient norm to ``max_norm`` right before every step of ``base_optimizer``.
+
+    The step pre-hook sees the gradient the base optimizer is about to apply, whichever variant built it
+    (SAM's perturbed gradient, GSAM's combination, LookSAM's reuse), which is where the papers clip:
+    "gradient clipping (after the SAM gradient)" (seed_sam_gsam.md Part D item 7; LookSAM Tables 10-11
+    and GSAM App. B.2 clip at 1.0). ``foreach`` kernels, no host synchronization.
+    """
+    params = [p for group in base_optimizer.param_groups for p in group["params"]]
+
+    def clip(optimizer, args, kwargs) -> None:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm, foreach=True)
+
+    base_optimizer.register_step_pre_hook(clip)
+
+
+def build_base_optimizer(model: nn.Module, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    """The base optimizer from timm's factory (``momentum``, ``sgd`` (Nesterov), ``adamw``, ``lamb``...)."""
+    from timm.optim import create_optimizer_v2
+
+    options = dict(settings)
+    name = options.pop("name")
+    return create_optimizer_v2(model, opt=name, **options)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any], epochs: int, steps_per_epoch: int):
+    """A timm learning-rate scheduler stepped after every update (warmup, then decay)."""
+    from timm.scheduler import create_scheduler_v2
+
+    options = dict(settings)
+    name = options.pop("name")
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=name, num_epochs=epochs, step_on_epochs=False, updates_per_epoch=steps_per_epoch, **options
+    )
+    return scheduler
+
+
+@dataclass
+class Setup:
+    """Everything a run trains with, built from the registry."""
+
+    device: torch.device
+    data: ClassificationData
+    model: nn.Module
+    train_model: nn.Module  # ``model``, inside DDP when the run spans several processes, compiled if asked
+    first_pass: Any  # the closure's first-pass context (DDP's ``no_sync`` under the local scope) or None
+    base_optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    bn_modules: list[nn.Module]
+    params: list[torch.Tensor]  # the model's parameters, whose gradients each pass clears
+    precision: Precision
+    shuffle: torch.Generator
+    augment: torch.Generator
+    metrics: list[tuple[str, Metric]]
+    metric_batches: list[Batch]
+    steps_per_epoch: int
+
+
+def build(run: RunSpec, registry: Registry, data: ClassificationData | None = None) -> Setup:
+    """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``.
+
+    ``data``: the run's data when the caller holds it already (``harness bench``: one batch of random
+    tensors, so a run of ``epochs`` steps); None builds ``run.dataset`` from the registry.
+    """
+    device = resolve_device(run.device)
+    if device.type == "cuda":
+        if distributed.active():
+            device = torch.device("cuda", distributed.rank())
+        if device.index is not None:  # CUDA events (the step timer) record on the current device's stream
+            torch.cuda.set_device(device)
+    seed_everything(run.seed)
+    if data is None:
+        data = registry.create("dataset", run.dataset, device=device, **run.dataset_params)
+    model: nn.Module = registry.create(
+        "model", run.model, num_classes=data.num_classes, input_shape=data.input_shape, **run.model_params
+    ).to(device)
+    prepare_model(model, channels_last=run.channels_last)
+    base_optimizer = build_base_optimizer(model, dict(run.base_optimizer))
+    if run.grad_clip_norm is not None:
+        clip_before_each_step(base_optimizer, run.grad_clip_norm)
+    scheduler = registry.create("scheduler", run.scheduler, **run.scheduler_params)
+    if distributed.active() and run.perturbation_scope == "local":
+        scheduler = distributed.SyncedScheduler(scheduler)
+    trained = {id(p) for group in base_optimizer.param_groups for p in group["params"]}
+    params = [(name, p) for name, p in model.named_parameters() if id(p) in trained]
+    optimizer = registry.create(
+        "optimizer", run.optimizer, params, base_optimizer=base_optimizer, scheduler=scheduler, **run.optimizer_params
+    )
+    if distributed.active() and run.perturbation_scope == "local":
+        optimizer.rank_mean = distributed.mean_over_ranks_
+    steps_per_epoch = data.steps_per_epoch(run.batch_size)
+    optimizer.total_steps = run.epochs * steps_per_epoch
+    optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))
+    metrics = [(name, registry.create("metric", name, **params)) for name, params in run.metrics]
+    wrapped = distributed.wrap(model, device)
+    return Setup(
+        device=device,
+        data=data,
+        model=model,
+        train_model=prepare_model(wrapped, compile=run.compile),
+        first_pass=distributed.first_pass_context(wrapped, run.perturbation_scope),
+        base_optimizer=base_optimizer,
+        optimizer=optimizer,
+        lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
+        # the layers the closure keeps from updating twice; none with bn_stats_pass: every (every pass updates)
+        bn_modules=batchnorm_modules(model) if run.bn_stats_pass == "first" else [],
+        params=list(model.parameters()),
+        precision=Precision(run.precision, device, channels_last=run.channels_last),
+        shuffle=torch.Generator().manual_seed(run.seed),
+        augment=torch.Generator(device=device).manual_seed(run.seed),
+        metrics=metrics,
+        metric_batches=metric_batches(data, batches=run.metric_batches, batch_size=run.metric_batch_size, seed=run.seed)
+        if metrics
+        else [],
+        steps_per_epoch=steps_per_epoch,
+    )

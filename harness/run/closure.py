@@ -1,0 +1,275 @@
+"""The runner-built closure: every forward/backward pass of one optimizer step.
+
+``BatchClosure`` is what the runner hands to ``optimizer.step(closure)`` (shared/DESIGN.md
+section 4). It guarantees, for every pass after the first within one step:
+
+- the same batch (it holds the inputs and targets);
+- the same random draws: the RNG state captured when the closure was built is restored before each
+  later pass, so dropout and stochastic depth draw the same masks (google-research/sam uses the
+  same random key in both passes);
+- BatchNorm running statistics untouched: they are updated by the first (clean) pass only, as in
+  the JAX reference, never twice per step (a known bug of davda54/sam). Later passes still
+  normalize with batch statistics; only the running-average update is suppressed.
+
+It also counts its calls and its gradient evaluations in full-batch equivalents: the harness
+derives gradient evaluations from this count, not from the plugin. ``chunks(n)`` splits the batch
+into sub-batch closures that share the counters (m-sharpness, SAM paper Sec. 4.1); each pass on a
+chunk of size m counts m / batch_size evaluations. Each chunk's clean pass stands for one device of
+the paper's data parallelism, whose batch statistics the reference code averages over devices: every
+chunk's clean pass starts from the step's running statistics and the step ends with their mean
+(weighted by chunk size), so the statistics see the whole batch (counted once), not only the first m
+examples.
+
+Precision (``harness.run.precision``): with a ``Precision`` every forward pass runs under its autocast
+(bf16, fp16) and, for fp16, the loss is scaled before ``backward`` and the gradients are unscaled
+in place after *every* pass, each pass's overflow check accumulating into one flag per step. A pass
+with a non-finite gradient drops the gradients (``p.grad = None``) and marks the step
+``overflowed()``: the sharpness-aware optimizers then restore the weights and skip the update,
+and a base optimizer stepped anyway (ERM) finds no gradient. ``finish()``, called once the step
+is over, updates the loss scale exactly once per step (lowered if either pass overflowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from harness.run.precision import Precision
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@contextmanager
+def frozen_running_stats(modules: Sequence[_BatchNorm]) -> Iterator[None]:
+    """Normalize with batch statistics but leave running mean, variance and counters unchanged.
+
+    With ``track_running_stats`` off in training mode, ``BatchNorm.forward`` passes no running
+    buffers to ``F.batch_norm`` and does not count the batch, which is exactly "use this batch's
+    statistics, update nothing".
+    """
+    for module in modules:
+        module.track_running_stats = False
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.track_running_stats = True
+
+
+class RngState:
+    """A snapshot of the CPU and (where used) CUDA generators, restorable any number of times."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.device = device
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+class _SubBatchStatistics:
+    """BatchNorm running statistics of one m-sharpness step: the mean of what each chunk's clean pass gives.
+
+    Before each chunk's clean pass the buffers go back to the step's starting values; after it they
+    are set to the mean over the chunks seen so far, weighted by chunk size (as ``SAM`` weights the
+    sub-batch gradients), so after the last chunk they hold that mean over all chunks, with
+    ``num_batches_tracked`` advanced once. For the exponential average this equals
+    one update with the chunks' mean batch statistics, as the SAM reference code's cross-device mean of
+    batch statistics gives (003 Sec. 4.1; seed_sam_gsam.md A.2).
+    """
+
+    def __init__(self, modules: Sequence[_BatchNorm]) -> None:
+        self.modules = modules
+        self.start: list[list[torch.Tensor]] | None = None
+        self.total: list[torch.Tensor] = []
+        self.examples = 0
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.modules for b in (m.running_mean, m.running_var) if b is not None]
+
+    def _counters(self) -> list[torch.Tensor]:
+        return [m.num_batches_tracked for m in self.modules if m.num_batches_tracked is not None]
+
+    @contextmanager
+    def pass_of_one_chunk(self, examples: int) -> Iterator[None]:
+        if not self.modules:
+            yield
+            return
+        buffers = self._buffers()
+        if self.start is None:
+            self.start = [[b.clone() for b in buffers], [c.clone() for c in self._counters()]]
+            self.total = [torch.zeros_like(b) for b in buffers]
+        else:
+            torch._foreach_copy_(buffers, self.start[0])
+            torch._foreach_copy_(self._counters(), self.start[1])
+        yield
+        self.examples += examples
+        torch._foreach_add_(self.total, buffers, alpha=examples)
+        torch._foreach_copy_(buffers, torch._foreach_div(self.total, float(self.examples)))
+
+
+class BatchClosure:
+    """Zero gradients, forward and backward on one batch, return the detached loss.
+
+    model, loss_fn: the network and the loss (mean over the batch).
+    inputs, targets: the batch, already on the device.
+    bn_modules: the model's BatchNorm layers (``batchnorm_modules(model)``, computed once per run).
+    first_pass: a context-manager factory entered around the first pass only; with DDP,
+        ``model.no_sync`` keeps the clean gradient local to the rank (``perturbation_scope: local``).
+    precision: a ``harness.run.precision.Precision`` (autocast, fp16 loss scaling, channels-last
+        inputs); None runs in the model's own dtype.
+    params: the model's parameters (``list(model.parameters())``, computed once per run like
+        ``bn_modules``), whose gradients each pass sets to None; without them each pass calls
+        ``model.zero_grad``, which walks the module tree (milliseconds for a deep model, on the
+        host, twice per SAM step: it shows on a GPU when the step is launch-bound).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        bn_modules: Sequence[_BatchNorm] = (),
+        first_pass: Callable[[], AbstractContextManager] | None = None,
+        precision: Precision | None = None,
+        params: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.loss_fn = loss_fn
+        self.precision = precision
+        if precision is not None:
+            inputs = precision.prepare_inputs(inputs)
+        self.inputs = inputs
+        self.targets = targets
+        self.bn_modules = bn_modules
+        self.calls = 0
+        self.evaluations = 0.0
+        self._rng = RngState(inputs.device)
+        self._parent: BatchClosure | None = None
+        self._first_pass = first_pass
+        self._statistics: _SubBatchStatistics | None = None  # set on the chunks of ``chunks``
+        self._own_calls = 0
+        self._found_inf: torch.Tensor | None = None  # fp16: set by any pass with a non-finite gradient
+        self._overflow = False
+        self._finished = False
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def chunks(self, size: int) -> list[BatchClosure]:
+        """Closures over consecutive sub-batches of ``size`` examples (the last may be smaller).
+
+        They share this closure's counters and RNG snapshot. Each chunk's first (clean) pass updates the
+        BatchNorm running statistics from the step's starting values, and the statistics end as the mean
+        over chunks (``_SubBatchStatistics``); later passes leave them untouched.
+        """
+        statistics = _SubBatchStatistics(self.bn_modules)
+        pieces = []
+        for start in range(0, self.batch_size, size):
+            piece = BatchClosure(
+                self.model,
+                self.loss_fn,
+                self.inputs[start : start + size],
+                self.targets[start : start + size],
+                self.bn_modules,
+                precision=self.precision,
+                params=self.params,
+            )
+            piece._rng, piece._parent, piece._statistics = self._rng, self, statistics
+            pieces.append(piece)
+        return pieces
+
+    def _count(self, examples: int) -> bool:
+        """Count one pass over ``examples`` examples; True when it is the first pass of the step."""
+        if self._parent is not None:
+            return self._parent._count(examples)
+        first = self.calls == 0
+        self.calls += 1
+        self.evaluations += examples / self.batch_size
+        return first
+
+    def _root(self) -> BatchClosure:
+        return self if self._parent is None else self._parent._root()
+
+    def overflowed(self) -> bool:
+        """Whether a pass of this step had a non-finite gradient (fp16 only; no host sync: a Python flag)."""
+        return self._root()._overflow
+
+    def finish(self) -> None:
+        """End the step: update the fp16 loss scale once (lowered if a pass overflowed). Idempotent."""
+        root = self._root()
+        if root._finished or root.calls == 0:
+            return
+        root._finished = True
+        scaler = root.precision.scaler if root.precision is not None else None
+        if scaler is not None:
+            found_inf = root._found_inf if root._found_inf is not None else torch.zeros((), device=scaler.device)
+            scaler.update(found_inf)
+
+    def __call__(self) -> torch.Tensor:
+        first = self._count(self.batch_size)
+        clean_chunk = self._statistics is not None and self._own_calls == 0
+        self._own_calls += 1
+        if not first:
+            self._rng.restore()
+        self._zero_grad()
+        if clean_chunk:
+            with self._statistics.pass_of_one_chunk(self.batch_size):
+                loss = self._forward_backward()
+        elif first:
+            with self._first_pass() if self._first_pass is not None else nullcontext():
+                loss = self._forward_backward()
+        else:
+            with frozen_running_stats(self.bn_modules):
+                loss = self._forward_backward()
+        return loss
+
+    def _zero_grad(self) -> None:
+        if self.params is None:
+            self.model.zero_grad(set_to_none=True)
+            return
+        for p in self.params:
+            p.grad = None
+
+    def _forward_backward(self) -> torch.Tensor:
+        precision = self.precision
+        if precision is None:
+            loss = self.loss_fn(self.model(self.inputs), self.targets)
+            loss.backward()
+            return loss.detach()
+        with precision.autocast():
+            loss = self.loss_fn(self.model(self.inputs), self.targets)
+        if precision.scaler is None:
+            loss.backward()
+        else:
+            precision.scaler.scale_loss(loss).backward()
+            self._unscale(precision)
+        return loss.detach()
+
+    def _unscale(self, precision: Precision) -> None:
+        """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""
+        root = self._root()
+        params = self.params if self.params is not None else self.model.parameters()
+        grads = [p.grad for p in params if p.grad is not None]
+        if root._found_inf is None:
+            device = grads[0].device if grads else precision.scaler.device
+            root._found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        precision.scaler.unscale_(grads, root._found_inf)
+        if bool(root._found_inf):  # the one host synchronization per fp16 pass (GradScaler.step has it too)
+            root._overflow = True
+            self._zero_grad()

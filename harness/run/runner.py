@@ -1,0 +1,224 @@
+"""One ``RunSpec`` -> one training run -> one result row and its history.
+
+``train`` builds the dataset, model, base optimizer (timm's optimizer factory), learning-rate
+schedule (timm's scheduler factory, stepped per update), perturbation scheduler and
+sharpness-aware optimizer from the registry, then trains with the runner-built ``BatchClosure``.
+
+Measurement (shared/DESIGN.md section 7): ``train_time_s`` covers the training loop only;
+evaluation is timed separately (``eval_time_s``). Gradient evaluations are the closure's call
+count and %SAM the share of steps whose ``StepInfo.perturbed`` is true: the harness counts both
+rather than trusting the plugin, and a perturbed step with a single gradient evaluation is a
+``ProtocolError``.
+
+``execute`` wraps ``train``: a run whose loss becomes non-finite ends ``diverged``, one that raises
+ends ``failed`` with the error text, and either way its row is written and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.contract.optim import StepInfo, optimizer_state_bytes
+from harness.contract.run_spec import RunSpec
+from harness.errors import ProtocolError
+from harness.plugins import Registry
+from harness.results.store import write_run
+from harness.run import distributed
+from harness.run.build import Setup, build
+from harness.run.closure import BatchClosure
+from harness.run.divergence import Diverged, DivergenceWatch
+from harness.run.evaluation import evaluate, training_set_accuracies
+from harness.run.metrics import run_metrics
+from harness.run.row import RunState, result_row
+from harness.run.timing import StepTimer, Stopwatch
+
+EpochCallback = Callable[[RunSpec, int, float], None]
+
+
+def train(
+    run: RunSpec, registry: Registry, *, state: RunState | None = None, on_epoch: EpochCallback | None = None
+) -> RunState:
+    """Train ``run`` and return its measurements. Raises ``Diverged`` or whatever training raised.
+
+    Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
+    the epochs finished before a failure.
+    """
+    state = state if state is not None else RunState()
+    setup = build(run, registry)
+    hooks = registry.manager.hook
+    cuda = setup.device.type == "cuda"
+    hooks.run_started(run=run)
+    timer = StepTimer(setup.device)
+    watch = DivergenceWatch(setup.device)
+    for epoch in range(1, run.epochs + 1):
+        if cuda:  # the peak of the training epochs only: evaluation and metrics have their own
+            torch.cuda.reset_peak_memory_stats(setup.device)
+        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch)
+        if cuda:
+            peak = int(torch.cuda.max_memory_allocated(setup.device))
+            state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
+        if not math.isfinite(state.train_loss):
+            raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch}")
+        row = _evaluate_epoch(run, setup, state, epoch)
+        state.history.append(
+            {
+                "epoch": epoch,
+                "step": state.steps,
+                "lr": float(setup.base_optimizer.param_groups[0]["lr"]),
+                "rho": last_rho,
+                "train_loss": state.train_loss,
+                "train_time_s": state.train_time_s,
+                "sam_fraction": state.perturbed_steps / state.steps,
+                "grad_evals": round(state.grad_evals),
+                **row,
+            }
+        )
+        if on_epoch is not None:
+            on_epoch(run, epoch, state.test_acc)
+    state.step_times = timer.durations
+    state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
+    return state
+
+
+def _train_epoch(
+    run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, hooks: Any, watch: DivergenceWatch, epoch: int
+) -> float:
+    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho.
+
+    Raises ``Diverged`` within a few steps of a non-finite loss (``harness.run.divergence``), not at the
+    end of the epoch.
+    """
+    per_step_hook = bool(hooks.step_finished.get_hookimpls())
+    loss_sum = torch.zeros((), device=setup.device)
+    watch.epoch_started(state.steps)
+    last_rho = 0.0
+    setup.model.train()
+    with Stopwatch(setup.device) as clock:
+        for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
+            loss, info = train_step(run, setup, state, *distributed.local_slice(*batch), timer)
+            last_rho = info.rho
+            loss_sum += loss
+            if per_step_hook:
+                hooks.step_finished(run=run, step=state.steps - 1, info=info)
+            watch.check(loss_sum, state.steps, epoch)
+    timer.flush()
+    state.train_time_s += clock.total
+    state.train_loss = float(distributed.mean_over_ranks(loss_sum)) / setup.steps_per_epoch
+    return last_rho
+
+
+def train_step(
+    run: RunSpec,
+    setup: Setup,
+    state: RunState,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    timer: StepTimer | None = None,
+) -> tuple[torch.Tensor, StepInfo]:
+    """One optimizer step on one batch, as training takes it; returns the loss (on the device) and ``StepInfo``.
+
+    A new ``BatchClosure`` for the batch, ``optimizer.step(closure)`` and the closure's ``finish()`` (what
+    ``timer`` times, when given), the learning-rate schedule's update, the protocol check (a perturbed step
+    needs two gradient evaluations: ``ProtocolError``) and the counts in ``state``. The training loop and
+    ``harness bench`` both step through this function, so the bench times the runner's own step.
+    """
+    closure = BatchClosure(
+        setup.train_model,
+        F.cross_entropy,
+        inputs,
+        targets,
+        setup.bn_modules,
+        setup.first_pass,
+        precision=setup.precision,
+        params=setup.params,
+    )
+    if timer is not None:
+        timer.start()
+    loss = setup.optimizer.step(closure)
+    closure.finish()  # fp16: one loss-scale update per step (optimizers that call it make this a no-op)
+    if timer is not None:
+        timer.stop()
+    setup.lr_scheduler.step_update(num_updates=state.steps + 1)
+    info = setup.optimizer.last_step
+    if info.perturbed and closure.evaluations < 2 - 1e-6:
+        raise ProtocolError(
+            f"optimizer {run.optimizer!r} reported a perturbed step after "
+            f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
+        )
+    state.grad_evals += closure.evaluations
+    state.perturbed_steps += int(info.perturbed)
+    state.steps += 1
+    return loss, info
+
+
+def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> dict[str, Any]:
+    """Test (and validation, training-set, metric) evaluation after an epoch, outside the train clock.
+
+    Evaluation runs the uncompiled model in float32 whatever the run's ``precision``: accuracies are then
+    comparable across precision settings, and its cost is outside the measured train time anyway.
+    """
+    data, model = setup.data, setup.model
+    last = epoch == run.epochs
+    row: dict[str, Any] = {}
+    with Stopwatch(setup.device) as clock:
+        state.test_loss, state.test_acc = evaluate(
+            model, data.test_x, data.test_y, run.eval_batch_size, data.model_input
+        )
+        row.update(test_loss=state.test_loss, test_acc=state.test_acc)
+        if data.val_x is not None:
+            _, state.val_acc = evaluate(model, data.val_x, data.val_y, run.eval_batch_size, data.model_input)
+            state.best_val_acc = max(state.val_acc, state.best_val_acc or 0.0)
+            row["val_acc"] = state.val_acc
+        if run.train_eval == "epoch" or last:
+            state.train_accuracies = training_set_accuracies(model, data, run.eval_batch_size)
+            if run.train_eval == "epoch":
+                row.update(state.train_accuracies)
+    state.eval_time_s += clock.total
+    state.best_test_acc = state.test_acc if epoch == 1 else max(state.test_acc, state.best_test_acc)
+    if run.target_acc is not None and state.time_to_target_s is None and state.test_acc >= run.target_acc:
+        state.time_to_target_s = state.train_time_s
+    state.epochs_completed = epoch
+    if setup.metrics and (last or (run.metric_every and epoch % run.metric_every == 0)):
+        with Stopwatch(setup.device) as clock:
+            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, F.cross_entropy)
+        state.metric_time_s += clock.total
+        row.update(state.metric_values)
+    return row
+
+
+def execute(
+    run: RunSpec, registry: Registry, results_dir: str | Path, *, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Train ``run`` in this process, record its status whatever happens, write its files, return its row.
+
+    A data-parallel run (``nproc > 1``) calls it in each of its ranks, which the worker starts
+    (``harness.execution.worker``); rank 0 writes the files.
+    """
+    if run.nproc > 1 and not distributed.active():
+        raise ValueError(
+            f"run {run.run_id} has nproc={run.nproc}: execute() trains one rank of it, in a process group "
+            "of that size; harness.execution.run_worker starts the ranks"
+        )
+    started = datetime.now(timezone.utc)
+    status, error = "ok", ""
+    state = RunState()
+    try:
+        train(run, registry, state=state, on_epoch=on_epoch)
+    except Diverged as diverged:
+        status, error = "diverged", str(diverged)
+    except Exception as failure:  # a failing run is recorded; the suite goes on
+        status = "failed"
+        error = f"{type(failure).__name__}: {failure}\n{traceback.format_exc(limit=-6)}"
+    row = result_row(run, state, status, error, started, registry)
+    if distributed.rank() == 0:
+        registry.manager.hook.run_finished(run=run, result=row)
+        write_run(results_dir, run.suite, row, state.history)
+    return row
