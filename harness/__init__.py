@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.contract.hookspecs import hookimpl
 from harness.contract.run_spec import RunSpec
+from harness.contract.seeding import component_seed
 from harness.contract.specs import (
     DatasetSpec,
     ExecutorSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "SuiteError",
     "UnknownNameError",
     "__version__",
+    "component_seed",
     "hookimpl",
     *_LAZY,
 ]

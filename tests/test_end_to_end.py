@@ -225,6 +225,7 @@ def test_every_preset_runs_and_reports_its_sam_fraction(tmp_path):
         "looksam": every_fifth,
         "look-layersam": every_fifth,
         "nusam": 1 - math.ceil(0.1 * steps) / steps,
+        "sam-on": 1.0,
     }
     for method, fraction in exact.items():
         assert runs.loc[method, "sam_fraction"] == pytest.approx(fraction), method

@@ -60,6 +60,9 @@ def register_optimizers() -> Sequence[OptimizerSpec]:
     ``(name, tensor)`` pairs (``model.named_parameters()`` less the frozen ones); ``base_optimizer``:
     the timm optimizer over the same tensors; ``scheduler``: the run's ``PerturbationScheduler``;
     ``hparams``: the spec's ``defaults`` updated by the suite. ``defaults`` lists every hyperparameter.
+    An optimizer that draws random numbers takes ``seed`` (default None) and seeds a private generator
+    with ``harness.component_seed(seed, name)``: the run's components are built under the run seed, so
+    each run seed gets its own stream and a suite's explicit ``seed`` pins it.
 
     Results of all implementations are collected; a name registered twice is an error.
 
@@ -87,6 +90,8 @@ def register_schedulers() -> Sequence[SchedulerSpec]:
     that perturb; default None, when only a measurement can tell). ``harness bench`` leaves the warm-up
     untimed and compares a method's cost with ERM's against 1 + that share; the contract kit checks the
     share against ``decide``.
+    A random scheduler seeds its private stream with ``harness.component_seed(seed, name)``, as an
+    optimizer does (``register_optimizers``).
 
     Results of all implementations are collected; a name registered twice is an error.
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from harness.contract.data import ClassificationData
 from harness.contract.run_spec import RunSpec
+from harness.contract.seeding import building_with
 from harness.plugins import Registry
 from harness.run import distributed
 from harness.run.closure import batchnorm_modules
@@ -102,8 +103,14 @@ def build(run: RunSpec, registry: Registry, data: ClassificationData | None = No
     """Seed, then build data, model, base optimizer, schedules, optimizer and metrics for ``run``.
 
     ``data``: the run's data when the caller holds it already (``harness bench``: one batch of random
-    tensors, so a run of ``epochs`` steps); None builds ``run.dataset`` from the registry.
+    tensors, so a run of ``epochs`` steps); None builds ``run.dataset`` from the registry. Components
+    are built under ``run.seed`` (``harness.component_seed`` derives their default seeds from it).
     """
+    with building_with(run.seed):
+        return _build(run, registry, data)
+
+
+def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) -> Setup:
     device = resolve_device(run.device)
     if device.type == "cuda":
         if distributed.active():

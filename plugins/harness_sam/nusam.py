@@ -38,10 +38,12 @@ that the held state does not change size (nuSAM-Norm stores it multiplied by its
 ``sigma_i / sqrt(sum_j sigma_j^2)``). ``u_i`` is the warm start and is saved by
 ``variant_state_dict`` (section 9: resuming without it changes the trajectory). Its initial value is
 unspecified in the paper (section 3.2); here it is ``N(0, I)``, normalized, drawn once at construction
-from a dedicated CPU generator seeded with ``seed``, so building the optimizer does not touch the global
-RNG. If a matrix's gradient is zero (``G^T u = 0``), its ``u_i`` is kept rather than collapsing to the
-zero vector, which would switch the warm start off for good (Algorithm 2 with ``u = 0`` returns zeros
-forever); that matrix gets no perturbation on that step.
+from a dedicated CPU generator seeded with ``harness.component_seed(seed, "nusam")`` (``seed`` None, the
+default: derived from the run seed, so each run seed starts from its own ``u_i``; an integer pins them),
+so building the optimizer does not touch the global RNG. If a matrix's gradient is zero
+(``G^T u = 0``), its ``u_i`` is kept rather than collapsing to the zero vector, which would switch the
+warm start off for good (Algorithm 2 with ``u = 0`` returns zeros forever); that matrix gets no
+perturbation on that step.
 
 On steps where the scheduler says no (the delay period of the paper's preset, Sec. 5.1), the step is a
 plain base-optimizer step. Whether the ``u_i`` are refreshed there is unspecified (seed_nusam.md section
@@ -55,7 +57,7 @@ from collections.abc import Sequence
 
 import torch
 
-from harness import SharpnessAwareOptimizer
+from harness import SharpnessAwareOptimizer, component_seed
 
 DEFAULT_EXCLUDE = ("embed", "pos_embed", "cls_token")
 
@@ -68,7 +70,7 @@ class NuSAM(SharpnessAwareOptimizer):
     normalized: nuSAM-Norm (Appendix C.1) instead of nuSAM.
     exclude: substrings of parameter names never perturbed (embeddings; a string or a list of strings).
     include_conv: also perturb Conv2d kernels viewed as (C_out, C_in*kh*kw) matrices (harness extension).
-    seed: seed of the generator that draws the initial ``u_i``.
+    seed: seed of the generator that draws the initial ``u_i``; None derives it from the run seed.
     refresh_during_delay: also refresh ``u_i, v_i`` on unperturbed steps (the delay), see the module docstring.
     """
 
@@ -87,7 +89,7 @@ class NuSAM(SharpnessAwareOptimizer):
         normalized: bool = False,
         exclude: Sequence[str] | str = DEFAULT_EXCLUDE,
         include_conv: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
         refresh_during_delay: bool = False,
     ) -> None:
         if isinstance(exclude, str):
@@ -106,7 +108,7 @@ class NuSAM(SharpnessAwareOptimizer):
             normalized=bool(normalized),
             exclude=list(exclude),
             include_conv=bool(include_conv),
-            seed=int(seed),
+            seed=seed,
             refresh_during_delay=bool(refresh_during_delay),
         )
         self.refresh_during_delay = bool(refresh_during_delay)
@@ -123,7 +125,7 @@ class NuSAM(SharpnessAwareOptimizer):
                     f"needs a contiguous kernel; {self.param_names.get(id(p), 'a parameter')} is not "
                     f"(channels_last?)"
                 )
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(component_seed(seed, "nusam"))
         self._u: list[torch.Tensor] = []
         self._v: list[torch.Tensor] = []
         for p in self.matrices:

@@ -29,7 +29,7 @@ SAM_OPTIONS = {
     "normalize": True,
     "direction": "gradient",
     "m": 0,
-    "seed": 0,
+    "seed": None,
     "eps": 1e-12,
 }
 #: Parameters added after the first release (their defaults keep earlier run ids: ``Spec.later_params``).
@@ -90,7 +90,7 @@ def register_optimizers() -> list[OptimizerSpec]:
                 "normalized": False,
                 "exclude": ["embed", "pos_embed", "cls_token"],
                 "include_conv": False,
-                "seed": 0,
+                "seed": None,
                 "refresh_during_delay": False,
             },
             later_params=("refresh_during_delay",),

@@ -27,8 +27,10 @@ Options (``harness_sam.perturbations`` has the formulas):
   guard (seed A.3 "Trust-ratio guards"), 0 leaves such tensors (zero-initialized biases) unperturbed.
 - ``normalize``: false gives the unnormalized e = rho g of AE-SAM's Alg. 1 (001, line 7), which
   contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
-- ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a generator seeded by ``seed``
-  (the random-perturbation control of SAM App. C.5, GaussSAM in 002 Sec. 4).
+- ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a private generator (the
+  random-perturbation control of SAM App. C.5, GaussSAM in 002 Sec. 4) seeded with
+  ``harness.component_seed(seed, "sam")``: ``seed`` None (default) derives it from the run seed,
+  an integer pins the directions whatever the run seed.
 - ``m``: m-sharpness (SAM Sec. 4.1): the batch is split into sub-batches of ``m`` examples, each
   perturbed with its own gradient, and the perturbed gradients are averaged (what SAM's data
   parallelism does, one perturbation per accelerator). 0 perturbs with the whole batch.
@@ -55,7 +57,7 @@ from typing import Any
 
 import torch
 
-from harness import SharpnessAwareOptimizer, StepInfo
+from harness import SharpnessAwareOptimizer, StepInfo, component_seed
 from harness_sam import normalization, perturbations
 
 NORMS = ("l2", "linf")
@@ -84,7 +86,7 @@ class SAM(SharpnessAwareOptimizer):
         normalize: bool = True,
         direction: str = "gradient",
         m: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         eps: float = 1e-12,
         perturb: str = "all",
         normalization_pattern: str = "",
@@ -134,7 +136,7 @@ class SAM(SharpnessAwareOptimizer):
         self.trust_ratio, self.zero_weight_ratio = trust_ratio, float(zero_weight_ratio)
         self.normalize, self.direction, self.m, self.eps = normalize, direction, m, eps
         self._generator: torch.Generator | None = None
-        self._seed = seed
+        self._seed = component_seed(seed, "sam")  # resolved now: the run seed is known while building
         # The default perturbation, e = rho g / (||g|| + eps), is computed in place in the gradients.
         self._in_place = norm == "l2" and normalize and not adaptive and not layerwise and direction == "gradient"
         self._sub_batch_sum: GradientMemory | None = None

@@ -35,8 +35,8 @@ def register_schedulers() -> list[SchedulerSpec]:
         SchedulerSpec(
             name="bernoulli",
             factory="harness_schedules.stochastic:Bernoulli",
-            defaults={"rho": 0.05, "p": 0.5, "seed": 0},
-            description="Perturb with probability p at each step, from a private seeded stream (SS-SAM)",
+            defaults={"rho": 0.05, "p": 0.5, "seed": None},
+            description="Perturb with probability p at each step, from a private stream seeded by the run (SS-SAM)",
             paper=f"{AE_SAM}, Sec. 4.1 (SS-SAM baseline, p=0.5)",
         ),
         SchedulerSpec(

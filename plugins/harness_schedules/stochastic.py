@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from harness import PerturbationScheduler, StepContext
-from harness_schedules.checks import check_integer, check_rho, check_unit_interval
+from harness import PerturbationScheduler, StepContext, component_seed
+from harness_schedules.checks import check_rho, check_unit_interval
 
 
 class Bernoulli(PerturbationScheduler):
@@ -16,17 +16,19 @@ class Bernoulli(PerturbationScheduler):
     001_543051aac35e9f16.txt (AE-SAM), Sec. 4.1 (baselines) and Sec. 3.3 (xi_t drawn from a Bernoulli
     distribution); shared/papers/seed_looksam_aesam.md, Part B.1.
 
-    The draws come from a private ``random.Random(seed)``, never from the global Python or torch
-    generators, so switching schedulers does not change the model's initialisation, the data order or
-    dropout masks. ``state_dict`` carries the generator's state, so a resumed run draws the same
-    decisions as an uninterrupted one. One draw is taken per step whatever ``p`` is, so ``p=1`` always
-    and ``p=0`` never perturbs.
+    The draws come from a private ``random.Random``, never from the global Python or torch generators,
+    so switching schedulers does not change the model's initialisation, the data order or dropout
+    masks. Its seed is ``harness.component_seed(seed, "bernoulli")``: with ``seed`` None (the default)
+    each run seed draws its own decisions, so the spread over seeds includes the scheduler's; an
+    integer ``seed`` pins them whatever the run seed. ``state_dict`` carries the generator's state, so
+    a resumed run draws the same decisions as an uninterrupted one. One draw is taken per step whatever
+    ``p`` is, so ``p=1`` always and ``p=0`` never perturbs.
     """
 
-    def __init__(self, rho: float = 0.05, p: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, rho: float = 0.05, p: float = 0.5, seed: int | None = None) -> None:
         self.rho = check_rho("bernoulli", "rho", rho)
         self.p = check_unit_interval("bernoulli", "p", p)
-        self.seed = check_integer("bernoulli", "seed", seed)
+        self.seed = component_seed(seed, "bernoulli")
         self._random = random.Random(self.seed)
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:

@@ -2,13 +2,14 @@
 
 import torch
 
-from harness import SharpnessAwareOptimizer
+from harness import SharpnessAwareOptimizer, component_seed
 
 
 class NoisySAM(SharpnessAwareOptimizer):
-    def __init__(self, params, *, base_optimizer, scheduler, noise=1.0, seed=0):
+    def __init__(self, params, *, base_optimizer, scheduler, noise=1.0, seed=None):
         super().__init__(params, base_optimizer=base_optimizer, scheduler=scheduler, noise=noise, seed=seed)
-        self.generator = torch.Generator().manual_seed(seed)  # private and saved: resumes draw the same z
+        # private and saved (resumes draw the same z); seed None: each run seed draws its own z
+        self.generator = torch.Generator().manual_seed(component_seed(seed, "example-random-sam"))
 
     def perturbation(self, params, grads, rho, grad_norm):
         z = [torch.randn(g.shape, generator=self.generator).to(g) for g in grads]

@@ -9,7 +9,7 @@ def register_optimizers():
         OptimizerSpec(
             "example-random-sam",
             "harness_example_random_sam.optim:NoisySAM",
-            defaults={"noise": 1.0, "seed": 0},
+            defaults={"noise": 1.0, "seed": None},
             description="SAM whose ascent direction is the gradient plus Gaussian noise of the gradient's norm",
         )
     ]
