@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.report.gather import CONDITION, GROUP
 from harness.report.seed_statistics import describe, holm, two_sample
+from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.store import RUN_SCHEMA
 
 #: Per-run columns averaged over the ok seeds of a group (when present in the results).
@@ -43,12 +44,14 @@ NOT_OK = ("failed", "diverged")
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
-    """Columns added by metric plugins (beyond the run schema) that hold a value, not a budget."""
+    """Columns added by metric plugins (beyond the run schema and the ``p_*`` hyperparameters) that hold a
+    value, not a budget."""
     return [
         column
         for column in runs.columns
         if column not in RUN_SCHEMA.names
         and column != "source"
+        and not column.startswith(HYPERPARAMETER_PREFIX)
         and pd.api.types.is_numeric_dtype(runs[column])
         and not column.endswith(BUDGET_SUFFIXES)
     ]

@@ -4,7 +4,8 @@ A run file has one row per run (``RUN_COLUMNS``), a history file one row per epo
 ``harness.results.store`` builds its Arrow schemas from these declarations, the runner's ``result_row`` and the
 crash writer (``harness.execution.worker.record_crash``) fill the identity columns through ``identity``, and the
 column tables of ``results/README.md`` are generated from them (``python -m harness.results.columns``; a test
-checks the file is up to date). A column a run row holds beyond these is a plugin metric.
+checks the file is up to date). A run row also holds one ``p_*`` column per resolved hyperparameter
+(``harness.results.hyperparameters``); any other column beyond these is a plugin metric.
 
 ``filled_by`` says where a run column's value comes from: ``spec`` (the ``RunSpec``, also in a crash
 row), ``outcome`` (status and error, also in a crash row), ``clock`` (the run's start and end, also in a
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from harness.results.hyperparameters import hyperparameters
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: The ``filled_by`` values whose columns a crash row holds (every other column of a crash row is null).
@@ -127,7 +130,7 @@ RUN_COLUMNS: tuple[Column, ...] = (
         "spec",
         lambda run: json.dumps(run.config(), sort_keys=True),
     ),
-    Column("schema_version", pa.int32(), "version of this layout (1)", "writer"),
+    Column("schema_version", pa.int32(), "version of this layout (2: with the `p_*` columns)", "writer"),
     Column("started_at", TIMESTAMP, "wall-clock start of the run", "clock"),
     Column("finished_at", TIMESTAMP, "wall-clock end of the run", "clock"),
 )
@@ -162,8 +165,10 @@ def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
 
 
 def identity(run: Any) -> dict[str, Any]:
-    """The ``spec`` columns of ``run`` (a ``RunSpec``): what both a result row and a crash row hold."""
-    return {column.name: column.from_run(run) for column in RUN_COLUMNS if column.from_run is not None}
+    """The ``spec`` columns of ``run`` (a ``RunSpec``) and its ``p_*`` hyperparameter columns
+    (``harness.results.hyperparameters``): what both a result row and a crash row hold."""
+    spec = {column.name: column.from_run(run) for column in RUN_COLUMNS if column.from_run is not None}
+    return {**spec, **hyperparameters(run.config())}
 
 
 def crash_row(run: Any, error: str, now: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import HarnessError
+from harness.results.hyperparameters import with_hyperparameters
 from harness.results.store import FINISHED_STATUSES, HISTORY_SCHEMA, RUN_SCHEMA, suite_dir, write_atomic
 
 #: The columns (and their kinds) that make a Parquet file a run file or a history file. Any other
@@ -131,7 +132,8 @@ def read_folder(folder: str | Path, kind: str = "run") -> FolderRows:
         _save_index(folder, kind, table, files)
     if not files:
         return FolderRows(pd.DataFrame(columns=SCHEMAS[kind].names), tuple(skipped))
-    return FolderRows(table.sort_by(_FILE).drop_columns([_FILE]).combine_chunks().to_pandas(), tuple(skipped))
+    rows = table.sort_by(_FILE).drop_columns([_FILE]).combine_chunks().to_pandas()
+    return FolderRows(with_hyperparameters(rows) if kind == "run" else rows, tuple(skipped))
 
 
 def read_run_file(path: str | Path) -> pd.DataFrame:

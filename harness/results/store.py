@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from harness.paths import inside
 from harness.results.columns import HISTORY_COLUMNS, RUN_COLUMNS, arrow_schema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The run and history files' columns, from their one declaration (``harness.results.columns``).
 RUN_SCHEMA = arrow_schema(RUN_COLUMNS)
