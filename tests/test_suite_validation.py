@@ -201,6 +201,18 @@ BAD_SUITES = [
         [],
         ["defaults.lr_schedule.decay_milestones: 5 is invalid", "list of epochs"],
     ),
+    (
+        "warmup-steps-fractional",
+        _defaults("lr_schedule: {name: cosine, warmup_steps: 2.5}"),
+        [],
+        ["defaults.lr_schedule.warmup_steps: 2.5 is invalid", "integer"],
+    ),
+    (
+        "warmup-steps-and-epochs",
+        _defaults("lr_schedule: {name: cosine, warmup_steps: 10, warmup_epochs: 1}"),
+        [],
+        ["defaults.lr_schedule.warmup_steps: 10 is invalid", "not both"],
+    ),
 ]
 
 

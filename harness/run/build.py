@@ -66,11 +66,14 @@ def build_base_optimizer(model: nn.Module, settings: dict[str, Any]) -> torch.op
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any], epochs: int, steps_per_epoch: int):
-    """A timm learning-rate scheduler stepped after every update (warmup, then decay)."""
+    """A timm learning-rate scheduler stepped after every update (warmup, then decay); the warm-up is
+    ``warmup_epochs`` or ``warmup_steps`` (updates) long."""
     from timm.scheduler import create_scheduler_v2
 
     options = dict(settings)
     name = options.pop("name")
+    if "warmup_steps" in options:  # timm counts warm-up in epochs, scaled to updates when stepped per update
+        options["warmup_epochs"] = options.pop("warmup_steps") / steps_per_epoch
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=name, num_epochs=epochs, step_on_epochs=False, updates_per_epoch=steps_per_epoch, **options
     )

@@ -23,6 +23,7 @@ LR_SCHEDULES = ("cosine", "constant", "step", "multistep", "tanh", "poly")
 LR_SCHEDULE_KEYS = (
     "name",
     "warmup_epochs",
+    "warmup_steps",
     "warmup_lr",
     "min_lr",
     "decay_rate",
@@ -136,6 +137,10 @@ def _lr_schedule(checker: Checker, key: str, raw: Any) -> dict[str, Any]:
     for number_key in ("warmup_epochs", "warmup_lr", "min_lr", "decay_rate", "decay_epochs"):
         if number_key in value:
             checker.number(f"{key}.{number_key}", value[number_key], 0.0)
+    if "warmup_steps" in value:  # LookSAM Table 11 gives its warm-up in steps (seed_looksam_aesam.md A.4.2)
+        checker.integer(f"{key}.warmup_steps", value["warmup_steps"], 0)
+        if "warmup_epochs" in value:
+            raise checker.fail(f"{key}.warmup_steps", value["warmup_steps"], "warmup_steps or warmup_epochs, not both")
     if "decay_milestones" in value:
         milestones = value["decay_milestones"]
         if not isinstance(milestones, list) or not milestones:
