@@ -137,7 +137,16 @@ def _params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], si
     return {k: v for k, v in merged.items() if k not in spec.later_params or v != spec.defaults[k]}
 
 
+#: Component parameters that are null or an integer >= 0 whatever the component's default: a ``seed``
+#: left null is derived from the run seed (``harness.component_seed``).
+NULLABLE_PARAMS = ("seed",)
+
+
 def _check_type(checker: Checker, key: str, value: Any, default: Any) -> None:
+    if key.rpartition(".")[2] in NULLABLE_PARAMS:
+        if value is not None:
+            checker.integer(key, value, 0)
+        return
     if default is None:
         return
     if isinstance(default, bool):

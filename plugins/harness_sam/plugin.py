@@ -29,7 +29,7 @@ SAM_OPTIONS = {
     "normalize": True,
     "direction": "gradient",
     "m": 0,
-    "seed": None,
+    "seed": 0,
     "eps": 1e-12,
 }
 #: Parameters added after the first release (their defaults keep earlier run ids: ``Spec.later_params``).
@@ -160,7 +160,9 @@ def register_presets() -> list[PresetSpec]:
             {"rho": 0.05},
             "Control: perturb along a random Gaussian direction of norm rho",
             "003, App. C.5; 002, Sec. 4",
-            optimizer_params={"direction": "random"},
+            # seed None: the directions come from the run seed (component_seed). The sam optimizer's own
+            # default stays 0 so that the run ids of every gradient-direction SAM run are unchanged.
+            optimizer_params={"direction": "random", "seed": None},
         ),
         _preset(
             "sam-k",

@@ -29,8 +29,10 @@ Options (``harness_sam.perturbations`` has the formulas):
   contradicts its eq. 2 and experiments; the default follows the experiments (normalized).
 - ``direction``: ``random`` replaces g by z ~ N(0, I) drawn from a private generator (the
   random-perturbation control of SAM App. C.5, GaussSAM in 002 Sec. 4) seeded with
-  ``harness.component_seed(seed, "sam")``: ``seed`` None (default) derives it from the run seed,
-  an integer pins the directions whatever the run seed.
+  ``harness.component_seed(seed, "sam")``: ``seed`` None derives it from the run seed (what the
+  ``random-sam`` preset sets), an integer pins the directions whatever the run seed. The spec's
+  default stays 0: it matters only with ``direction: random``, and changing it would change the run
+  id of every SAM run ever recorded.
 - ``m``: m-sharpness (SAM Sec. 4.1): the batch is split into sub-batches of ``m`` examples, each
   perturbed with its own gradient, and the perturbed gradients are averaged (what SAM's data
   parallelism does, one perturbation per accelerator). 0 perturbs with the whole batch.
@@ -86,7 +88,7 @@ class SAM(SharpnessAwareOptimizer):
         normalize: bool = True,
         direction: str = "gradient",
         m: int = 0,
-        seed: int | None = None,
+        seed: int | None = 0,
         eps: float = 1e-12,
         perturb: str = "all",
         normalization_pattern: str = "",
