@@ -62,7 +62,10 @@ def test_a_lease_is_exclusive_while_held_and_free_once_released(tmp_path):
 
 def test_the_lease_of_a_dead_process_is_taken_over(tmp_path):
     path = tmp_path / "run.lease"
-    code = f"import os, pathlib; from harness.execution import leases; leases.take(pathlib.Path({str(path)!r})); os._exit(0)"
+    code = (
+        "import os, pathlib; from harness.execution import leases; "
+        f"leases.take(pathlib.Path({str(path)!r})); os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)  # took the lease and died holding it
     dead = json.loads(path.read_text())
     assert dead["pid"] != os.getpid() and not leases._pid_alive(dead["pid"])

@@ -45,6 +45,18 @@ def print_runs(suite, *, every: bool) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     if summarised:
         print(_axis_counts(runs))
+    print(_conditions(runs, summarised=summarised))
+
+
+def _conditions(runs, *, summarised: bool) -> str:
+    """What the suite's ``conditions:`` set, per run (or, summarised, per distinct change with its run count)."""
+    changed = [run for run in runs if run.conditions]
+    if not changed:
+        return "conditions: none set a run"
+    if summarised:
+        counts = Counter(run.conditions for run in changed)
+        return "conditions:\n" + "\n".join(f"  {count} runs: {text}" for text, count in counts.items())
+    return "conditions:\n" + "\n".join(f"  {run.run_id}: {run.conditions}" for run in changed)
 
 
 def _axis_counts(runs) -> str:

@@ -126,6 +126,8 @@ class RunSpec:
     )
     reference_test_acc: float | None = _outside_config(None)
     reference_source: str = _outside_config("")
+    #: what the suite's ``conditions:`` set on this run and why (``harness.suite.conditions``); "" when none
+    conditions: str = _outside_config("")
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON-able data: every field but the labels, each

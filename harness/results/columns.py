@@ -100,6 +100,7 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("best_val_acc", pa.float64(), "best validation accuracy over the epochs"),
     _spec("reference_test_acc", pa.float64(), "the published test accuracy the run is compared with (null when none)"),
     _spec("reference_source", pa.string(), "where that reference comes from"),
+    _spec("conditions", pa.string(), "what the suite's `conditions:` set on this run, and why ('' when none)"),
     Column("train_time_s", pa.float64(), "train-only wall-clock"),
     Column("eval_time_s", pa.float64(), "evaluation wall-clock (excluded from train time)"),
     Column("step_time_median_s", pa.float64(), "median optimizer step time"),

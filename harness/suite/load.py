@@ -21,6 +21,8 @@ from harness.errors import SuiteError, did_you_mean, short_repr
 from harness.plugins import Registry
 from harness.suite import yaml_loader
 from harness.suite.checks import MISSING, Checker, unique
+from harness.suite.conditions import apply as apply_conditions
+from harness.suite.conditions import conditions
 from harness.suite.factories import check_factories, check_source
 from harness.suite.grid import check_combinations, expand
 from harness.suite.methods import component, method
@@ -43,6 +45,7 @@ TOP_LEVEL_KEYS = (
     "batch_sizes",
     "metrics",
     "reference",
+    "conditions",
     "executor",
 )
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses larger seeds
@@ -76,7 +79,14 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     checker = Checker(path, overrides)
     document = checker.mapping("(top level)", document if document is not None else MISSING)
     document = apply_overrides(document, overrides, path)
-    return _validate(document, registry, checker, path, smoke=smoke)
+    return _validate(document, registry, checker, path, smoke=smoke, pinned=_set_on_the_command_line(overrides))
+
+
+def _set_on_the_command_line(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The run settings ``--set`` gives (``epochs`` for ``--set epochs=2`` or ``defaults.epochs=2``): the
+    suite's ``conditions`` never override them."""
+    keys = [override.partition("=")[0].strip().split(".") for override in overrides]
+    return tuple(parts[1] if parts[0] == "defaults" and len(parts) > 1 else parts[0] for parts in keys)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -131,7 +141,9 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
     return document
 
 
-def _validate(document: dict[str, Any], registry: Registry, checker: Checker, path: str, *, smoke: bool) -> Suite:
+def _validate(
+    document: dict[str, Any], registry: Registry, checker: Checker, path: str, *, smoke: bool, pinned: Sequence[str]
+) -> Suite:
     checker.keys("", document, TOP_LEVEL_KEYS)
     name = document.get("name", MISSING)
     checker.path_name("name", name, "a suite name (it names the results folder)")
@@ -200,6 +212,16 @@ def _validate(document: dict[str, Any], registry: Registry, checker: Checker, pa
     axes = {"methods": methods, "models": models, "datasets": datasets}
     axes |= {"noise_rates": noise_rates, "batch_sizes": batch_sizes, "seeds": seeds}
     name, runs = expand(path, registry, name, settings, axes, smoke=smoke)
+    grid_values = {
+        "method": [m["name"] for m in methods],
+        "model": [m[0] for m in models],
+        "dataset": [d[0] for d in datasets],
+        "noise_rate": noise_rates,
+        "batch_size": batch_sizes,
+        "seed": seeds,
+    }
+    found = conditions(checker, document.get("conditions"), registry, document.get("defaults") or {}, grid_values)
+    runs = tuple(apply_conditions(checker, registry, run, found, pinned=pinned, smoke=smoke) for run in runs)
     runs = tuple(with_reference(run, references) for run in runs)
     executor = _executor(checker, registry, document.get("executor"))
     check_factories(path, registry, runs, check_source)

@@ -125,7 +125,7 @@ def _params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], si
                 f"{checker.source}: {key}.{name}: unknown parameter of {spec.kind} {spec.name!r}"
                 f"{did_you_mean(str(name), allowed)}; expected one of: {expected}{hint}"
             )
-        _check_type(checker, f"{key}.{name}", value, spec.defaults[name])
+        check_param_type(checker, f"{key}.{name}", value, spec.defaults[name])
         allowed_values = getattr(spec, "choices", {}).get(name)
         if allowed_values is not None and value not in allowed_values:
             raise checker.fail(f"{key}.{name}", value, f"one of {', '.join(map(repr, allowed_values))}")
@@ -142,7 +142,8 @@ def _params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], si
 NULLABLE_PARAMS = ("seed",)
 
 
-def _check_type(checker: Checker, key: str, value: Any, default: Any) -> None:
+def check_param_type(checker: Checker, key: str, value: Any, default: Any) -> None:
+    """A component parameter's ``value`` has its ``default``'s type (a ``seed``: null or an integer >= 0)."""
     if key.rpartition(".")[2] in NULLABLE_PARAMS:
         if value is not None:
             checker.integer(key, value, 0)
