@@ -60,6 +60,8 @@ def test_the_settings_and_their_defaults_are_the_fields_of_run_spec():
     assert LATER_SETTINGS == {"precision": "fp32", "channels_last": False, "compile": False} | {
         "grad_clip_norm": None,
         "bn_stats_pass": "first",
+        "label_smoothing": 0.0,
+        "l2_in_loss": 0.0,
     }
     assert not set(LATER_SETTINGS) & set(minimal.config())  # at their defaults, later settings stay out
 

@@ -117,6 +117,11 @@ class RunSpec:
     channels_last: bool = setting(False, later=True)
     compile: bool = setting(False, later=True)
     grad_clip_norm: float | None = setting(None, later=True)
+    #: label smoothing of the training loss (torch's ``cross_entropy(label_smoothing=...)``); 0 is none
+    label_smoothing: float = setting(0.0, later=True)
+    #: weight decay as an L2 term (l2/2) sum ||w||^2 over every trained parameter, added to the training loss
+    #: the closure differentiates (SAM's reference code), so the perturbation and AE-SAM's ||g||^2 see it
+    l2_in_loss: float = setting(0.0, later=True)
     bn_stats_pass: str = setting(
         "first",
         later=True,

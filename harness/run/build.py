@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.contract.data import ClassificationData
@@ -21,7 +22,7 @@ from harness.contract.run_spec import RunSpec
 from harness.contract.seeding import building_with
 from harness.plugins import Registry
 from harness.run import distributed
-from harness.run.closure import batchnorm_modules
+from harness.run.closure import LossFn, batchnorm_modules
 from harness.run.metrics import Batch, Metric, metric_batches
 from harness.run.precision import Precision, prepare_model
 
@@ -80,6 +81,26 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: dict[str, Any
     return scheduler
 
 
+def training_loss(label_smoothing: float, l2: float, params: list[torch.Tensor]) -> LossFn:
+    """The loss every pass of a step differentiates: cross-entropy with ``label_smoothing``, plus
+    (l2/2) sum ||w||^2 over ``params`` (the trained parameters) when ``l2`` > 0.
+
+    The L2 term is weight decay written into the loss, as SAM's reference code trains (its loss includes
+    it, so the perturbation e and AE-SAM's ||g||^2 see the decay's gradient l2 w); the base optimizer's
+    ``weight_decay`` is the other kind, which the perturbation does not see (shared/papers/seed_sam_gsam.md,
+    Part A.2, "Weight decay": google-research/sam adds 0.5 l2_reg sum ||w||^2 to the loss, on every
+    parameter). Evaluation (``test_loss``) stays plain cross-entropy.
+    """
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        value = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        if l2:
+            value = value + 0.5 * l2 * torch.stack([p.square().sum() for p in params]).sum()
+        return value
+
+    return loss
+
+
 @dataclass
 class Setup:
     """Everything a run trains with, built from the registry."""
@@ -94,6 +115,7 @@ class Setup:
     lr_scheduler: Any
     bn_modules: list[nn.Module]
     params: list[torch.Tensor]  # the model's parameters, whose gradients each pass clears
+    loss_fn: LossFn  # the training loss (``training_loss``)
     precision: Precision
     shuffle: torch.Generator
     augment: torch.Generator
@@ -157,6 +179,7 @@ def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) ->
         # the layers the closure keeps from updating twice; none with bn_stats_pass: every (every pass updates)
         bn_modules=batchnorm_modules(model) if run.bn_stats_pass == "first" else [],
         params=list(model.parameters()),
+        loss_fn=training_loss(run.label_smoothing, run.l2_in_loss, [p for _, p in params]),
         precision=Precision(run.precision, device, channels_last=run.channels_last),
         shuffle=torch.Generator().manual_seed(run.seed),
         augment=torch.Generator(device=device).manual_seed(run.seed),

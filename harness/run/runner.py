@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from harness.contract.optim import StepInfo, optimizer_state_bytes
 from harness.contract.run_spec import RunSpec
@@ -132,7 +131,7 @@ def train_step(
     """
     closure = BatchClosure(
         setup.train_model,
-        F.cross_entropy,
+        setup.loss_fn,
         inputs,
         targets,
         setup.bn_modules,
@@ -188,7 +187,7 @@ def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> 
     state.epochs_completed = epoch
     if setup.metrics and (last or (run.metric_every and epoch % run.metric_every == 0)):
         with Stopwatch(setup.device) as clock:
-            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, F.cross_entropy)
+            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, setup.loss_fn)
         state.metric_time_s += clock.total
         row.update(state.metric_values)
     return row

@@ -58,6 +58,10 @@ def run_settings(checker: Checker, raw: Any) -> dict[str, Any]:
         settings["grad_clip_norm"] = checker.number(
             "defaults.grad_clip_norm", settings["grad_clip_norm"], 0.0, strict=True
         )
+    settings["label_smoothing"] = checker.number(
+        "defaults.label_smoothing", settings["label_smoothing"], 0.0, below=1.0
+    )
+    settings["l2_in_loss"] = checker.number("defaults.l2_in_loss", settings["l2_in_loss"], 0.0)
     if settings["target_acc"] is not None:
         settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
     if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
