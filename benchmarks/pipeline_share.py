@@ -2,7 +2,7 @@
 
 Measures, on CIFAR-shaped uint8 data held on the device (random pixels: the cost does not depend on
 them), with harness_vision's CIFAR-10 pipeline (batch gather, random crop with 4-pixel padding,
-horizontal flip, optional cutout, normalization):
+horizontal flip, optional cutout, optional per-sample AutoAugment / RandAugment, normalization):
 
 - the median time of one training step (forward, backward, SGD update) of ResNet-18 adapted to 32x32
   (harness_vision's ``resnet18-cifar`` when registered, else torchvision's resnet18 with a 3x3
@@ -15,12 +15,14 @@ medians with and without differ by less than their noise on a CPU, so the pipeli
 the figure to read. Prints the figures and writes them as JSON.
 
     python benchmarks/pipeline_share.py [--batch-size 128] [--steps 12] [--device cpu] [--cutout 0]
+        [--policy none|autoaugment|randaugment]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -28,10 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from harness_vision.augment import CIFAR10_MEAN, CIFAR10_STD, ImagePipeline, Normalize
+from harness_vision.policies import POLICIES, build_policy
 from torch import nn
 
 from harness.contract.data import ClassificationData
-from harness.machine import device_name
+from harness.machine import device_name, processor_name
 from harness.run.timing import synchronize
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "pipeline_share.json"
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pipeline-repeats", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cutout", type=int, default=0, help="cutout square side (0: off)")
+    parser.add_argument("--policy", choices=POLICIES, default="none", help="per-sample policy (RandAugment: 2 ops, 9)")
     parser.add_argument("--images", type=int, default=10000, help="images held on the device")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
@@ -89,7 +93,13 @@ def main(argv: list[str] | None = None) -> dict:
         test_x=torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=device),
         test_y=torch.zeros(1, dtype=torch.long, device=device),
         num_classes=10,
-        augment=ImagePipeline(padding=4, flip=True, cutout=args.cutout, normalize=normalize),
+        augment=ImagePipeline(
+            padding=4,
+            flip=True,
+            cutout=args.cutout,
+            normalize=normalize,
+            policy=build_policy("cifar10", args.policy, 2, 9),
+        ),
         normalize=normalize,
     )
     model, model_name = resnet18_cifar()
@@ -126,11 +136,14 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {
         "device": str(device),
         "device_name": device_name(device),
+        "processor": processor_name(),
+        "load_average_1min": os.getloadavg()[0],
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "model": model_name,
         "batch_size": args.batch_size,
         "cutout": args.cutout,
+        "policy": args.policy,
         "steps_timed": args.steps,
         "step_median_with_pipeline_s": step_with,
         "step_median_without_pipeline_s": step_without,

@@ -26,7 +26,7 @@ single transforms, for use and testing on their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -204,7 +204,9 @@ class ImagePipeline:
 
     padding: random-crop padding in pixels (0: no crop); flip: random horizontal flips; cutout: the
     cutout square's side (0: off); fill: the value of padding and cutout pixels, as stored;
-    normalize: the dataset's ``normalize`` (``None``: the stored values are the model input).
+    normalize: the dataset's ``normalize`` (``None``: the stored values are the model input);
+    policy: a per-sample AutoAugment / RandAugment (``harness_vision.policies``), applied first, to
+    the stored images (``None``: off).
     """
 
     padding: int = 4
@@ -212,8 +214,11 @@ class ImagePipeline:
     cutout: int = 0
     fill: float = 0.0
     normalize: Normalize | None = None
+    policy: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.policy is not None:
+            batch = self.policy(batch, generator)
         batch = crop_flip_cutout(
             batch, generator, padding=self.padding, flip=self.flip, cutout=self.cutout, fill=self.fill
         )

@@ -17,9 +17,10 @@ run code.
 
 Images are stored as uint8 ``(N, 3, 32, 32)`` on the device; training batches are augmented there
 (``augment: true``: random crop with 4-pixel padding and horizontal flip; ``cutout: S`` > 0: an S x S
-cutout, with or without ``augment``; ``harness_vision.augment``) and normalized with the usual
-per-channel mean and std of the training set. Validation split, label noise
-and sample limits: ``harness_vision.assemble``.
+cutout, with or without ``augment``; ``policy: autoaugment`` (CIFAR-10 policy) or ``randaugment``
+(``num_ops``, ``magnitude``): per sample, before the crop; ``harness_vision.augment``,
+``harness_vision.policies``) and normalized with the usual per-channel mean and std of the training
+set. Validation split, label noise and sample limits: ``harness_vision.assemble``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from harness_vision.augment import (
     Normalize,
 )
 from harness_vision.describe import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR_SHAPE, check_params
+from harness_vision.policies import build_policy
 
 DATA_ENV = "HARNESS_DATA"
 DEFAULT_ROOT = "~/.cache/sam-harness/data"
@@ -121,6 +123,9 @@ def load_cifar10(
     download: bool = False,
     augment: bool = True,
     cutout: int = 0,
+    policy: str = "none",
+    num_ops: int = 2,
+    magnitude: int = 9,
     validation_fraction: float = 0.0,
     noise_rate: float = 0.0,
     noise_type: str = "symmetric",
@@ -140,6 +145,9 @@ def load_cifar100(
     download: bool = False,
     augment: bool = True,
     cutout: int = 0,
+    policy: str = "none",
+    num_ops: int = 2,
+    magnitude: int = 9,
     validation_fraction: float = 0.0,
     noise_rate: float = 0.0,
     noise_type: str = "symmetric",
@@ -160,10 +168,14 @@ def load_cifar(
     download: bool,
     augment: bool,
     cutout: int,
+    policy: str,
+    num_ops: int,
+    magnitude: int,
     **split_and_noise: Any,
 ) -> ClassificationData:
     """Read ``layout``'s files under the data root and assemble them on ``device``."""
     check_params(layout.name, cutout=cutout, **split_and_noise)
+    augment_policy = build_policy(layout.name, policy, num_ops, magnitude)
     base, source = data_root(root)
     folder = base / layout.folder
     for path, expected in ((base, f"the folder that holds '{layout.folder}'"), (folder, f"{layout.title}'s folder")):
@@ -196,8 +208,10 @@ def load_cifar(
         test_y=test_y,
         num_classes=layout.num_classes,
         device=device,
-        augment=ImagePipeline(padding=4 if augment else 0, flip=augment, cutout=cutout, normalize=normalize)
-        if augment or cutout
+        augment=ImagePipeline(
+            padding=4 if augment else 0, flip=augment, cutout=cutout, normalize=normalize, policy=augment_policy
+        )
+        if augment or cutout or augment_policy
         else None,
         normalize=normalize,
         **split_and_noise,

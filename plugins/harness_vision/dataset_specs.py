@@ -22,10 +22,22 @@ _SHARED: dict[str, Any] = {
     "split_seed": 0,
 }
 _CHOICES = {"noise_type": ("symmetric", "asymmetric")}
-_CIFAR: dict[str, Any] = {"root": "", "download": False, "augment": True, "cutout": 0, **_SHARED}
+_CIFAR: dict[str, Any] = {
+    "root": "",
+    "download": False,
+    "augment": True,
+    "cutout": 0,
+    "policy": "none",
+    "num_ops": 2,
+    "magnitude": 9,
+    **_SHARED,
+}
+#: AutoAugment / RandAugment (``harness_vision.policies``), added later: their defaults keep earlier run ids.
+_CIFAR_LATER = ("policy", "num_ops", "magnitude")
+_CIFAR_CHOICES = {**_CHOICES, "policy": ("none", "autoaugment", "randaugment")}
 _CIFAR_NOTE = (
     "read from the dataset parameter root or $HARNESS_DATA (torchvision's layout); download: true to fetch it; "
-    "random crop (4-pixel padding) + flip on the device"
+    "random crop (4-pixel padding) + flip on the device; policy: autoaugment | randaugment per sample"
 )
 
 _CIFAR_PAPER = (
@@ -48,7 +60,8 @@ def dataset_specs() -> list[DatasetSpec]:
             name="cifar10",
             factory="harness_vision.cifar:load_cifar10",
             defaults=dict(_CIFAR),
-            choices=_CHOICES,
+            choices=_CIFAR_CHOICES,
+            later_params=_CIFAR_LATER,
             describe="harness_vision.describe:describe_cifar10",
             description=f"CIFAR-10 (50000/10000 32x32 images, 10 classes), {_CIFAR_NOTE}",
             paper=_CIFAR_PAPER,
@@ -57,7 +70,8 @@ def dataset_specs() -> list[DatasetSpec]:
             name="cifar100",
             factory="harness_vision.cifar:load_cifar100",
             defaults=dict(_CIFAR),
-            choices=_CHOICES,
+            choices=_CIFAR_CHOICES,
+            later_params=_CIFAR_LATER,
             describe="harness_vision.describe:describe_cifar100",
             description=f"CIFAR-100 (50000/10000 32x32 images, 100 classes), {_CIFAR_NOTE}",
             paper=_CIFAR_PAPER,
