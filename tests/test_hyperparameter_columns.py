@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.cli import main
+from harness.execution.worker import record_crash
 from harness.plugins import Registry
+from harness.report.compare import compare
 from harness.report.summary import metric_columns
 from harness.results.columns import RUN_COLUMNS
 from harness.results.hyperparameters import hyperparameters
@@ -93,6 +95,21 @@ def test_p_columns_are_not_metrics_in_the_report(trained):
     assert "p_scheduler_rho" in runs  # present, numeric, and still not a metric
 
 
+def test_a_crash_row_carries_the_p_columns_of_its_run(tmp_path):
+    suite = write_suite(tmp_path / "tiny.yaml", TINY)
+    run = next(run for run in load_suite(suite, Registry.from_plugins()).runs if run.method == "sam-b")
+    record_crash(run, tmp_path / "out", "worker died")
+    (row,) = read_runs(tmp_path / "out" / "tiny").to_dict("records")
+    assert (row["status"], row["p_scheduler_rho"], row["p_epochs"], row["p_model_name"]) == ("failed", 1.0, 1.0, "mlp")
+
+
+def test_compare_lists_no_p_column_among_the_metrics_a_gate_may_name(trained, capsys):
+    folder = trained / "out" / "tiny"
+    assert main(["compare", str(folder), str(folder), "--fail-on", "no_such_metric:1"]) == 2
+    listed = capsys.readouterr().err.split("numeric columns: ", 1)[1].strip().split(", ")
+    assert "test_acc" in listed and not [name for name in listed if name.startswith("p_")]
+
+
 def _as_version_1(path: Path) -> None:
     """Rewrite a run file as the writer did before the ``p_*`` columns (schema version 1)."""
     table = pq.read_table(path)
@@ -119,6 +136,7 @@ def test_a_version_1_folder_reads_with_the_p_columns_filled_from_its_config(trai
     old = read_runs(folder).set_index("run_id").sort_index()
     assert (old["schema_version"] == 1).all()
     p_columns = sorted(name for name in written.columns if name.startswith("p_"))
+
     def missing_as_none(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.astype(object).where(frame.notna(), None)
 
@@ -131,6 +149,14 @@ def test_a_folder_mixing_versions_reads_uniform_p_columns(trained, tmp_path):
     assert sorted(runs["schema_version"]) == [1, 1, 2]
     assert runs.loc["sam-b", "p_scheduler_rho"] == 1.0 and runs.loc["sam-a", "p_scheduler_rho"] == 0.05
     assert runs["p_epochs"].notna().all()
+
+
+def test_compare_matches_version_1_runs_with_version_2_runs_by_configuration(trained, tmp_path):
+    folder = _copy_as_version_1(trained, tmp_path / "old")
+    comparison = compare(folder, trained / "out" / "tiny")
+    accuracy = comparison.table[comparison.table["metric"] == "test_acc"]
+    assert sorted(accuracy["method"]) == ["erm", "sam-a", "sam-b"] and not comparison.failures
+    assert (accuracy["delta"] == 0).all()
 
 
 def test_a_version_1_folder_resumes_without_retraining(trained, tmp_path):

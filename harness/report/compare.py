@@ -1,7 +1,8 @@
 """``harness compare``: the runs of two results folders side by side, with deltas, significance and gates.
 
 Runs are matched by their resolved configuration (the ``config`` column without provenance: the
-seed is part of it), so a run of BASE and a run of NEW match when they ran the same thing. Matched
+seed is part of it; the ``p_*`` columns, derived from it, play no part), so a run of BASE and a run of
+NEW match when they ran the same thing, whatever schema version wrote either. Matched
 runs are grouped by configuration without the seed (one condition and method); for each group and
 metric the table shows both means over the seeds ok on both sides, their difference, and Welch's
 p-value (``harness.report.seed_statistics``).
@@ -29,6 +30,7 @@ from harness.errors import UsageError, did_you_mean
 from harness.report.gather import GROUP, check_averageable, configuration_keys, group_label, load
 from harness.report.seed_statistics import two_sample
 from harness.report.tables import GROUP_COLUMNS, Table, first_line, group_cells, markdown
+from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.read import Skipped
 
 #: Metrics shown for every group (those present on both sides), before the gated ones.
@@ -119,7 +121,11 @@ def _check_metrics(gates: Sequence[Gate], base: pd.DataFrame, new: pd.DataFrame)
     for gate in gates:
         for name, runs in (("BASE_DIR", base), ("NEW_DIR", new)):
             if gate.metric not in runs:
-                numeric = [c for c in runs.columns if pd.api.types.is_numeric_dtype(runs[c])]
+                numeric = [
+                    c
+                    for c in runs.columns
+                    if pd.api.types.is_numeric_dtype(runs[c]) and not c.startswith(HYPERPARAMETER_PREFIX)
+                ]
                 raise UsageError(
                     f"--fail-on {gate.text!r}: {name} has no column {gate.metric!r}"
                     f"{did_you_mean(gate.metric, numeric)}; numeric columns: {', '.join(numeric)}"
