@@ -12,7 +12,8 @@ horizontal flip, optional cutout, optional per-sample AutoAugment / RandAugment,
 
 The share is the pipeline's median over the step's median with it; the target is under 5%. Step
 medians with and without differ by less than their noise on a CPU, so the pipeline-alone median is
-the figure to read. Prints the figures and writes them as JSON.
+the figure to read. Prints the figures, with the processor and the load average beside them, and
+writes them as JSON to ``benchmarks/results/pipeline_share_<policy>.json`` (or ``--output``).
 
     python benchmarks/pipeline_share.py [--batch-size 128] [--steps 12] [--device cpu] [--cutout 0]
         [--policy none|autoaugment|randaugment]
@@ -37,7 +38,7 @@ from harness.contract.data import ClassificationData
 from harness.machine import device_name, processor_name
 from harness.run.timing import synchronize
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "pipeline_share.json"
+RESULTS = Path(__file__).resolve().parent / "results"  # pipeline_share_<policy>.json unless --output
 
 
 def resnet18_cifar(num_classes: int = 10) -> tuple[nn.Module, str]:
@@ -80,8 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cutout", type=int, default=0, help="cutout square side (0: off)")
     parser.add_argument("--policy", choices=POLICIES, default="none", help="per-sample policy (RandAugment: 2 ops, 9)")
     parser.add_argument("--images", type=int, default=10000, help="images held on the device")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    output = args.output or RESULTS / f"pipeline_share_{args.policy}.json"
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -153,15 +155,15 @@ def main(argv: list[str] | None = None) -> dict:
         "target_percent": 5.0,
     }
     figures["under_target"] = figures["pipeline_share_percent"] < figures["target_percent"]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(figures, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"{model_name}, batch {args.batch_size}, {figures['device_name']} ({figures['torch_threads']} threads)")
     print(f"  step median with pipeline:    {step_with * 1e3:9.2f} ms")
     print(f"  step median without pipeline: {step_without * 1e3:9.2f} ms")
     print(f"  pipeline alone (median):      {pipeline_median * 1e3:9.3f} ms")
     print(f"  pipeline share: {figures['pipeline_share_percent']:.2f}% (target < 5%); step-median difference: "
           f"{figures['step_difference_share_percent']:+.2f}%")  # fmt: skip
-    print(f"  written to {args.output}")
+    print(f"  written to {output}")
     return figures
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from harness_vision import cifar
 from harness_vision.cifar_files import write_cifar_files
-from harness_vision.policies import CIFAR10_POLICY, apply_op, build_policy, magnitude
+from harness_vision.policies import CIFAR10_POLICY, RANDAUGMENT_OPS, apply_op, build_policy, magnitude
+from torchvision.transforms.v2 import AutoAugment, AutoAugmentPolicy, RandAugment
 
 from harness.plugins import Registry
 
@@ -90,6 +91,33 @@ def test_magnitudes_are_torchvisions_ranges():
     assert magnitude("Posterize", 7, 10, 32, 32) == 8 - round(7 / 2.25)
     assert magnitude("Solarize", 0, 10, 32, 32) == 1.0 and magnitude("Solarize", 9, 10, 32, 32) == 0.0
     assert magnitude("Invert", None, 10, 32, 32) == 0.0
+
+
+def _torchvision_space(transform: type) -> dict:
+    """torchvision's (private) table of operations, magnitude ranges and signs; skip when it has moved."""
+    space = getattr(transform, "_AUGMENTATION_SPACE", None)
+    if space is None or not hasattr(transform, "_apply_image_or_video_transform"):
+        pytest.skip(f"torchvision's {transform.__name__} no longer has _AUGMENTATION_SPACE to compare with")
+    return space
+
+
+def test_the_policy_table_operations_and_magnitudes_are_torchvisions_to_the_bit():
+    """Every operation at every bin and sign equals torchvision.transforms.v2's own (AutoAugment: 10 bins,
+    RandAugment: 31), on a non-square batch; the transcribed table is torchvision's CIFAR-10 policy."""
+    assert CIFAR10_POLICY == tuple(AutoAugment(AutoAugmentPolicy.CIFAR10)._policies)
+    assert RANDAUGMENT_OPS == tuple(_torchvision_space(RandAugment))
+    batch = torch.randint(0, 256, (6, 3, 24, 40), dtype=torch.uint8, generator=seeded(2))
+    for transform, policy in ((AutoAugment, "autoaugment"), (RandAugment, "randaugment")):
+        reference, ours = transform(), build_policy("cifar10", policy, 2, 9)
+        for name, (space, signed) in _torchvision_space(transform).items():
+            levels = space(ours.bins, 24, 40)
+            for level in range(ours.bins):
+                value = 0.0 if levels is None else float(levels[level])
+                assert ours.signed((name, 1.0, level), 0, batch.shape) == (name, value), (name, level)
+                assert ours.signed((name, 1.0, level), 1, batch.shape) == (name, -value if signed else value)
+                for sign in (1, -1) if signed else (1,):
+                    want = reference._apply_image_or_video_transform(batch, name, sign * value, "nearest", {})
+                    assert torch.equal(apply_op(batch, name, sign * value), want), (name, level, sign)
 
 
 def test_closed_form_operations():

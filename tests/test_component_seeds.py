@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from harness import component_seed
 from harness.contract.optim import StepContext
+from harness.contract.run_spec import run_from_payload, run_payload
 from harness.contract.seeding import building_with
 from harness.errors import SuiteError
 from harness.plugins import Registry
+from harness.run import distributed
 from harness.run.build import build
 from harness.suite import load_suite
 
@@ -100,7 +106,7 @@ def test_component_seed_refuses_what_is_not_a_seed(bad):
         component_seed(bad, "bernoulli")
 
 
-def test_a_null_seed_validates_for_any_component_and_a_string_does_not(tmp_path):
+def test_a_null_seed_validates_for_an_optimizer_or_scheduler_and_a_string_does_not(tmp_path):
     registry = Registry.from_plugins()
     null = SUITE.replace("{seed: 11}}\n  - nusam", "{seed: null}}\n  - nusam")
     runs = load_suite(write_suite(tmp_path / "null.yaml", null), registry).runs
@@ -108,3 +114,51 @@ def test_a_null_seed_validates_for_any_component_and_a_string_does_not(tmp_path)
     bad = SUITE.replace("optimizer: {seed: 11}}\n  - random-sam", 'optimizer: {seed: "11"}}\n  - random-sam')
     with pytest.raises(SuiteError, match=r"methods\[3\]\.optimizer\.seed: '11' is invalid"):
         load_suite(write_suite(tmp_path / "bad.yaml", bad), registry)
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    ["datasets: [{name: synthetic, seed: null}]", "datasets: [digits]\nmetrics: [{name: hessian_trace, seed: null}]"],
+)
+def test_a_null_seed_is_refused_where_the_component_does_not_derive_one(tmp_path, blocks):
+    """A dataset's or metric's ``seed`` is an integer: null would reach code that cannot take it."""
+    text = f"name: s\nmethods: [erm]\nmodels: [mlp]\n{blocks}\n"
+    with pytest.raises(SuiteError, match=r"\.seed: None is invalid; expected an integer"):
+        load_suite(write_suite(tmp_path / "s.yaml", text), Registry.from_plugins())
+
+
+def test_the_derived_seed_is_sha256_of_run_seed_and_salt_whatever_the_global_generators():
+    """The documented derivation (``harness.contract.seeding``): a change would silently change the results
+    of runs whose ids stay the same. Reseeding torch or ``random`` (a model factory may) changes nothing;
+    outside a run the run seed is 0."""
+
+    def expected(run_seed: int, salt: str) -> int:
+        return int.from_bytes(hashlib.sha256(f"{run_seed}:{salt}".encode()).digest()[:8], "big") >> 1
+
+    with building_with(3):
+        torch.manual_seed(99)
+        random.seed(99)
+        assert component_seed(None, "bernoulli") == expected(3, "bernoulli")
+        with building_with(4):
+            assert component_seed(None, "nusam") == expected(4, "nusam")
+        assert component_seed(None, "nusam") == expected(3, "nusam")
+    assert component_seed(None, "sam") == expected(0, "sam")
+
+
+def _rank_build(rank: int, world: int, port: int, payload: dict, out: str) -> None:
+    distributed.init(rank, world, port, torch.device("cpu"))
+    try:
+        torch.save(_decisions(build(run_from_payload(payload), Registry.from_plugins())), f"{out}.{rank}")
+    finally:
+        distributed.shutdown()
+
+
+def test_every_ddp_rank_builds_the_same_decisions(tmp_path):
+    """Every rank rebuilds the run from its payload (``harness.execution.worker``) under the same run seed."""
+    registry = Registry.from_plugins()
+    suite = load_suite(write_suite(tmp_path / "seeds.yaml", SUITE), registry)
+    run = next(run for run in suite.runs if (run.method, run.seed) == ("ss-sam", 1))
+    out = str(tmp_path / "decisions")
+    args = (2, distributed.free_port(), run_payload(run), out)
+    mp.start_processes(_rank_build, args=args, nprocs=2, start_method="spawn")
+    assert torch.load(f"{out}.0") == torch.load(f"{out}.1") == _decisions(build(run, registry))

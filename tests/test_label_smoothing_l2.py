@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from harness.errors import SuiteError
 from harness.plugins import Registry
+from harness.run import runner
 from harness.run.build import build, training_loss
 from harness.run.row import RunState
 from harness.run.runner import train_step
@@ -80,13 +83,38 @@ def test_sam_with_l2_in_the_loss_equals_a_hand_written_step(tmp_path):
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
 
 
+def _train(setup, run, steps: int = 3) -> list[torch.Tensor]:
+    batches = setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment)
+    state = RunState()
+    for inputs, targets in itertools.islice(batches, steps):
+        train_step(run, setup, state, inputs, targets)
+    return [p.detach().clone() for p in setup.model.parameters()]
+
+
 def test_the_defaults_train_exactly_as_before(tmp_path):
-    run, setup, inputs, targets = _setup(tmp_path, "")
+    run, setup, _, _ = _setup(tmp_path, "")
     assert "label_smoothing" not in run.config() and "l2_in_loss" not in run.config()  # earlier run ids kept
-    loss, _ = train_step(run, setup, RunState(), inputs, targets)
-    _, again, inputs, targets = _setup(tmp_path, "")
-    logits = again.model(inputs).detach()
-    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, targets)), rel=1e-6)
+    _, before, _, _ = _setup(tmp_path, "")
+    before.loss_fn = F.cross_entropy  # the loss the closure differentiated before these settings
+    for got, want in zip(_train(setup, run), _train(before, run), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_the_run_trains_on_its_loss_and_the_metrics_see_it_without_the_l2_term(tmp_path, monkeypatch):
+    eps, l2 = 0.3, 0.5
+    run, setup, inputs, targets = _setup(tmp_path, f"label_smoothing: {eps}\n  l2_in_loss: {l2}\nmetrics: [grad_stats]")
+    with torch.no_grad():
+        logits = setup.model(inputs)
+        log_p = logits.log_softmax(dim=1)
+        smoothed = ((1 - eps) * -log_p.gather(1, targets[:, None])[:, 0] + eps * -log_p.mean(dim=1)).mean()
+        squared = sum(p.square().sum() for p in setup.model.parameters())
+        training, metric = setup.loss_fn(logits, targets), setup.metric_loss(logits, targets)
+    assert float(training) == pytest.approx(float(smoothed + 0.5 * l2 * squared), rel=1e-5)
+    assert float(metric) == pytest.approx(float(smoothed), rel=1e-5)
+    seen = []
+    monkeypatch.setattr(runner, "run_metrics", lambda model, metrics, batches, loss_fn: seen.append(loss_fn) or {})
+    runner._evaluate_epoch(run, setup, RunState(), epoch=run.epochs)
+    assert seen == [setup.metric_loss]
 
 
 @pytest.mark.parametrize(("key", "value"), [("label_smoothing", 1.0), ("label_smoothing", -0.1), ("l2_in_loss", -1)])

@@ -201,8 +201,9 @@ def test_reference_values_are_carried_into_the_runs(tmp_path, shape_registry):
             for r in rows
             if r["table"] == "Table 4" and r["method"] == paper_method and float(r["label_noise"]) == run.noise_rate
         )
-        assert run.reference_test_acc == pytest.approx(float(cell["value"]) / 100)
-        assert run.reference_source == f"003_dc502e6d0d8ca36d Table 4 ({paper_method})"
+        (attached,) = run.references
+        assert attached.test_acc == pytest.approx(float(cell["value"]) / 100)
+        assert attached.source == f"003_dc502e6d0d8ca36d Table 4 ({paper_method})"
     plain = load_suite(write_suite(folder / "p.yaml", REFERENCED.split("    reference:")[0]), shape_registry)
     assert [r.run_id for r in plain.runs] == [r.run_id for r in suite.runs]  # references don't change run ids
 

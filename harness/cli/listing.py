@@ -45,18 +45,46 @@ def print_runs(suite, *, every: bool) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     if summarised:
         print(_axis_counts(runs))
-    print(_conditions(runs, summarised=summarised))
+    for title, (describe, counted) in SECTIONS.items():
+        print(_section(title, runs, describe, counted, summarised=summarised))
 
 
-def _conditions(runs, *, summarised: bool) -> str:
-    """What the suite's ``conditions:`` set, per run (or, summarised, per distinct change with its run count)."""
-    changed = [run for run in runs if run.conditions]
-    if not changed:
-        return "conditions: none set a run"
+def _section(title: str, runs, describe, counted, *, summarised: bool) -> str:
+    """``title:`` and, per run it says something about, ``describe(run)``; summarised, each of the
+    ``counted(run)`` texts with the number of runs that have it."""
     if summarised:
-        counts = Counter(run.conditions for run in changed)
-        return "conditions:\n" + "\n".join(f"  {count} runs: {text}" for text, count in counts.items())
-    return "conditions:\n" + "\n".join(f"  {run.run_id}: {run.conditions}" for run in changed)
+        counts = Counter(text for run in runs for text in counted(run))
+        lines = [f"  {count} runs: {text}" for text, count in counts.items()]
+    else:
+        lines = [f"  {run.run_id}: {describe(run)}" for run in runs if describe(run)]
+    return f"{title}:\n" + "\n".join(lines) if lines else f"{title}: none"
+
+
+def _cell(cell, *, value: bool) -> str:
+    """A published cell: paper, table, what it reports and where its setting differs; with ``value``, also
+    the paper's method and the value as an accuracy (summarised, the runs are counted per paper and table)."""
+    shown = f" {100 * cell.test_acc:.2f}%" + (" (published as test error)" if cell.metric == "test_error" else "")
+    differs = f" [differs: {cell.differs}]" if cell.differs else ""
+    if not value:
+        return f"{cell.paper} {cell.table} {cell.reported}{differs}"
+    return f"{cell.source} {cell.reported}{shown}{differs}"
+
+
+def _extension(run) -> str:
+    return f"[extension: {run.extension}]" if run.extension else ""
+
+
+#: What ``print_runs`` lists after the table, per run: what the suite's conditions set (and why), the
+#: published cells attached (``final``: compared with test_acc, ``best``: with best_test_acc) and the
+#: extensions (a method outside its paper's setting). ``(per run, summarised texts)`` for each.
+SECTIONS = {
+    "conditions": (lambda run: run.conditions, lambda run: [run.conditions] if run.conditions else []),
+    "references (final: compared with test_acc, best: with best_test_acc)": (
+        lambda run: "; ".join(_cell(cell, value=True) for cell in run.references),
+        lambda run: [_cell(cell, value=False) for cell in run.references],
+    ),
+    "extensions": (_extension, lambda run: [_extension(run)] if run.extension else []),
+}
 
 
 def _axis_counts(runs) -> str:

@@ -62,7 +62,9 @@ def register_optimizers() -> Sequence[OptimizerSpec]:
     ``hparams``: the spec's ``defaults`` updated by the suite. ``defaults`` lists every hyperparameter.
     An optimizer that draws random numbers takes ``seed`` (default None) and seeds a private generator
     with ``harness.component_seed(seed, name)``: the run's components are built under the run seed, so
-    each run seed gets its own stream and a suite's explicit ``seed`` pins it.
+    each run seed gets its own stream and a suite's explicit ``seed`` pins it. A suite may set an
+    optimizer's or scheduler's ``seed`` to null or an integer >= 0 whatever its default, so the factory
+    takes both (``component_seed`` does).
 
     Results of all implementations are collected; a name registered twice is an error.
 

@@ -10,7 +10,8 @@ field here and, unless it is a choice or a flag (checked from this declaration),
 ``harness.suite.settings.run_settings`` (the README's "Changing the core").
 
 The allowed values of the settings that other modules also check (``PRECISIONS`` for
-``harness.run.precision``, ``PERTURBATION_SCOPES``) live here, so they have one home. ``run_payload`` and
+``harness.run.precision``, ``PERTURBATION_SCOPES``) live here, so they have one home, and so does
+``ReferenceCell``, a published number a run carries to its result row. ``run_payload`` and
 ``run_from_payload`` turn a ``RunSpec`` into the JSON-able data that crosses process and machine
 boundaries, and back. The module imports no torch and nothing else of the harness: the parser, the
 contract (``harness.contract.hookspecs``), the runner and the executors all import it.
@@ -61,6 +62,40 @@ def _outside_config(default: Any = dataclasses.MISSING) -> Any:
 
 def _named_list(pairs: tuple[tuple[str, Mapping[str, Any]], ...]) -> list[dict[str, Any]]:
     return [{"name": name, **params} for name, params in pairs]
+
+
+#: What a published accuracy is, and the measured column it is compared with: the final iterate's test
+#: accuracy or the best over training (nuSAM's Tables 2-3 report "the best iterate", 002 Sec. 5.1, seed_nusam.md 6.1).
+REPORTED = {"final": "test_acc", "best": "best_test_acc"}
+
+
+@dataclass(frozen=True)
+class ReferenceCell:
+    """One published number a run is compared with: a cell of ``suites/reference/paper_results.csv``.
+
+    method: the paper's name of the method. metric: as published, ``test_acc`` or ``test_error``.
+    test_acc: the value as a test accuracy (fraction; an error converted). reported: ``final`` or
+    ``best`` (a key of ``REPORTED``). differs: where the paper's setting differs from the suite's (the
+    reference block's ``differs``), "" where it does not.
+    """
+
+    paper: str
+    table: str
+    method: str
+    metric: str
+    test_acc: float
+    reported: str = "final"
+    differs: str = ""
+
+    @property
+    def source(self) -> str:
+        """``<paper> <table> (<the paper's method>)``."""
+        return f"{self.paper} {self.table} ({self.method})"
+
+    @property
+    def measured_column(self) -> str:
+        """The result column this cell is compared with (``test_acc`` or ``best_test_acc``)."""
+        return REPORTED[self.reported]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,8 +164,11 @@ class RunSpec:
         expected="first (the clean pass alone updates BatchNorm's running statistics, as the SAM reference code) "
         "or every (every pass does, as davda54/sam and the PyTorch code most papers build on)",
     )
-    reference_test_acc: float | None = _outside_config(None)
-    reference_source: str = _outside_config("")
+    #: every published cell the run is compared with, one per ``reference:`` block it matches
+    #: (``harness.suite.references``); labels, so attaching a paper never changes a run id
+    references: tuple[ReferenceCell, ...] = _outside_config(())
+    #: why the run applies its method outside its paper's setting ("" for the paper's own setting)
+    extension: str = _outside_config("")
     #: what the suite's ``conditions:`` set on this run and why (``harness.suite.conditions``); "" when none
     conditions: str = _outside_config("")
 
@@ -195,4 +233,5 @@ def run_from_payload(payload: Mapping[str, Any]) -> RunSpec:
     """The ``RunSpec`` that ``run_payload`` described."""
     fields = dict(payload)
     fields["metrics"] = tuple((name, dict(params)) for name, params in fields.get("metrics", ()))
+    fields["references"] = tuple(ReferenceCell(**cell) for cell in fields.get("references", ()))
     return RunSpec(**fields)

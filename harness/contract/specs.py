@@ -186,6 +186,9 @@ class PresetSpec:
     optimizer / scheduler: registry names; optimizer_params / scheduler_params: the paper's values
     (they override the specs' defaults, and a suite may override them in turn).
     base_optimizer: the base optimizer the paper used (``None`` keeps the suite's choice).
+    models: the model names of the paper's domain (nuSAM: transformers and MLP-Mixers, whose weights are
+        matrices); a suite that runs the preset on another model must state why, as an ``extension``
+        (``harness.suite.domains``). Empty: no domain declared, every model is the paper's setting.
     """
 
     kind: ClassVar[str] = "preset"
@@ -198,12 +201,16 @@ class PresetSpec:
     base_optimizer: Mapping[str, Any] | None = None
     description: str = ""
     paper: str = ""
+    models: tuple[str, ...] = ()
     provider: str = ""
     version: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
             raise ValueError(f"preset name {self.name!r} is invalid: expected lower-case letters, digits and '-_.:'")
+        if isinstance(self.models, str) or not all(isinstance(model, str) for model in self.models):
+            raise ValueError(f"preset {self.name!r}: models {self.models!r} is invalid: expected model names")
+        object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "optimizer_params", _freeze(self.optimizer_params))
         object.__setattr__(self, "scheduler_params", _freeze(self.scheduler_params))
         if self.base_optimizer is not None:

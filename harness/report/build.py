@@ -11,6 +11,7 @@ behind them, one tidy row per condition and method.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def build(
     html_path.write_text(
         page(
             title="SAM harness report",
-            intro=_intro(results, reference),
+            intro=[*_intro(results, reference), *_all_suite_notes(summary)],
             summary=summary_table(summary, with_suite=True),
             warnings=notes,
             failures=failures_table(failed),
@@ -151,6 +152,27 @@ def _full_errors(failed: pd.DataFrame) -> list[tuple[str, str]]:
     ]
 
 
+def _suite_notes(rows: pd.DataFrame) -> list[str]:
+    """The lines under a suite's table: the published numbers it is compared with, and its extensions
+    (a method applied outside its paper's setting, shown as such and never as the paper's method)."""
+    notes = []
+    sources = sorted({cell["source"] for text in rows["paper_cells"] for cell in json.loads(text)} - {""})
+    if sources:
+        notes.append("Published numbers: " + "; ".join(sources) + ".")
+    extended = rows.loc[rows["extension"] != "", ["method", "model", "dataset", "extension"]].drop_duplicates()
+    if len(extended):
+        shown = "; ".join(f"{r.method} on {r.model} ({r.dataset}): {r.extension}" for r in extended.itertuples())
+        notes.append(f"Extensions (a method outside its paper's setting, not the paper's method): {shown}.")
+    return notes
+
+
+def _all_suite_notes(summary: pd.DataFrame) -> list[str]:
+    """``_suite_notes`` of every suite, each line naming its suite (the HTML page has one table of all suites)."""
+    return [
+        f"Suite {suite}: {note}" for suite, rows in summary.groupby("suite", sort=True) for note in _suite_notes(rows)
+    ]
+
+
 def _markdown(
     results: Results,
     summary: pd.DataFrame,
@@ -162,9 +184,7 @@ def _markdown(
     parts = ["# SAM harness report", *_intro(results, reference)]
     for suite, rows in summary.groupby("suite", sort=True):
         parts += [f"## Suite {suite}", markdown(summary_table(rows))]
-        sources = sorted(s for s in rows["reference_source"].unique() if s)
-        if sources:
-            parts.append("Published numbers: " + "; ".join(sources) + ".")
+        parts += _suite_notes(rows)
     if notes:
         parts += ["## Warnings", "\n".join(f"- {note}" for note in notes)]
     parts.append(f"## Failed and diverged runs ({len(failed)})")

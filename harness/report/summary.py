@@ -17,6 +17,7 @@ import math
 import pandas as pd
 
 from harness.report.gather import CONDITION, GROUP
+from harness.report.published import published
 from harness.report.seed_statistics import describe, holm, two_sample
 from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.store import RUN_SCHEMA
@@ -92,17 +93,20 @@ def summarize(runs: pd.DataFrame, reference: str = SAM) -> pd.DataFrame:
         for column in metrics:
             values = describe(ok[column])
             record.update({f"{column}_mean": values.mean, f"{column}_std": values.std})
-        references = rows["reference_test_acc"].dropna() if "reference_test_acc" in rows else pd.Series([])
-        sources = rows["reference_source"].dropna() if "reference_source" in rows else pd.Series([])
-        record["reference_test_acc"] = float(references.iloc[0]) if len(references) else math.nan
-        record["reference_source"] = str(sources[sources != ""].iloc[0]) if (sources != "").any() else ""
-        record["paper_diff"] = record["test_acc_mean"] - record["reference_test_acc"]
+        record.update(published(rows, ok), extension=_extension(rows))
         records.append(record)
     summary = pd.DataFrame.from_records(records)
     summary = _ratios(summary)
     summary = _significance(summary, runs, reference)
     summary["best"] = _best(summary)
     return summary
+
+
+def _extension(rows: pd.DataFrame) -> str:
+    """Why the group's runs apply their method outside its paper's setting, ``; ``-joined ('' for the paper's
+    own setting, and in folders written before the ``extension`` column)."""
+    texts = rows["extension"].dropna() if "extension" in rows else pd.Series([], dtype=str)
+    return "; ".join(dict.fromkeys(text for text in texts if text))
 
 
 def _mean(rows: pd.DataFrame, column: str) -> float:

@@ -7,6 +7,7 @@ p-values with four decimals (scientific notation below 0.0001). A value that can
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -58,6 +59,20 @@ def paper(reference: float, mean: float, std: float, n: int) -> str:
     measured = accuracy(mean, std)
     diff = f", diff {100 * (mean - reference):+.2f}" if _finite(mean) else ""
     return f"paper {100 * reference:.2f} / measured {measured} (n={n}){diff}"
+
+
+def published(cells_json: str) -> str:
+    """Each paper's number beside the measured column it reports (``harness.report.published``),
+    ``; ``-separated: ``003 Table 4 (sam), final (test_acc): paper 84.80 / measured 84.10 +- 0.20 (n=5),
+    diff -0.70 [differs: batch 256]``; a published test error is shown as the accuracy it converts to."""
+    shown = []
+    for cell in json.loads(cells_json) if isinstance(cells_json, str) and cells_json else []:
+        text = paper(cell["test_acc"], cell["measured_mean"], cell["measured_std"], cell["measured_n"])
+        if text:
+            error = " (published as test error)" if cell.get("metric") == "test_error" else ""
+            note = f" [differs: {cell['differs']}]" if cell.get("differs") else ""
+            shown.append(f"{cell['source']}, {cell['reported']} ({cell['measured_column']}): {text}{error}{note}")
+    return "; ".join(shown)
 
 
 def size(value: float) -> str:
@@ -119,15 +134,18 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
         if condition != previous:
             breaks.append(len(rows))
             previous = condition
+        group = group_cells(r)
+        if r.get("extension"):  # never shown as the paper's method (the texts follow the table)
+            group[-1] += " (extension)"
         cells = [
-            *group_cells(r)[0 if with_suite else 1 :],
+            *group[0 if with_suite else 1 :],
             accuracy(r["test_acc_mean"], r["test_acc_std"]),
             interval(r["test_acc_ci95_low"], r["test_acc_ci95_high"], r["n"]),
             seeds(r["n"], r["missing_seeds"]),
             str(r["failed"] + r["diverged"]),
             p_value(r["welch_p_holm"], r["test_note"]),
             p_value(r["mannwhitney_p_holm"], r["test_note"]),
-            *([paper(r["reference_test_acc"], r["test_acc_mean"], r["test_acc_std"], r["n"])] if with_paper else []),
+            *([published(r["paper_cells"])] if with_paper else []),
             number(100 * r["sam_fraction_mean"], 1),
             number(r["grad_evals_mean"], 0),
             number(r["train_time_s_mean"], 2),

@@ -15,6 +15,7 @@ crash row), ``training`` (what training measured), ``environment`` (the process 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -98,8 +99,17 @@ RUN_COLUMNS: tuple[Column, ...] = (
     ),
     Column("val_acc", pa.float64(), "final validation accuracy (null without a validation split)"),
     Column("best_val_acc", pa.float64(), "best validation accuracy over the epochs"),
-    _spec("reference_test_acc", pa.float64(), "the published test accuracy the run is compared with (null when none)"),
-    _spec("reference_source", pa.string(), "where that reference comes from"),
+    Column(
+        "references",
+        pa.string(),
+        "every published cell the run is compared with, one per suite `reference:` block it matches: paper, "
+        "table, method (the paper's), metric, test_acc (fraction), reported (`final`: compare with test_acc, "
+        "`best`: with best_test_acc), differs (where the paper's setting differs), as a JSON list "
+        "(folders written before it hold one reference_test_acc and reference_source instead; the report reads both)",
+        "spec",
+        lambda run: json.dumps([dataclasses.asdict(cell) for cell in run.references]),
+    ),
+    _spec("extension", pa.string(), "why the run applies its method outside its paper's setting ('' when it does not)"),
     _spec("conditions", pa.string(), "what the suite's `conditions:` set on this run, and why ('' when none)"),
     Column("train_time_s", pa.float64(), "train-only wall-clock"),
     Column("eval_time_s", pa.float64(), "evaluation wall-clock (excluded from train time)"),

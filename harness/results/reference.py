@@ -1,7 +1,10 @@
 """Published numbers: a suite's ``reference`` block -> the paper value each run reproduces.
 
 The table (``suites/reference/paper_results.csv``, copied from shared/reference) has one row per
-published cell: paper, table, dataset, model, label_noise, method, metric, value, pct_sam, note.
+published cell: paper, table, dataset, model, label_noise, method, metric, value, reported, pct_sam,
+note. ``reported`` says whether the paper reports the ``final`` test accuracy or that of the ``best``
+iterate (nuSAM's from-scratch Tables 2-3: "test accuracies of the best iterate", 002 Sec. 5.1, seed_nusam.md 6.1); a
+paper that does not say is read as ``final``, and so is a table without the column.
 A suite cites the tables it reproduces and maps its method and model names to the paper's::
 
     reference:
@@ -14,9 +17,13 @@ A suite cites the tables it reproduces and maps its method and model names to th
 A model key is a model name, optionally with ``[param=value, ...]`` to tell apart entries of the
 same model with different parameters.
 
+A block may say where the paper's setting differs from the suite's (``differs: "batch 256, m = 32 per
+device"``): the text is carried into each of its cells, and the report shows it beside the numbers.
+
 A run matches a row when paper, table, mapped method, mapped model, dataset and noise rate agree and
-the metric is ``test_acc`` (or ``test_error``, converted to accuracy). Values are stored as fractions,
-like the harness's accuracies.
+the metric is ``test_acc`` (or ``test_error``, converted to accuracy); a run gets the matching cell of
+every block (``lookup`` per block), so a run that two papers report is compared with both. Values are
+stored as fractions, like the harness's accuracies.
 """
 
 from __future__ import annotations
@@ -24,21 +31,15 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REFERENCE_KEYS = ("paper", "table", "methods", "models", "datasets")
+from harness.contract.run_spec import ReferenceCell
+
+REFERENCE_KEYS = ("paper", "table", "methods", "models", "datasets", "differs")
 DEFAULT_TABLE = Path("reference") / "paper_results.csv"
-
-
-@dataclass(frozen=True)
-class ReferenceValue:
-    """A published test accuracy (fraction) and where it comes from."""
-
-    test_acc: float
-    source: str
-    pct_sam: float | None = None
+#: What a row of a table without the ``reported`` column (or with it empty) is read as.
+DEFAULT_REPORTED = "final"
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -82,8 +83,8 @@ def lookup(
     model_params: Mapping[str, Any],
     dataset: str,
     noise_rate: float,
-) -> ReferenceValue | None:
-    """The published test accuracy for one run under one reference block, if the paper has it."""
+) -> ReferenceCell | None:
+    """The published cell for one run under one reference block, if the paper has it."""
     paper_method = block["methods"].get(method)
     paper_model = next((v for k, v in block["models"].items() if model_key_matches(k, model, model_params)), None)
     paper_dataset = block.get("datasets", {}).get(dataset, dataset)
@@ -100,6 +101,18 @@ def lookup(
         ):
             accuracy = _accuracy(row)
             if accuracy is not None:
-                pct_sam = float(row["pct_sam"]) if row.get("pct_sam") not in (None, "") else None
-                return ReferenceValue(accuracy, f"{row['paper']} {row['table']} ({paper_method})", pct_sam)
+                return ReferenceCell(
+                    paper=row["paper"],
+                    table=row["table"],
+                    method=paper_method,
+                    metric=row["metric"],
+                    test_acc=accuracy,
+                    reported=reported(row),
+                    differs=block.get("differs", ""),
+                )
     return None
+
+
+def reported(row: Mapping[str, str]) -> str:
+    """What a table row reports: its ``reported`` value, ``DEFAULT_REPORTED`` when it has none."""
+    return row.get("reported") or DEFAULT_REPORTED

@@ -89,7 +89,10 @@ def training_loss(label_smoothing: float, l2: float, params: list[torch.Tensor])
     it, so the perturbation e and AE-SAM's ||g||^2 see the decay's gradient l2 w); the base optimizer's
     ``weight_decay`` is the other kind, which the perturbation does not see (shared/papers/seed_sam_gsam.md,
     Part A.2, "Weight decay": google-research/sam adds 0.5 l2_reg sum ||w||^2 to the loss, on every
-    parameter). Evaluation (``test_loss``) stays plain cross-entropy.
+    parameter). Evaluation (``test_loss``) stays plain cross-entropy. The sharpness metrics get
+    ``training_loss(label_smoothing, 0.0, [])`` (``Setup.metric_loss``): they evaluate the loss at weights of
+    their own through ``functional_call``, where a term over the model's parameters would stay at the
+    trained weights (a constant, with no gradient).
     """
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -116,6 +119,7 @@ class Setup:
     bn_modules: list[nn.Module]
     params: list[torch.Tensor]  # the model's parameters, whose gradients each pass clears
     loss_fn: LossFn  # the training loss (``training_loss``)
+    metric_loss: LossFn  # what the metrics evaluate: the training loss without the L2 term
     precision: Precision
     shuffle: torch.Generator
     augment: torch.Generator
@@ -180,6 +184,7 @@ def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) ->
         bn_modules=batchnorm_modules(model) if run.bn_stats_pass == "first" else [],
         params=list(model.parameters()),
         loss_fn=training_loss(run.label_smoothing, run.l2_in_loss, [p for _, p in params]),
+        metric_loss=training_loss(run.label_smoothing, 0.0, []),
         precision=Precision(run.precision, device, channels_last=run.channels_last),
         shuffle=torch.Generator().manual_seed(run.seed),
         augment=torch.Generator(device=device).manual_seed(run.seed),

@@ -187,7 +187,7 @@ def _evaluate_epoch(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> 
     state.epochs_completed = epoch
     if setup.metrics and (last or (run.metric_every and epoch % run.metric_every == 0)):
         with Stopwatch(setup.device) as clock:
-            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, setup.loss_fn)
+            state.metric_values = run_metrics(model, setup.metrics, setup.metric_batches, setup.metric_loss)
         state.metric_time_s += clock.total
         row.update(state.metric_values)
     return row

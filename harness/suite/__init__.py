@@ -17,7 +17,8 @@ A suite is data (shared/DESIGN.md section 5)::
 
 A method is a preset name, a preset with overrides
 (``{preset: sam, name: sam-rho0.1, scheduler: {rho: 0.1}}``) or inline
-(``{name: my-sam, optimizer: {name: sam}, scheduler: {name: constant, rho: 0.1}}``).
+(``{name: my-sam, optimizer: {name: sam}, scheduler: {name: constant, rho: 0.1}}``); any of them may
+say why it runs outside its paper's setting (``extension: "<why>"``, ``harness.suite.domains``).
 
 The schema is strict: an unknown key is an error with a "did you mean"; values are type- and
 range-checked before anything trains. An entry repeated on a grid axis (a seed, a model with the same
@@ -31,8 +32,10 @@ of file paths, so they follow ``harness.paths.NAME_RULE``; the file and the ``--
 Modules, in the order ``load_suite`` uses them: ``load`` (the file, ``--set``, the validation's order),
 ``yaml_loader`` (strict, bounded YAML), ``checks`` (the value checks and their messages), ``settings``
 (the ``defaults:`` block, base optimizer, lr schedule), ``methods`` (methods, presets, components and
-their parameters), ``grid`` (model x dataset checks, grid expansion, ``--smoke``), ``references``
-(published numbers), ``factories`` (each plugin's factory path), ``record`` (``Suite``).
+their parameters), ``grid`` (model x dataset checks, grid expansion, ``--smoke``), ``conditions``
+(settings for the runs whose grid values match), ``domains`` (a preset's paper models and the runs'
+``extension`` texts), ``references`` (published numbers, every matching cell), ``factories`` (each
+plugin's factory path), ``record`` (``Suite``).
 """
 
 from harness.suite.factories import import_factories

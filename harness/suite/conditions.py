@@ -9,6 +9,9 @@ grow with the batch size (000_821cd26b06e61c4d.txt Table 11). Each entry::
       - when: {noise_rate: 0.8, method: sam}      # grid values: method, model, dataset, noise_rate, batch_size, seed
         set: {scheduler.rho: 0.05}                # a run setting, block.entry, or component.param
         why: "003 Sec. 3.3 / Table 8: rho = 0.05 at 80% noise"
+      - when: {method: nusam, model: resnet18-cifar}
+        set: {extension: "nuSAM on a CNN: include_conv, conv kernels as matrices"}
+        why: "002 Sec. 5 trains transformers and MLP-Mixers only"
 
 sets its keys on every run whose values match all of ``when``, after the grid expands and before run
 ids are computed (so a run that a condition changes gets a new id, and one it does not keeps its id).
@@ -28,7 +31,7 @@ from harness.contract.run_spec import RUN_DEFAULTS, RunSpec
 from harness.errors import SuiteError, did_you_mean
 from harness.plugins import Registry
 from harness.suite.checks import MISSING, Checker
-from harness.suite.methods import check_param_type
+from harness.suite.methods import check_param_type, extension
 from harness.suite.settings import run_settings
 
 #: The grid values a condition can match, and the run attribute each reads.
@@ -48,6 +51,8 @@ COMPONENTS = {
     "dataset": ("dataset", "dataset_params"),
 }
 ENTRY_KEYS = ("when", "set", "why")
+#: The run label a condition may set besides the run's settings: why its runs are outside the paper's setting.
+EXTENSION = "extension"
 #: Settings ``--smoke`` fixes, which a condition does not change under it.
 SMOKE_FIXED = ("epochs",)
 
@@ -116,12 +121,14 @@ def _checked(checker: Checker, registry: Registry, defaults: Mapping[str, Any], 
     head, _, entry = name.partition(".")
     if head in COMPONENTS and entry:
         return value  # checked per run in ``apply``, against the component that run uses
+    if name == EXTENSION:
+        return extension(checker, key, value)
     if head not in RUN_DEFAULTS:
-        hint = did_you_mean(head, [*RUN_DEFAULTS, *COMPONENTS])
+        hint = did_you_mean(head, [*RUN_DEFAULTS, *COMPONENTS, EXTENSION])
         raise SuiteError(
             f"{checker.source}: {key}: unknown key{hint}; expected a run setting ({', '.join(RUN_DEFAULTS)}), "
-            f"a block entry (lr_schedule.warmup_steps) or a component parameter (optimizer.rho, scheduler.rho, "
-            f"model.<param>, dataset.<param>)"
+            f"a block entry (lr_schedule.warmup_steps), a component parameter (optimizer.rho, scheduler.rho, "
+            f"model.<param>, dataset.<param>) or {EXTENSION} (why the runs are outside the paper's setting)"
         )
     current = defaults.get(head, RUN_DEFAULTS[head])
     if entry and not isinstance(current, Mapping):

@@ -146,5 +146,6 @@ def _run(
         noise_rate=noise_rate,
         seed=seed,
         metrics=settings["metrics"],
+        extension=method["extension"],
         **run_settings,
     )

@@ -3,8 +3,9 @@
 ``load_suite`` reads the file (bounded, UTF-8, ``harness.suite.yaml_loader``), applies the overrides
 (``apply_overrides``) and validates the document top-down: the top-level keys and name, the run
 settings (``settings``), each axis (``methods`` for methods and components, ``checks.unique`` against
-repeats), the model x dataset pairs and the grid (``grid``), the references (``references``), the
-executor, and last every factory path the runs use (``factories``).
+repeats), the model x dataset pairs and the grid (``grid``), the settings that depend on the grid
+values (``conditions``), each preset's paper domain against the runs' stated extensions (``domains``),
+the references (``references``), the executor, and last every factory path the runs use (``factories``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness.suite import yaml_loader
 from harness.suite.checks import MISSING, Checker, unique
 from harness.suite.conditions import apply as apply_conditions
 from harness.suite.conditions import conditions
+from harness.suite.domains import check_domains
 from harness.suite.factories import check_factories, check_source
 from harness.suite.grid import check_combinations, expand
 from harness.suite.methods import component, method
@@ -222,6 +224,7 @@ def _validate(
     }
     found = conditions(checker, document.get("conditions"), registry, document.get("defaults") or {}, grid_values)
     runs = tuple(apply_conditions(checker, registry, run, found, pinned=pinned, smoke=smoke) for run in runs)
+    check_domains(checker, registry, runs, methods)
     runs = tuple(with_reference(run, references) for run in runs)
     executor = _executor(checker, registry, document.get("executor"))
     check_factories(path, registry, runs, check_source)

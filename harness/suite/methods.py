@@ -1,9 +1,10 @@
 """A suite's methods (presets, preset overrides, inline methods) and components, checked against the registry.
 
 ``method`` resolves a ``methods:`` entry to its optimizer, scheduler and base optimizer with their
-parameters; ``component`` resolves a model, dataset, metric or executor entry to ``(name, params)``.
-Parameters are checked against the component's spec defaults (keys, types, ranges, declared choices)
-and merged over them; a later parameter left at its default stays out, so older run ids keep.
+parameters, and its ``extension`` text (why it runs outside its paper's setting, ``harness.suite.domains``);
+``component`` resolves a model, dataset, metric or executor entry to ``(name, params)``. Parameters are
+checked against the component's spec defaults (keys, types, ranges, declared choices) and merged over
+them; a later parameter left at its default stays out, so older run ids keep.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from harness.plugins import Registry
 from harness.suite.checks import MISSING, Checker
 from harness.suite.settings import base_optimizer
 
-METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer")
+METHOD_KEYS = ("name", "preset", "optimizer", "scheduler", "base_optimizer", "extension")
 
 
 def method(
@@ -70,7 +71,15 @@ def method(
         "scheduler": scheduler_name,
         "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
         "base_optimizer": base,
+        "extension": extension(checker, f"{key}.extension", value.get("extension", "")),
     }
+
+
+def extension(checker: Checker, key: str, raw: Any) -> str:
+    """An ``extension`` text: why a method runs outside its paper's setting ('' for the paper's own setting)."""
+    if not isinstance(raw, str):
+        raise checker.fail(key, raw, "a text saying why the method runs outside its paper's setting")
+    return raw.strip()
 
 
 def _inherited(params: Mapping[str, Any], preset_component: str, name: str, spec: Any) -> dict[str, Any]:
@@ -137,14 +146,16 @@ def _params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], si
     return {k: v for k, v in merged.items() if k not in spec.later_params or v != spec.defaults[k]}
 
 
-#: Component parameters that are null or an integer >= 0 whatever the component's default: a ``seed``
-#: left null is derived from the run seed (``harness.component_seed``).
-NULLABLE_PARAMS = ("seed",)
+#: The components whose ``seed`` is null or an integer >= 0 whatever its default: left null, it is derived
+#: from the run seed (``harness.component_seed``). A model's, dataset's or metric's ``seed`` has its default's type.
+SEEDED_COMPONENTS = ("optimizer", "scheduler")
 
 
 def check_param_type(checker: Checker, key: str, value: Any, default: Any) -> None:
-    """A component parameter's ``value`` has its ``default``'s type (a ``seed``: null or an integer >= 0)."""
-    if key.rpartition(".")[2] in NULLABLE_PARAMS:
+    """A component parameter's ``value`` has its ``default``'s type (an optimizer's or scheduler's ``seed``:
+    null or an integer >= 0). ``key`` ends in ``<component>.<parameter>`` (``methods[2].scheduler.seed``)."""
+    component, _, name = key.rpartition(".")
+    if name == "seed" and component.rpartition(".")[2] in SEEDED_COMPONENTS:
         if value is not None:
             checker.integer(key, value, 0)
         return

@@ -2,7 +2,10 @@
 
 ``reference_blocks`` checks each block (the paper and table it cites exist in the table; the method and
 model names it maps are the suite's and the paper's) and reads the table once; ``with_reference``
-gives a run the first published test accuracy that matches it (``harness.results.reference`` reads and matches).
+gives a run every published cell that matches it, one per block (``harness.results.reference``
+reads and matches), so a run two papers report is compared with both. A block's optional ``differs``
+says where the paper's setting differs from the suite's; each cited row's ``reported`` (``final`` or
+``best``) is checked, since it picks the measured column the report compares with.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from harness.contract.run_spec import RunSpec
-from harness.errors import did_you_mean
+from harness.contract.run_spec import REPORTED, RunSpec
+from harness.errors import SuiteError, did_you_mean, short_repr
 from harness.suite.checks import MISSING, Checker
 
 
@@ -39,12 +42,15 @@ def reference_blocks(
         for required in ("paper", "table", "methods", "models"):
             if required not in block:
                 raise checker.fail(f"{key}.{required}", MISSING, "a value (see the README's reference section)")
+        if not isinstance(block.get("differs", ""), str):
+            raise checker.fail(f"{key}.differs", block["differs"], "a text saying where the paper's setting differs")
         cited = [r for r in rows if r["paper"] == block["paper"] and r["table"] == block["table"]]
         if not cited:
             known = sorted({f"{r['paper']} {r['table']}" for r in rows})
             raise checker.fail(
                 f"{key}.table", f"{block['paper']} {block['table']}", f"a table of {table_path}: {known}"
             )
+        _check_reported(table_path, cited)
         for mapping_key, names, column in (("methods", method_names, "method"), ("models", model_names, "model")):
             mapping = checker.mapping(f"{key}.{mapping_key}", block[mapping_key])
             paper_names = sorted({r[column] for r in cited})
@@ -66,12 +72,25 @@ def reference_blocks(
     return blocks
 
 
+def _check_reported(table_path: Path, cited: list[dict[str, str]]) -> None:
+    """Every cited row says ``final`` or ``best`` (or nothing: ``final``), so its cell finds its measured column."""
+    from harness.results.reference import reported
+
+    for row in cited:
+        if reported(row) not in REPORTED:
+            raise SuiteError(
+                f"{table_path}: {row['paper']} {row['table']} ({row['method']}, {row['model']}, noise "
+                f"{row['label_noise']}): reported {short_repr(row['reported'])} is invalid; expected "
+                f"{' or '.join(REPORTED)} (what the paper reports: the final or the best test accuracy)"
+            )
+
+
 def with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[dict[str, str]]]]) -> RunSpec:
-    """Attach the first published value that matches the run (the suite's reference blocks, in order)."""
+    """``run`` with every published cell that matches it, one per reference block (in the suite's order)."""
     from harness.results.reference import lookup
 
-    for block, rows in references:
-        found = lookup(
+    found = (
+        lookup(
             rows,
             block,
             method=run.method,
@@ -80,6 +99,7 @@ def with_reference(run: RunSpec, references: list[tuple[dict[str, Any], list[dic
             dataset=run.dataset,
             noise_rate=run.noise_rate,
         )
-        if found is not None:
-            return dataclasses.replace(run, reference_test_acc=found.test_acc, reference_source=found.source)
-    return run
+        for block, rows in references
+    )
+    cells = tuple(cell for cell in found if cell is not None)
+    return dataclasses.replace(run, references=cells) if cells else run

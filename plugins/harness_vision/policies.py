@@ -8,13 +8,14 @@ RandAugment (Cubuk et al., 2020, Sec. 3) applies ``num_ops`` operations, each un
 all at one ``magnitude`` (of 31 bins). Magnitude ranges, signs and operations follow torchvision's
 ``transforms.v2.AutoAugment`` / ``RandAugment`` (whose policy table is private, so ``CIFAR10_POLICY`` is
 transcribed from the paper's Table 7, entry for entry as torchvision has it); the operations are
-``torchvision.transforms.v2.functional`` on batched tensors.
+``torchvision.transforms.v2.functional`` on batched tensors. ``tests/test_autoaugment.py`` checks the
+table, and every operation at every magnitude bin and sign, against torchvision's own to the bit.
 
 Per sample: every image draws its own sub-policy (or operations), probabilities and signs from the
 ``generator`` argument (the run's augmentation generator, on the batch's device), so the batch is not
 augmented alike, a seed reproduces it, and the global RNG is untouched. The samples that drew the same
-(operation, sign) at a stage are transformed together, one call per distinct draw, so a batch costs at
-most a few dozen batched calls per stage, not one per image.
+(operation, signed magnitude) at a stage are transformed together, one call per distinct one (at most
+31 per AutoAugment stage, 22 per RandAugment one), not one per image.
 """
 
 from __future__ import annotations
@@ -60,24 +61,36 @@ RANDAUGMENT_OPS = (
     "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
 )  # fmt: skip
 POLICIES = ("none", "autoaugment", "randaugment")
-_SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast", "Sharpness"}
 _NEAREST = InterpolationMode.NEAREST
+#: torchvision's upper ends of the magnitude ranges that start at 0 (translations: ``magnitude``)
+_RANGES = {
+    "ShearX": 0.3,
+    "ShearY": 0.3,
+    "Rotate": 30.0,
+    "Brightness": 0.9,
+    "Color": 0.9,
+    "Contrast": 0.9,
+    "Sharpness": 0.9,
+}
+#: the operations whose magnitude a sample negates with probability 1/2 (torchvision's signed ones)
+_SIGNED = {*_RANGES, "TranslateX", "TranslateY"}
 
 
 def magnitude(name: str, level: int | None, bins: int, height: int, width: int) -> float:
-    """The unsigned magnitude of bin ``level`` of ``bins`` for ``name``: torchvision's ranges (shear
-    0..0.3, translate 0..150/331 of the side, rotate 0..30 degrees, enhance factor offset 0..0.9,
-    posterize 8..4 bits, solarize threshold 1..0 of full intensity)."""
+    """The unsigned magnitude of bin ``level`` of ``bins`` for ``name``, computed as torchvision computes it
+    (float32 ``linspace`` over its ranges: shear 0..0.3, translate 0..150/331 of the side, rotate 0..30
+    degrees, enhance factor offset 0..0.9, solarize threshold 1..0 of full intensity; posterize 8..4 bits),
+    so an operation at a bin is torchvision's to the bit; 0 for the operations without a magnitude."""
     if level is None:
         return 0.0
-    share = level / (bins - 1)
-    spans = {"ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150 / 331 * width, "TranslateY": 150 / 331 * height}
-    spans |= {"Rotate": 30.0, "Brightness": 0.9, "Color": 0.9, "Contrast": 0.9, "Sharpness": 0.9}
-    if name in spans:
-        return spans[name] * share
     if name == "Posterize":
-        return float(8 - round(level / ((bins - 1) / 4)))
-    return 1.0 - share  # Solarize
+        return float((8 - (torch.arange(bins) / ((bins - 1) / 4))).round()[level])
+    side = {"TranslateX": width, "TranslateY": height}
+    if name in side:
+        return float(torch.linspace(0.0, 150.0 / 331.0 * side[name], bins)[level])
+    if name in _RANGES:
+        return float(torch.linspace(0.0, _RANGES[name], bins)[level])
+    return float(torch.linspace(1.0, 0.0, bins)[level]) if name == "Solarize" else 0.0
 
 
 def apply_op(batch: torch.Tensor, name: str, value: float) -> torch.Tensor:
@@ -135,12 +148,19 @@ class AugmentPolicy:
         return keys
 
     def apply(self, batch: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
-        """``batch`` with every stage's drawn operations, one batched call per distinct key."""
+        """``batch`` with every stage's drawn operations: one batched call per distinct (operation,
+        signed magnitude) drawn, so keys that resolve alike (an unsigned operation's two signs, a bin
+        several sub-policies share) are one call, and Identity none."""
         out = batch.clone()
         for stage, key in zip(self.stages, keys, strict=True):
-            for draw in torch.unique(key).tolist():
-                if draw >= 0:
-                    out[key == draw] = apply_op(out[key == draw], *self.signed(stage[draw // 2], draw % 2, out.shape))
+            groups: dict[tuple[str, float], list[int]] = {}
+            for draw in (draw for draw in torch.unique(key).tolist() if draw >= 0):
+                op = self.signed(stage[draw // 2], draw % 2, out.shape)
+                if op[0] != "Identity":
+                    groups.setdefault(op, []).append(draw)
+            for (name, value), draws in groups.items():
+                rows = torch.isin(key, torch.tensor(draws, device=key.device))
+                out[rows] = apply_op(out[rows], name, value)
         return out
 
     def signed(self, op: tuple[str, float, int | None], sign: int, shape: torch.Size) -> tuple[str, float]:
