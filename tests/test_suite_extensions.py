@@ -135,3 +135,20 @@ def test_the_report_marks_the_extension_and_says_why(tmp_path, registry):
     ]
     assert f"not the paper's method): paper-sam on small-cnn (digits): {WHY}." in markdown
     assert f"paper-sam on small-cnn (digits): {WHY}" in (out / "report.html").read_text()
+
+
+def test_the_shipped_nusam_preset_is_the_papers_method_on_vits_and_mixers_only(tmp_path):
+    """nuSAM's paper (002) trains ViTs and MLP-Mixers only (seed_nusam.md 1): the built-in preset
+    declares them, so a CNN run needs an extension, and every shipped suite that runs nusam on a CNN
+    states one."""
+    shipped = Registry(get_plugin_manager())
+    assert set(shipped.get("preset", "nusam").models) == {"vit-cifar", "mixer-cifar"}
+    text = "name: nu\nmethods: [nusam]\nmodels: [small-cnn]\ndatasets: [digits]\nseeds: [0]\n"
+    with pytest.raises(SuiteError, match=r"methods\[0\]\.extension: missing"):
+        load_suite(write_suite(tmp_path / "nu.yaml", text), shipped)
+    for name in ("cifar_noise", "digits_noise", "sam_family_smoke"):
+        suite = load_suite(f"suites/{name}.yaml", shipped)
+        nusam = [run for run in suite.runs if run.method == "nusam"]
+        assert nusam and all("ViTs and MLP-Mixers only" in run.extension for run in nusam), name
+    vit = load_suite("suites/vit_cifar.yaml", shipped)
+    assert [run.extension for run in vit.runs if run.method == "nusam"] == [""] * 24

@@ -13,6 +13,9 @@ GSAM_PAPER = "004_c79f6670b818170d.txt (GSAM), Alg. 1, eq. 4-6, Table 4"
 LOOKSAM_PAPER = "000_821cd26b06e61c4d.txt (LookSAM), Alg. 1-3, eq. 4 and 7, Tables 10-11"
 AESAM_PAPER = "001_543051aac35e9f16.txt (AE-SAM), Alg. 1, eq. 4-5, Sec. 4"
 NUSAM_PAPER = "002_aa5e854e0246be55.txt (nuSAM), Alg. 1-2, eq. 8a-8b, App. C.1, Sec. 5.1.1"
+# nuSAM's paper trains ViTs and MLP-Mixers only (seed_nusam.md 1); on any other model a suite states
+# an ``extension`` (harness/suite/domains.py).
+NUSAM_MODELS = ("vit-cifar", "mixer-cifar")
 SAMON_PAPER = (
     "Mueller, Vlaar, Rolnick, Hein, Normalization Layers Are All That Sharpness-Aware Minimization Needs, "
     "NeurIPS 2023 (arXiv 2306.04226); as the baseline of 002 (nuSAM), Sec. 5, 5.1.1, Tables 2-4 and 12"
@@ -109,6 +112,7 @@ def _preset(
     paper: str,
     optimizer_params: dict | None = None,
     base_optimizer: dict | None = None,
+    models: tuple[str, ...] = (),
 ) -> PresetSpec:
     return PresetSpec(
         name=name,
@@ -119,6 +123,7 @@ def _preset(
         base_optimizer=base_optimizer,
         description=description,
         paper=paper,
+        models=models,
     )
 
 
@@ -254,6 +259,7 @@ def register_presets() -> list[PresetSpec]:
             "rho=0.02 (the fine-tuning default, seed_nusam.md 6.3; from-scratch values were lost)",
             NUSAM_PAPER,
             base_optimizer=ADAMW,
+            models=NUSAM_MODELS,
         ),
         _preset(
             "sam-on",
