@@ -40,9 +40,12 @@ from harness.machine import append_record, provenance
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "results_scale.json"
 SUITE = "scale"
-PRESETS = (
-    "erm sam sam-pinf asam random-sam sam-k ss-sam ae-sam looksam ae-looksam layersam look-layersam gsam gsam-vit nusam"
-).split()
+PRESETS = [
+    *"erm sam sam-pinf asam random-sam sam-k ss-sam ae-sam looksam ae-looksam layersam look-layersam".split(),
+    "gsam",
+    "gsam-vit",
+    {"preset": "nusam", "extension": "nuSAM on a CNN (002 trains ViTs and MLP-Mixers only)"},
+]
 RHOS = (0.01, 0.02, 0.1, 0.2, 0.5)
 NOISE_RATES = (0.0, 0.2, 0.4, 0.6, 0.8)
 EPOCHS = 15

@@ -28,8 +28,8 @@ defaults: {epochs: 1, batch_size: 64, device: cpu}
 methods:
   - ss-sam
   - {name: ss-sam-pinned, preset: ss-sam, scheduler: {seed: 11}}
-  - nusam
-  - {name: nusam-pinned, preset: nusam, optimizer: {seed: 11}}
+  - {preset: nusam, extension: "nuSAM on an MLP (002 trains ViTs and Mixers)"}
+  - {name: nusam-pinned, preset: nusam, optimizer: {seed: 11}, extension: "nuSAM on an MLP"}
   - random-sam
   - {name: random-sam-pinned, preset: random-sam, optimizer: {seed: 11}}
 models: [mlp]
@@ -108,10 +108,10 @@ def test_component_seed_refuses_what_is_not_a_seed(bad):
 
 def test_a_null_seed_validates_for_an_optimizer_or_scheduler_and_a_string_does_not(tmp_path):
     registry = Registry.from_plugins()
-    null = SUITE.replace("{seed: 11}}\n  - nusam", "{seed: null}}\n  - nusam")
+    null = SUITE.replace("{seed: 11}}\n  - {preset: nusam", "{seed: null}}\n  - {preset: nusam")
     runs = load_suite(write_suite(tmp_path / "null.yaml", null), registry).runs
     assert [run.scheduler_params["seed"] for run in runs if run.method == "ss-sam-pinned"] == [None, None]
-    bad = SUITE.replace("optimizer: {seed: 11}}\n  - random-sam", 'optimizer: {seed: "11"}}\n  - random-sam')
+    bad = SUITE.replace("optimizer: {seed: 11}, extension", 'optimizer: {seed: "11"}, extension')
     with pytest.raises(SuiteError, match=r"methods\[3\]\.optimizer\.seed: '11' is invalid"):
         load_suite(write_suite(tmp_path / "bad.yaml", bad), registry)
 

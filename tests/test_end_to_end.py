@@ -232,6 +232,8 @@ def test_every_preset_runs_and_reports_its_sam_fraction(tmp_path):
     assert 0.25 <= runs.loc["ss-sam", "sam_fraction"] <= 0.75
     assert 0.0 < runs.loc["ae-sam", "sam_fraction"] < 1.0
     expected_evals = (runs["steps"] * (1 + runs["sam_fraction"])).round()
+    expected_evals["esam"] = steps * 1.5  # its second pass is on gamma = half of the batch
+    assert runs.loc["esam", "sam_fraction"] == 1.0
     assert (runs["grad_evals"] == expected_evals).all()
     registry_presets = set(Registry.from_plugins().names("preset"))
     assert registry_presets <= set(runs.index)  # the smoke suite covers every preset

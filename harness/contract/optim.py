@@ -168,7 +168,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     scheduler: a ``PerturbationScheduler``.
     hparams: the variant's hyperparameters, kept in ``self.hparams`` and in ``defaults``.
 
-    Subclasses implement ``perturbation`` (and may override ``ascend``, ``descend`` and ``reuse``).
+    Subclasses implement ``perturbation`` (and may override ``ascend``, ``descend`` and ``reuse``, and
+    the passes themselves, ``clean_pass`` and ``perturbed_pass``, as ESAM does).
     The runner sets ``total_steps`` and ``lr_range = (lr_min, lr_max)`` before the first step.
     """
 
@@ -274,7 +275,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
         """Take one step; ``closure`` is called once or more (see the module docstring)."""
-        loss = _clean_pass(closure)
+        loss = self.clean_pass(closure)
         self.step_overflowed = _overflowed(closure)
         if self.step_overflowed:  # fp16: pass 1 overflowed; skip the whole step
             return self._skipped(closure, loss)
@@ -283,11 +284,10 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         perturb, rho = self.scheduler.decide(self.context(grad_norm))
         if perturb:
             extras = self.ascend(params, grads, float(rho), grad_norm)
-            with torch.enable_grad():
-                perturbed_loss = closure()
+            surrogate_gap = self.perturbed_pass(closure, loss)
             self.step_overflowed = _overflowed(closure)
             extras.update(self.descend(params, float(rho)))
-            extras["surrogate_gap"] = perturbed_loss - loss  # GSAM's h = f(w_adv) - f(w), eq. 4
+            extras["surrogate_gap"] = surrogate_gap
         else:
             grad_norm = self.synced_clean_gradients(params, grads, grad_norm)
             extras = self.reuse(params, grads, grad_norm)
@@ -300,6 +300,16 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.last_step = StepInfo(perturbed=bool(perturb), rho=float(rho) if perturb else 0.0, extras=extras)
         _finish(closure)
         return loss
+
+    def clean_pass(self, closure: Closure | None) -> torch.Tensor:
+        """Pass 1 at ``w``: the clean gradient in ``p.grad``; returns the loss. ESAM also keeps each example's loss."""
+        return _clean_pass(closure)
+
+    def perturbed_pass(self, closure: Closure, loss: torch.Tensor) -> torch.Tensor:
+        """Pass 2 at ``w + e``: the gradient to descend with in ``p.grad``; returns the surrogate gap
+        f(w + e) - f(w) (GSAM's h, 004 eq. 4). ESAM runs it on the examples it selects."""
+        with torch.enable_grad():
+            return closure() - loss
 
     def _skipped(self, closure: Closure, loss: torch.Tensor) -> torch.Tensor:
         """End a step whose clean pass overflowed: no scheduler call, no second pass, no update."""

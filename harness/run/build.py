@@ -92,7 +92,8 @@ def training_loss(label_smoothing: float, l2: float, params: list[torch.Tensor])
     parameter). Evaluation (``test_loss``) stays plain cross-entropy. The sharpness metrics get
     ``training_loss(label_smoothing, 0.0, [])`` (``Setup.metric_loss``): they evaluate the loss at weights of
     their own through ``functional_call``, where a term over the model's parameters would stay at the
-    trained weights (a constant, with no gradient).
+    trained weights (a constant, with no gradient). ``loss.per_sample`` gives each example's cross-entropy
+    (``BatchClosure.sample_losses``, ESAM's data selection).
     """
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,11 @@ def training_loss(label_smoothing: float, l2: float, params: list[torch.Tensor])
             value = value + 0.5 * l2 * torch.stack([p.square().sum() for p in params]).sum()
         return value
 
+    def per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each example's cross-entropy (the L2 term is the same for every example, so it is left out)."""
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
+
+    loss.per_sample = per_sample
     return loss
 
 

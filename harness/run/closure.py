@@ -20,6 +20,14 @@ chunk's clean pass starts from the step's running statistics and the step ends w
 (weighted by chunk size), so the statistics see the whole batch (counted once), not only the first m
 examples.
 
+Per-example losses (ESAM's sharpness-sensitive data selection, Du et al. ICLR 2022, Alg. 1): a pass by
+``with_sample_losses()`` also returns each example's loss from the same logits; ``sample_losses()`` is a
+forward pass alone at the current weights (no gradient, so not a gradient evaluation; the same RNG
+state, BatchNorm statistics untouched); ``subset(indices)`` is a closure over the chosen examples that
+shares the counters, its pass counting ``len(indices) / batch_size`` evaluations. A per-example loss is
+the training loss without its L2 term (``training_loss(...).per_sample``), which is the same for every
+example and so changes no comparison between them.
+
 Precision (``harness.run.precision``): with a ``Precision`` every forward pass runs under its autocast
 (bf16, fp16) and, for fp16, the loss is scaled before ``backward`` and the gradients are unscaled
 in place after *every* pass, each pass's overflow check accumulating into one flag per step. A pass
@@ -35,12 +43,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from harness.errors import ProtocolError
 from harness.run.precision import Precision
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def per_example_loss(loss_fn: LossFn) -> LossFn | None:
+    """The per-example form of ``loss_fn``: its ``per_sample`` attribute (``training_loss`` sets one), or
+    unreduced cross-entropy for ``F.cross_entropy`` itself; None when the loss does not say."""
+    if loss_fn is F.cross_entropy:
+        return lambda logits, targets: F.cross_entropy(logits, targets, reduction="none")
+    return getattr(loss_fn, "per_sample", None)
 
 
 def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
@@ -63,6 +81,11 @@ def frozen_running_stats(modules: Sequence[_BatchNorm]) -> Iterator[None]:
     finally:
         for module in modules:
             module.track_running_stats = True
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits of an autocast pass (bf16, fp16) in float32, others as they are, before a per-example loss."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 class RngState:
@@ -158,6 +181,7 @@ class BatchClosure:
         self.bn_modules = bn_modules
         self.calls = 0
         self.evaluations = 0.0
+        self.forward_only = 0  # passes by ``sample_losses``: a forward pass, no gradient
         self._rng = RngState(inputs.device)
         self._parent: BatchClosure | None = None
         self._first_pass = first_pass
@@ -166,6 +190,8 @@ class BatchClosure:
         self._found_inf: torch.Tensor | None = None  # fp16: set by any pass with a non-finite gradient
         self._overflow = False
         self._finished = False
+        self._keep_sample_losses = False
+        self._sample_losses: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -193,6 +219,58 @@ class BatchClosure:
             piece._rng, piece._parent, piece._statistics = self._rng, self, statistics
             pieces.append(piece)
         return pieces
+
+    def subset(self, indices: torch.Tensor) -> BatchClosure:
+        """A closure over the examples ``indices`` of this batch, for a pass after the first of the step.
+
+        It shares this closure's counters (a pass counts ``len(indices) / batch_size`` evaluations) and RNG
+        snapshot, and leaves the BatchNorm running statistics untouched, as every later pass does.
+        """
+        piece = BatchClosure(
+            self.model,
+            self.loss_fn,
+            self.inputs[indices],
+            self.targets[indices],
+            self.bn_modules,
+            precision=self.precision,
+            params=self.params,
+        )
+        piece._rng, piece._parent = self._rng, self
+        return piece
+
+    def with_sample_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pass like ``closure()`` that also returns each example's loss, detached, from the same logits."""
+        self._per_example_fn()
+        self._keep_sample_losses = True
+        try:
+            loss = self()
+        finally:
+            self._keep_sample_losses = False
+        return loss, self._sample_losses
+
+    @torch.no_grad()
+    def sample_losses(self) -> torch.Tensor:
+        """Each example's loss at the current weights: a forward pass only, not a gradient evaluation.
+
+        It replays the step's RNG state (dropout draws the masks of the other passes) and leaves the
+        BatchNorm running statistics untouched.
+        """
+        per_example = self._per_example_fn()
+        self._root().forward_only += 1
+        self._rng.restore()
+        autocast = self.precision.autocast() if self.precision is not None else nullcontext()
+        with frozen_running_stats(self.bn_modules), autocast:
+            logits = self.model(self.inputs)
+        return per_example(_at_least_float32(logits), self.targets)
+
+    def _per_example_fn(self) -> LossFn:
+        per_example = per_example_loss(self.loss_fn)
+        if per_example is None:
+            raise ProtocolError(
+                "per-example losses need a loss function with a per_sample attribute (the harness's "
+                f"training_loss has one) or F.cross_entropy; got {self.loss_fn!r}"
+            )
+        return per_example
 
     def _count(self, examples: int) -> bool:
         """Count one pass over ``examples`` examples; True when it is the first pass of the step."""
@@ -249,17 +327,23 @@ class BatchClosure:
     def _forward_backward(self) -> torch.Tensor:
         precision = self.precision
         if precision is None:
-            loss = self.loss_fn(self.model(self.inputs), self.targets)
+            loss = self._loss(self.model(self.inputs))
             loss.backward()
             return loss.detach()
         with precision.autocast():
-            loss = self.loss_fn(self.model(self.inputs), self.targets)
+            loss = self._loss(self.model(self.inputs))
         if precision.scaler is None:
             loss.backward()
         else:
             precision.scaler.scale_loss(loss).backward()
             self._unscale(precision)
         return loss.detach()
+
+    def _loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """The loss of this pass; under ``with_sample_losses`` each example's loss is kept as well."""
+        if self._keep_sample_losses:
+            self._sample_losses = self._per_example_fn()(_at_least_float32(logits.detach()), self.targets)
+        return self.loss_fn(logits, self.targets)
 
     def _unscale(self, precision: Precision) -> None:
         """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""

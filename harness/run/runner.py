@@ -126,8 +126,9 @@ def train_step(
 
     A new ``BatchClosure`` for the batch, ``optimizer.step(closure)`` and the closure's ``finish()`` (what
     ``timer`` times, when given), the learning-rate schedule's update, the protocol check (a perturbed step
-    needs two gradient evaluations: ``ProtocolError``) and the counts in ``state``. The training loop and
-    ``harness bench`` both step through this function, so the bench times the runner's own step.
+    runs a second pass through the closure, on the batch or part of it: ``ProtocolError``) and the counts in
+    ``state``. The training loop and ``harness bench`` both step through this function, so the bench times the
+    runner's own step.
     """
     closure = BatchClosure(
         setup.train_model,
@@ -147,10 +148,10 @@ def train_step(
         timer.stop()
     setup.lr_scheduler.step_update(num_updates=state.steps + 1)
     info = setup.optimizer.last_step
-    if info.perturbed and closure.evaluations < 2 - 1e-6:
+    if info.perturbed and closure.calls < 2:
         raise ProtocolError(
-            f"optimizer {run.optimizer!r} reported a perturbed step after "
-            f"{closure.evaluations:g} gradient evaluation(s); a perturbed step needs two"
+            f"optimizer {run.optimizer!r} reported a perturbed step after {closure.calls} pass(es) through the "
+            f"closure ({closure.evaluations:g} gradient evaluation(s)); a perturbed step runs a second pass at w + e"
         )
     state.grad_evals += closure.evaluations
     state.perturbed_steps += int(info.perturbed)

@@ -133,6 +133,7 @@ class StepRecord:
     calls: int
     evaluations: float
     forwards: int
+    forward_only: int = 0  # the closure's forward passes without a gradient (``BatchClosure.sample_losses``)
 
 
 def take_step(
@@ -156,7 +157,8 @@ def take_step(
         raise ContractViolation(
             f"step {step}: optimizer.step(closure) raised {type(error).__name__}: {error}"
         ) from error
-    return StepRecord(loss, getattr(optimizer, "last_step", None), closure.calls, closure.evaluations, model.calls)
+    info = getattr(optimizer, "last_step", None)
+    return StepRecord(loss, info, closure.calls, closure.evaluations, model.calls, closure.forward_only)
 
 
 def check_step_info(info: Any, step: int) -> StepInfo:

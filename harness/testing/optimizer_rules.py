@@ -116,9 +116,10 @@ def gradient_evaluations(registry: Registry, name: str) -> None:
                 "closure twice and an unperturbed one once (an optimizer that needs more reports "
                 "extras['gradient_evaluations'])"
             )
-        if record.forwards != record.calls:
+        if record.forwards != record.calls + record.forward_only:
             raise ContractViolation(
-                f"step {step}: the model ran {record.forwards} forward pass(es) but the closure only {record.calls}; "
+                f"step {step}: the model ran {record.forwards} forward pass(es) but the closure only "
+                f"{record.calls + record.forward_only}; "
                 "every pass must go through the closure, which counts it and keeps BatchNorm and the RNG in order"
             )
 
@@ -224,6 +225,9 @@ def zero_gradients(registry: Registry, name: str) -> None:
     def flat_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (logits * 0.0).sum()
 
+    # each example's loss, for optimizers that select examples (ESAM; harness.run.closure.per_example_loss)
+    flat_loss.per_sample = lambda logits, targets: (logits * 0.0).sum(dim=1)
+
     for step in range(2):
         record = take_step(model, optimizer, step, flat_loss)
         for key, value in snapshot(model).items():
@@ -292,6 +296,7 @@ def _overflowing_loss(bad_pass: int):
         loss = F.cross_entropy(outputs, targets)
         return loss * math.inf if passes == bad_pass else loss
 
+    loss_fn.per_sample = lambda outputs, targets: F.cross_entropy(outputs, targets, reduction="none")
     return loss_fn
 
 

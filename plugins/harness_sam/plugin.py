@@ -16,6 +16,10 @@ NUSAM_PAPER = "002_aa5e854e0246be55.txt (nuSAM), Alg. 1-2, eq. 8a-8b, App. C.1, 
 # nuSAM's paper trains ViTs and MLP-Mixers only (seed_nusam.md 1); on any other model a suite states
 # an ``extension`` (harness/suite/domains.py).
 NUSAM_MODELS = ("vit-cifar", "mixer-cifar")
+ESAM_PAPER = (
+    "Du, Yan, Feng, Zhou, Zhen, Goh, Tan, Efficient Sharpness-aware Minimization for Improved Training of "
+    "Neural Networks, ICLR 2022 (arXiv 2110.03141), Alg. 1, Sec. 3.1-3.2; as the baseline of 001 (AE-SAM), Tables 1-3"
+)
 SAMON_PAPER = (
     "Mueller, Vlaar, Rolnick, Hein, Normalization Layers Are All That Sharpness-Aware Minimization Needs, "
     "NeurIPS 2023 (arXiv 2306.04226); as the baseline of 002 (nuSAM), Sec. 5, 5.1.1, Tables 2-4 and 12"
@@ -83,6 +87,14 @@ def register_optimizers() -> list[OptimizerSpec]:
             later_params=SAM_LATER,
             description="LookSAM: reuse the flatness direction g_v between SAM steps (one evaluation)",
             paper=LOOKSAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="esam",
+            factory="harness_sam.esam:ESAM",
+            defaults={"beta": 0.6, "gamma": 0.5, "seed": None, "eps": 1e-12},
+            description="ESAM: SAM perturbing each tensor with probability beta (scaled 1/beta), its second "
+            "pass on the gamma fraction of the batch whose loss rises most",
+            paper=ESAM_PAPER,
         ),
         OptimizerSpec(
             name="nusam",
@@ -260,6 +272,15 @@ def register_presets() -> list[PresetSpec]:
             NUSAM_PAPER,
             base_optimizer=ADAMW,
             models=NUSAM_MODELS,
+        ),
+        _preset(
+            "esam",
+            "esam",
+            "constant",
+            {"rho": 0.05},
+            "ESAM: SWP beta=0.6, SDS gamma=0.5, rho=0.05 every step (the reference code's CIFAR commands; "
+            "AE-SAM, which reports it, states no settings)",
+            ESAM_PAPER,
         ),
         _preset(
             "sam-on",
