@@ -104,6 +104,7 @@ LAYERS = (
     ("harness.results",),
     ("harness.plugins",),
     ("harness.suite",),
+    ("harness.tune",),
     ("harness.run",),
     ("harness.execution",),
     ("harness.report",),

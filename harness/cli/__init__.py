@@ -1,4 +1,4 @@
-"""The ``harness`` command: run, validate, plugins, report, compare, bench.
+"""The ``harness`` command: run, tune, validate, plugins, report, compare, bench.
 
 Exit codes: 0 every run ok; 1 some run failed or diverged (``compare``: a gate failed); 2 bad usage
 or an invalid suite (and then nothing trains); 130 interrupted with Ctrl-C (finished runs are kept).
@@ -48,8 +48,12 @@ def _load(args: argparse.Namespace):
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from harness.cli.listing import print_studies
+
     _, suite = _load(args)
     print_runs(suite, every=args.all_runs)
+    if suite.tuning is not None:
+        print_studies(suite)
     print(f"{suite.path}: valid, {len(suite.runs)} runs")
     return EXIT_OK
 
@@ -101,46 +105,114 @@ def _terminate_as_interrupt():
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.execution.leases import timeout_s as lease_timeout_s
-    from harness.execution.progress import SuiteProgress
-    from harness.results.read import finished_run_ids, read_history, read_runs, set_aside_damaged
-    from harness.results.store import suite_dir
-    from harness.suite import import_factories
-
     registry, suite = _load(args)
+    if suite.tuning is not None and not args.no_tuning:
+        return _tune_loaded(args, registry, suite)
     if args.dry_run:
         print_runs(suite, every=args.all_runs)
         return EXIT_OK
-    executor = _executor(args, registry, suite)
-    lease_timeout_s()  # a bad HARNESS_LEASE_TIMEOUT_S is refused before anything trains
-    _writable(suite_dir(args.results_dir, suite.name))
-    for moved in set_aside_damaged(args.results_dir, suite.name):  # unreadable: renamed, and trained again
-        print(f"warning: {moved}", file=sys.stderr)
-    done = set() if args.rerun else finished_run_ids(args.results_dir, suite.name)
-    pending = [run for run in suite.runs if run.run_id not in done]
-    skipped = len(suite.runs) - len(pending)
-    import_factories(suite, registry, pending)  # validation read their paths; training needs them imported
-    interrupted = False
-    with SuiteProgress(suite.name, pending) as progress, _terminate_as_interrupt():
-        try:
-            executor.run(pending, results_dir=str(args.results_dir), events=progress)
-        except KeyboardInterrupt:
-            interrupted = True
-    rows = read_runs(suite_dir(args.results_dir, suite.name), columns=["run_id", "status"])
-    read_history(suite_dir(args.results_dir, suite.name))  # updates the folder's index: the next report reads it
-    status_of = dict(zip(rows["run_id"], rows["status"], strict=True))
-    others = progress.skipped_runs  # leased or finished by another process meanwhile: theirs to report
-    statuses = Counter(status_of.get(run.run_id, "not run") for run in pending if run.run_id not in others)
-    summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
-    left = f"; {len(others)} left to other processes (skipped)" if others else ""
-    print(
-        f"suite {suite.name}: {summary}; {skipped} already finished (skipped){left}; "
-        f"results in {args.results_dir}/{suite.name}"
-    )
-    if interrupted:
-        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
+    execute = _Execution(args, registry, suite)
+    interrupted = execute.all(suite.runs)
+    return execute.finish(interrupted)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    registry, suite = _load(args)
+    if suite.tuning is None:
+        raise UsageError(
+            f"{suite.path}: no tuning: block; expected a suite with one (README, Tuning), or use harness run"
+        )
+    return _tune_loaded(args, registry, suite)
+
+
+def _tune_loaded(args: argparse.Namespace, registry, suite) -> int:
+    """Every study's trials, then its finals (``harness.tune.driver``); Ctrl-C stops and a rerun resumes."""
+    from harness.cli.listing import print_studies
+    from harness.tune.driver import describe, run_studies
+
+    if args.dry_run:
+        print_studies(suite)
+        return EXIT_OK
+    if args.rerun:
+        raise UsageError(
+            "--rerun: a tuning study resumes from its journal and rows; delete the suite's folder to restart it"
+        )
+    execute = _Execution(args, registry, suite)
+
+    def batch(runs) -> None:
+        if execute.all(runs):
+            raise KeyboardInterrupt
+
+    try:
+        outcomes = run_studies(suite, registry, args.results_dir, batch)
+    except KeyboardInterrupt:
+        return execute.finish(True)
+    for outcome in outcomes:
+        print(describe(outcome))
+    if not outcomes:
+        print("tuning: the pending trials are other processes' runs; run the same command again once they finished")
+    return execute.finish(False)
+
+
+class _Execution:
+    """Runs batches of a suite's runs through its executor, with progress; counts what became of them."""
+
+    def __init__(self, args: argparse.Namespace, registry, suite) -> None:
+        from harness.execution.leases import timeout_s as lease_timeout_s
+        from harness.results.read import set_aside_damaged
+        from harness.results.store import suite_dir
+
+        self.args, self.registry, self.suite = args, registry, suite
+        self.executor = _executor(args, registry, suite)
+        lease_timeout_s()  # a bad HARNESS_LEASE_TIMEOUT_S is refused before anything trains
+        self.folder = suite_dir(args.results_dir, suite.name)
+        _writable(self.folder)
+        for moved in set_aside_damaged(args.results_dir, suite.name):  # unreadable: renamed, and trained again
+            print(f"warning: {moved}", file=sys.stderr)
+        self.pending: list = []
+        self.others: set[str] = set()
+        self.skipped = 0
+
+    def all(self, runs) -> bool:
+        """Train the runs of ``runs`` not finished yet (all of them with ``--rerun``); True when interrupted."""
+        from harness.execution.progress import SuiteProgress
+        from harness.results.read import finished_run_ids
+        from harness.suite import import_factories
+
+        done = set() if self.args.rerun else finished_run_ids(self.args.results_dir, self.suite.name)
+        pending = [run for run in runs if run.run_id not in done]
+        self.skipped += len(runs) - len(pending)
+        self.pending += pending
+        import_factories(self.suite, self.registry, pending)  # validation read their paths; training needs them
+        with SuiteProgress(self.suite.name, pending) as progress, _terminate_as_interrupt():
+            try:
+                self.executor.run(pending, results_dir=str(self.args.results_dir), events=progress)
+            except KeyboardInterrupt:
+                return True
+            finally:
+                self.others |= set(progress.skipped_runs)  # leased or finished by another process meanwhile
+        return False
+
+    def finish(self, interrupted: bool) -> int:
+        """Print the summary line; the exit code."""
+        from harness.results.read import read_history, read_runs
+
+        rows = read_runs(self.folder, columns=["run_id", "status"])
+        read_history(self.folder)  # updates the folder's index: the next report reads it
+        status_of = dict(zip(rows["run_id"], rows["status"], strict=True))
+        statuses = Counter(
+            status_of.get(run.run_id, "not run") for run in self.pending if run.run_id not in self.others
+        )
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "nothing to train"
+        left = f"; {len(self.others)} left to other processes (skipped)" if self.others else ""
+        print(
+            f"suite {self.suite.name}: {summary}; {self.skipped} already finished (skipped){left}; "
+            f"results in {self.args.results_dir}/{self.suite.name}"
+        )
+        if interrupted:
+            print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -249,6 +321,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": _run,
+    "tune": _tune,
     "validate": _validate,
     "plugins": _plugins,
     "report": _report,

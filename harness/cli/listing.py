@@ -112,3 +112,44 @@ def _axis_counts(runs) -> str:
 def _with_params(name: str, params) -> str:
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     return f"{name}({shown})" if shown else name
+
+
+def print_studies(suite) -> None:
+    """A suite's tuning studies: the protocol, each method's space, and how many trial and final runs."""
+    import math
+
+    from harness.suite.tuning import Range, studies
+
+    spec = suite.tuning
+    found = studies(suite.runs, spec)
+    kind, budget = spec.budget
+    tuned = [study for study in found if study.space]
+    picked = ", seeded subsample of each grid" if spec.subsample and spec.sampler == "grid" else ""
+    print(
+        f"tuning: {len(found)} studies (method x condition; {len(tuned)} tuned), objective {spec.objective} on the "
+        f"validation split, budget {kind} {budget:g} per tuned study, sampler {spec.sampler} (seed {spec.seed}"
+        f"{picked}); trials on seed {spec.trial_seed}, finals on seeds {list(spec.final_seeds)} scored on test"
+    )
+    for method in dict.fromkeys(study.method for study in found):
+        space = spec.spaces.get(method)
+        if not space:
+            print(f"  {method}: not tuned (no space): finals at its preset's values")
+            continue
+        shown = ", ".join(
+            f"{key} in [{value.low:g}, {value.high:g}]{' (log)' if value.log else ''}"
+            if isinstance(value, Range)
+            else f"{key} in {list(value)}"
+            for key, value in space.items()
+        )
+        points = (
+            ""
+            if any(isinstance(v, Range) for v in space.values())
+            else f" ({math.prod(map(len, space.values()))} points)"
+        )
+        print(f"  {method}: {shown}{points}")
+    trials = (
+        f"{len(tuned) * int(budget)} trial runs"
+        if kind == "trials"
+        else f"trial runs until each study spent {budget:g} {kind}"
+    )
+    print(f"  {trials} and {len(found) * len(spec.final_seeds)} final runs")

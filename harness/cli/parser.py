@@ -12,26 +12,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train every run of a suite and write Parquet results")
-    _suite_arguments(run)
-    run.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
-    run.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
-    _all_runs_argument(run)
-    run.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
+    _run_arguments(run)
     run.add_argument(
-        "--executor",
-        help="how runs are executed: local (default), submitit, ray, ... (overrides the suite's executor block)",
-    )
-    run.add_argument("--workers", type=int, help="parallel workers of the executor (local: processes)")
-    run.add_argument(
-        "--nproc", type=int, help="train each run data-parallel over N processes with DDP (same as --set nproc=N)"
-    )
-    run.add_argument(
-        "--smoke",
+        "--no-tuning",
         action="store_true",
-        help="a quick wiring check: 1 epoch, first seed, highest noise rate, batch <= 32, <= 64 examples, "
-        "every method, model and dataset once (not their product); "
-        "results go to <suite>-smoke",
+        help="on a suite with a tuning: block, train its runs at their fixed settings instead of tuning them",
     )
+    tune = commands.add_parser(
+        "tune",
+        help="run a suite's tuning studies (equal budgets, selection on the validation split), then the finals",
+    )
+    _run_arguments(tune)
 
     validate = commands.add_parser("validate", help="check a suite and print its expanded runs")
     _suite_arguments(validate)
@@ -117,6 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
     return parser
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite and how to train it, alike for ``run`` and ``tune``."""
+    _suite_arguments(parser)
+    parser.add_argument("--results-dir", default="results", help="where results go (default: ./results)")
+    parser.add_argument("--dry-run", action="store_true", help="print the expanded runs and train nothing")
+    _all_runs_argument(parser)
+    parser.add_argument("--rerun", action="store_true", help="train runs again even if their results exist")
+    parser.add_argument(
+        "--executor",
+        help="how runs are executed: local (default), submitit, ray, ... (overrides the suite's executor block)",
+    )
+    parser.add_argument("--workers", type=int, help="parallel workers of the executor (local: processes)")
+    parser.add_argument(
+        "--nproc", type=int, help="train each run data-parallel over N processes with DDP (same as --set nproc=N)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a quick wiring check: 1 epoch, first seed, highest noise rate, batch <= 32, <= 64 examples, "
+        "every method, model and dataset once (not their product); "
+        "results go to <suite>-smoke",
+    )
 
 
 def _suite_arguments(parser: argparse.ArgumentParser) -> None:

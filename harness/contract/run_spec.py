@@ -171,6 +171,17 @@ class RunSpec:
     extension: str = _outside_config("")
     #: what the suite's ``conditions:`` set on this run and why (``harness.suite.conditions``); "" when none
     conditions: str = _outside_config("")
+    #: a tuning study's run (``harness.tune``): ``trial`` (a candidate setting, scored on the validation
+    #: objective) or ``final`` (the chosen setting on a final seed, scored on the test set); "" for an ordinary
+    #: run. In the config (a trial and a final on the same seed are different runs), only when not "".
+    role: str = field(default="", metadata={"later": True})
+    #: the study a trial or final belongs to: ``<method> | <model> <dataset> noise <rate> batch <size>``
+    study: str = _outside_config("")
+    #: the setting a trial tries, or a final was chosen to run: JSON of the tuned keys and values
+    #: (``{"scheduler.rho": 0.05}``); "" for an ordinary run
+    tuned: str = _outside_config("")
+    #: the result column a study selects on (``val_acc``); "" for an ordinary run
+    objective: str = _outside_config("")
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON-able data: every field but the labels, each

@@ -154,31 +154,61 @@ def apply(
     changes: dict[str, Any] = {}
     applied = []
     for index, condition in enumerate(found):
-        if not condition.matches(run):
-            continue
-        for name, value in condition.values.items():
-            head, _, param = name.partition(".")
-            if head in pinned or (smoke and head in SMOKE_FIXED):
-                continue
-            if head in COMPONENTS and param:
-                changes.update(
-                    _component_param(checker, registry, run, changes, f"conditions[{index}].set.{name}", value)
-                )
-            elif param:  # an entry of a block setting (lr_schedule.warmup_steps), merged into the run's block
-                changes[head] = {**changes.get(head, getattr(run, head)), param: value}
-            else:
-                changes[head] = value
-            applied.append(f"{name}={value!r} ({condition.why})")
+        if condition.matches(run):
+            names = set_keys(
+                checker,
+                registry,
+                run,
+                condition.values,
+                f"conditions[{index}].set",
+                changes,
+                pinned=pinned,
+                smoke=smoke,
+            )
+            applied += [f"{name}={condition.values[name]!r} ({condition.why})" for name in names]
     if not changes:
         return run
     return dataclasses.replace(run, **changes, conditions="; ".join(applied))
 
 
+def set_keys(
+    checker: Checker,
+    registry: Registry,
+    run: RunSpec,
+    values: Mapping[str, Any],
+    where: str,
+    changes: dict[str, Any],
+    *,
+    pinned: Sequence[str] = (),
+    smoke: bool = False,
+) -> list[str]:
+    """Add to ``changes`` (RunSpec fields) what setting ``values`` (keys as ``conditions`` take them, values
+    checked by ``_checked``) on ``run`` takes; a component parameter is checked against the component ``run``
+    uses, an error naming ``<where>.<key>``. Returns the keys set (``pinned`` and, under ``smoke``, the
+    ``SMOKE_FIXED`` settings are left as they are). The tuning trials (``harness.suite.tuning``) set theirs
+    the same way."""
+    names = []
+    for name, value in values.items():
+        head, _, param = name.partition(".")
+        if head in pinned or (smoke and head in SMOKE_FIXED):
+            continue
+        if head in COMPONENTS and param:
+            changes.update(_component_param(checker, registry, run, changes, f"{where}.{name}", name, value))
+        elif param:  # an entry of a block setting (lr_schedule.warmup_steps), merged into the run's block
+            changes[head] = {**changes.get(head, getattr(run, head)), param: value}
+        else:
+            changes[head] = value
+        names.append(name)
+    return names
+
+
 def _component_param(
-    checker: Checker, registry: Registry, run: RunSpec, changes: Mapping[str, Any], key: str, value: Any
+    checker: Checker, registry: Registry, run: RunSpec, changes: Mapping[str, Any], key: str, name: str, value: Any
 ) -> dict[str, Any]:
-    """The change that sets ``component.param`` (the tail of ``key``) on ``run``, checked against its component."""
-    head, _, param = key.partition(".set.")[2].partition(".")
+    """The change that sets ``name`` (``component.param``) on ``run``, checked against its component.
+
+    Errors name ``key``."""
+    head, _, param = name.partition(".")
     attribute, params_attribute = COMPONENTS[head]
     component = getattr(run, attribute)
     spec_defaults = registry.get(head, component).defaults

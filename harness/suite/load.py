@@ -5,7 +5,8 @@
 settings (``settings``), each axis (``methods`` for methods and components, ``checks.unique`` against
 repeats), the model x dataset pairs and the grid (``grid``), the settings that depend on the grid
 values (``conditions``), each preset's paper domain against the runs' stated extensions (``domains``),
-the references (``references``), the executor, and last every factory path the runs use (``factories``).
+the references (``references``), the executor, the tuning studies (``tuning``), and last every factory
+path the runs use (``factories``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from harness.suite.methods import component, method
 from harness.suite.record import DEFAULT_EXECUTOR, Suite
 from harness.suite.references import reference_blocks, with_reference
 from harness.suite.settings import run_settings
+from harness.suite.tuning import tuning
 
 #: Folder names the harness itself writes beside or inside suite folders (a suite's history and logs, a
 #: results folder's default report): a suite of that name would be mistaken for them, or they for it.
@@ -49,6 +51,7 @@ TOP_LEVEL_KEYS = (
     "reference",
     "conditions",
     "executor",
+    "tuning",
 )
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses larger seeds
 
@@ -227,8 +230,9 @@ def _validate(
     check_domains(checker, registry, runs, methods)
     runs = tuple(with_reference(run, references) for run in runs)
     executor = _executor(checker, registry, document.get("executor"))
+    tuned = tuning(checker, registry, document.get("tuning"), runs, methods, seeds, smoke=smoke)
     check_factories(path, registry, runs, check_source)
-    return Suite(name=name, description=description, path=path, runs=runs, executor=executor)
+    return Suite(name=name, description=description, path=path, runs=runs, executor=executor, tuning=tuned)
 
 
 def _executor(checker: Checker, registry: Registry, raw: Any) -> tuple[str, dict[str, Any]]:

@@ -13,10 +13,12 @@ DEFAULT_EXECUTOR = "local"
 
 @dataclass(frozen=True)
 class Suite:
-    """A validated suite: its name, description, source file and expanded runs."""
+    """A validated suite: its name, description, source file, expanded runs, executor and tuning block."""
 
     name: str
     description: str
     path: str
     runs: tuple[RunSpec, ...] = field(default_factory=tuple)
     executor: tuple[str, Mapping[str, Any]] = (DEFAULT_EXECUTOR, {})
+    #: the validated ``tuning:`` block (``harness.suite.tuning.Tuning``), None without one
+    tuning: Any = None

@@ -1,0 +1,1 @@
+"""Tuning studies (``harness tune``): ``harness.tune.driver`` runs them with Optuna through a suite's executor."""
