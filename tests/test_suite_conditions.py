@@ -104,6 +104,14 @@ def test_smoke_keeps_one_epoch_whatever_a_condition_says(tmp_path):
             r"conditions\[0\]\.set\.scheduler\.rhoo: scheduler 'constant' \(method sam\) has no parameter 'rhoo'",
         ),
         ("{when: {method: sam}, set: {scheduler.rho: fast}, why: x}", r"conditions\[0\]\.set\.scheduler\.rho: 'fast'"),
+        (  # a component parameter's range and choices are checked as in a method's own block
+            "{when: {method: sam}, set: {scheduler.rho: -0.1}, why: x}",
+            r"conditions\[0\]\.set\.scheduler\.rho: -0\.1 is invalid; expected a number >= 0\.0",
+        ),
+        (
+            "{when: {method: sam}, set: {optimizer.norm: l3}, why: x}",
+            r"conditions\[0\]\.set\.optimizer\.norm: 'l3' is invalid; expected one of 'l2', 'linf'",
+        ),
         ("{when: {method: sam}, set: {epochs: 3}}", r"conditions\[0\]\.why: missing is invalid; expected a citation"),
         ("{when: {}, set: {epochs: 3}, why: x}", r"conditions\[0\]\.when: \{\} is invalid"),
     ],

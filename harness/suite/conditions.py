@@ -31,7 +31,7 @@ from harness.contract.run_spec import RUN_DEFAULTS, RunSpec
 from harness.errors import SuiteError, did_you_mean
 from harness.plugins import Registry
 from harness.suite.checks import MISSING, Checker
-from harness.suite.methods import check_param_type, extension
+from harness.suite.methods import checked_params, extension
 from harness.suite.settings import run_settings
 
 #: The grid values a condition can match, and the run attribute each reads.
@@ -211,11 +211,11 @@ def _component_param(
     head, _, param = name.partition(".")
     attribute, params_attribute = COMPONENTS[head]
     component = getattr(run, attribute)
-    spec_defaults = registry.get(head, component).defaults
-    if param not in spec_defaults:
+    spec = registry.get(head, component)
+    if param not in spec.defaults:
         raise SuiteError(
             f"{checker.source}: {key}: {head} {component!r} (method {run.method}) has no parameter "
-            f"{param!r}{did_you_mean(param, list(spec_defaults))}; expected one of: {', '.join(spec_defaults)}"
+            f"{param!r}{did_you_mean(param, list(spec.defaults))}; expected one of: {', '.join(spec.defaults)}"
         )
-    check_param_type(checker, key, value, spec_defaults[param])
+    checked_params(checker, key.rpartition(".")[0], spec, {param: value}, None)  # type, choices, ranges
     return {params_attribute: {**changes.get(params_attribute, getattr(run, params_attribute)), param: value}}

@@ -67,9 +67,13 @@ def method(
         "name": method_name,
         "preset": preset_name or "",
         "optimizer": optimizer_name,
-        "optimizer_params": _params(checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec),
+        "optimizer_params": checked_params(
+            checker, f"{key}.optimizer", optimizer_spec, optimizer_params, scheduler_spec
+        ),
         "scheduler": scheduler_name,
-        "scheduler_params": _params(checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec),
+        "scheduler_params": checked_params(
+            checker, f"{key}.scheduler", scheduler_spec, scheduler_params, optimizer_spec
+        ),
         "base_optimizer": base,
         "extension": extension(checker, f"{key}.extension", value.get("extension", "")),
     }
@@ -109,7 +113,7 @@ def component(checker: Checker, registry: Registry, kind: str, key: str, raw: An
             f"no noise rate here: list label-noise rates in the top-level 'noise_rates: "
             f"[{short_repr(value['noise_rate'])}]', which expands into the grid",
         )
-    return name, _params(checker, key, spec, value, None)
+    return name, checked_params(checker, key, spec, value, None)
 
 
 def _lookup(checker: Checker, registry: Registry, kind: str, key: str, name: Any) -> Any:
@@ -120,7 +124,7 @@ def _lookup(checker: Checker, registry: Registry, kind: str, key: str, name: Any
         raise SuiteError(f"{checker.source}: {key}: {error}") from None
 
 
-def _params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any) -> dict[str, Any]:
+def checked_params(checker: Checker, key: str, spec: Any, params: Mapping[str, Any], sibling: Any) -> dict[str, Any]:
     """Check ``params`` against ``spec.defaults`` (keys, types, ranges) and merge them in."""
     allowed = list(spec.defaults)
     for name, value in params.items():

@@ -187,11 +187,19 @@ def setting(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: json.loads(value) if isinstance(value, str) else value for key, value in params.items()}
 
 
+class _AskTellGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, asked and told outside ``study.optimize``: its ``after_trial`` only stops the
+    optimize loop once the grid is visited (``study.stop`` refuses outside it); the budget stops these."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def _sampler(spec: Tuning, study: Study) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded from the suite's ``seed`` and the study's name (studies draw independently)."""
     seed = int.from_bytes(hashlib.sha256(f"{spec.seed}:{study.name}".encode()).digest()[:4], "big")
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({key: _choices(values) for key, values in study.space.items()}, seed=seed)
+        return _AskTellGrid({key: _choices(values) for key, values in study.space.items()}, seed=seed)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
