@@ -16,14 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.errors import UsageError, did_you_mean
+from harness.report import studies
 from harness.report.figures import method_colors, suite_figures
 from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report.html import Picture, page
 from harness.report.summary import SAM, failures, summarize, warnings_for
-from harness.report.tables import failures_table, markdown, summary_table
+from harness.report.tables import Table, failures_table, markdown, summary_table
 from harness.results.read import Skipped
 
 DPI = 100
@@ -58,22 +60,28 @@ def build(
     results = load(paths, on_skip)
     out = Path(out) if out is not None else default_out(paths)
     check_out(out, paths, results)
-    runs = results.runs
+    parts = studies.split(results.runs)
+    runs = parts.averaged
     check_averageable(runs)
     methods = set(runs["method"].dropna())
+    if reference not in methods and f"{reference}{studies.TUNED}" in methods:
+        reference = f"{reference}{studies.TUNED}"  # a folder of tuned runs only
     if reference not in methods:
         raise UsageError(
             f"--reference {reference!r}: no run of that method in the results{did_you_mean(reference, methods)}; "
             f"methods: {', '.join(sorted(methods))}"
         )
     summary = summarize(runs, reference)
-    failed = failures(runs)
+    failed = failures(results.runs)
     notes = warnings_for(summary)
     out.mkdir(parents=True, exist_ok=True)
     summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
     markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
-    pictures = _draw(summary, results, out)
-    markdown = _markdown(results, summary, failed, notes, pictures, reference)
+    sections = _tuning_sections(parts, summary)
+    pictures = _draw(summary, results, runs, out)
+    if studies.has_studies(parts):
+        pictures += _saved(studies.figures(parts, summary, method_colors(runs["method"].dropna())), out)
+    markdown = _markdown(results, summary, failed, notes, pictures, reference, sections)
     summary.to_parquet(summary_path, index=False)
     markdown_path.write_text(markdown)
     html_path.write_text(
@@ -85,6 +93,7 @@ def build(
             failures=failures_table(failed),
             errors=_full_errors(failed),
             pictures=pictures,
+            sections=[(title, data) for title, data, _ in sections],
         )
     )
     files = (markdown_path, html_path, summary_path, *(out / p.name for p in pictures))
@@ -109,19 +118,56 @@ def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
         )
 
 
-def _draw(summary: pd.DataFrame, results: Results, out: Path) -> list[Picture]:
-    """Every suite's figures, saved as PNG in ``out``; returned with their bytes for the HTML."""
-    colors = method_colors(results.runs["method"].dropna())
-    pictures = []
+def _draw(summary: pd.DataFrame, results: Results, averaged: pd.DataFrame, out: Path) -> list[Picture]:
+    """Every suite's figures (over the averaged runs: no tuning trial), saved as PNG in ``out``."""
+    colors = method_colors(averaged["method"].dropna())
+    plots = []
     for suite, rows in summary.groupby("suite", sort=True):
-        runs = results.runs[results.runs["suite"] == suite]
-        history = results.history[results.history["source"].isin(set(runs["source"]))]
-        for plot in suite_figures(rows, runs, history, colors):
-            buffer = io.BytesIO()
-            plot.figure.savefig(buffer, format="png", dpi=DPI)
-            (out / plot.name).write_bytes(buffer.getvalue())
-            pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
+        runs = averaged[averaged["suite"] == suite]
+        history = results.history[results.history["run_id"].isin(set(runs["run_id"]))]
+        plots += suite_figures(rows, runs, history, colors)
+    return _saved(plots, out)
+
+
+def _saved(plots, out: Path) -> list[Picture]:
+    """``plots`` saved as PNG in ``out``; returned with their bytes for the HTML."""
+    pictures = []
+    for plot in plots:
+        buffer = io.BytesIO()
+        plot.figure.savefig(buffer, format="png", dpi=DPI)
+        plt.close(plot.figure)
+        (out / plot.name).write_bytes(buffer.getvalue())
+        pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
     return pictures
+
+
+def _tuning_sections(parts: studies.Split, summary: pd.DataFrame) -> list[tuple[str, Table, str]]:
+    """(title, table, explanation) of the tuning section: the studies and the performance profiles."""
+    if not studies.has_studies(parts):
+        return []
+    accuracy, cost = studies.profiles(summary)
+    return [
+        (
+            "Tuning studies",
+            studies.studies_table(parts),
+            "Each study (method x condition) with the setting it chose on the validation objective, the budget "
+            "its trials spent and every trial's objective (%); the finals are that setting on the final seeds, "
+            "scored on the test set, and appear in the summary as '<method> (tuned)' beside the method's "
+            "fixed-setting runs when the folder has them.",
+        ),
+        (
+            "Performance profile: accuracy",
+            studies.profile_table(accuracy, " pt"),
+            "Fraction of conditions in which each tuned method's mean test accuracy is within tau percentage "
+            "points of the best tuned method's (Dolan and More 2002; AlgoPerf's scoring).",
+        ),
+        (
+            "Performance profile: cost",
+            studies.profile_table(cost, "x"),
+            "Fraction of conditions in which each tuned method's mean train time is within a factor tau of the "
+            "cheapest tuned method's.",
+        ),
+    ]
 
 
 def _intro(results: Results, reference: str) -> list[str]:
@@ -180,11 +226,14 @@ def _markdown(
     notes: list[str],
     pictures: list[Picture],
     reference: str,
+    sections: list[tuple[str, Table, str]],
 ) -> str:
     parts = ["# SAM harness report", *_intro(results, reference)]
     for suite, rows in summary.groupby("suite", sort=True):
         parts += [f"## Suite {suite}", markdown(summary_table(rows))]
         parts += _suite_notes(rows)
+    for title, data, explanation in sections:
+        parts += [f"## {title}", explanation, markdown(data)]
     if notes:
         parts += ["## Warnings", "\n".join(f"- {note}" for note in notes)]
     parts.append(f"## Failed and diverged runs ({len(failed)})")

@@ -86,10 +86,14 @@ def page(
     failures: Table,
     errors: Sequence[tuple[str, str]],
     pictures: Sequence[Picture],
+    sections: Sequence[tuple[str, Table]] = (),
 ) -> str:
-    """The whole page. ``intro`` paragraphs are plain text; ``errors`` are (run_id, full error text)."""
+    """The whole page. ``intro`` paragraphs are plain text; ``errors`` are (run_id, full error text);
+    ``sections`` are further (title, table) pairs after the summary (the tuning studies)."""
     parts = [f"<h1>{escape(title)}</h1>", *(f"<p>{escape(p)}</p>" for p in intro)]
     parts += ["<h2>Summary</h2>", table(summary, table_id="summary")]
+    for heading, data in sections:
+        parts += [f"<h2>{escape(heading)}</h2>", table(data)]
     if warnings:
         items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
         parts += ["<h2>Warnings</h2>", f'<ul class="warnings">{items}</ul>']

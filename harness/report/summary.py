@@ -67,20 +67,25 @@ def metric_names(summary: pd.DataFrame) -> list[str]:
 def summarize(runs: pd.DataFrame, reference: str = SAM) -> pd.DataFrame:
     """The tidy summary of ``runs`` (rows of one or more suites); ``reference`` is the method tested against."""
     metrics = metric_columns(runs)
-    expected = {suite: sorted(rows["seed"].dropna().astype(int).unique()) for suite, rows in runs.groupby("suite")}
+    # the seeds a suite's runs of one role are expected on (a tuning study's finals run on their own seeds)
+    role = runs["role"].fillna("") if "role" in runs else pd.Series("", index=runs.index)
+    expected = {
+        key: sorted(rows["seed"].dropna().astype(int).unique()) for key, rows in runs.groupby([runs["suite"], role])
+    }
     records = []
     for group, rows in runs.groupby(list(GROUP), sort=True, dropna=False):
         ok = rows[rows["status"] == "ok"]
         seeds = sorted(ok["seed"].dropna().astype(int))
         accuracy = describe(ok["test_acc"])
         record = dict(zip(GROUP, group, strict=True))
+        kind = (record["suite"], role[rows.index[0]])
         record.update(
             runs=len(rows),
             n=accuracy.n,
             failed=int((rows["status"] == "failed").sum()),
             diverged=int((rows["status"] == "diverged").sum()),
             seeds=",".join(map(str, seeds)),
-            missing_seeds=",".join(str(s) for s in expected[record["suite"]] if s not in seeds),
+            missing_seeds=",".join(str(s) for s in expected[kind] if s not in seeds),
             test_acc_mean=accuracy.mean,
             test_acc_std=accuracy.std,
             test_acc_median=accuracy.median,
