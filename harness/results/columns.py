@@ -130,7 +130,12 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("throughput_samples_per_s", pa.float64(), "training samples per second of train time"),
     Column("sam_fraction", pa.float64(), "%SAM as a fraction: share of steps that were perturbed"),
     Column("perturbed_steps", pa.int64(), "perturbed steps"),
-    Column("grad_evals", pa.int64(), "gradient evaluations (closure calls)"),
+    Column(
+        "grad_evals",
+        pa.int64(),
+        "gradient evaluations in full-batch passes (a pass on part of the batch, m-sharpness's or ESAM's, counts "
+        "its share), rounded to an integer",
+    ),
     Column("optimizer_state_bytes", pa.int64(), "bytes of every tensor the optimizer holds between steps"),
     Column("peak_rss_bytes", pa.int64(), "process peak RSS", "environment"),
     Column("peak_device_bytes", pa.int64(), "CUDA peak allocated bytes of the training epochs (null on CPU)"),
