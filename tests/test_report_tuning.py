@@ -129,3 +129,16 @@ def test_a_folder_without_studies_has_no_tuning_section(tmp_path):
     assert main(["report", str(results), "-o", str(tmp_path / "report")]) == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "Tuning" not in markdown and "(tuned)" not in markdown and "sensitivity" not in markdown
+
+
+def test_tuned_against_untuned_shows_both_and_the_difference(report):
+    """sam at noise 0.4: fixed rho 0.05 on seeds 0, 1; tuned rho 0.1 on seeds 5, 6."""
+    _, markdown = report
+    part = markdown.split("## Tuned against untuned")[1].split("##")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in part.splitlines() if line.startswith("| tuned")]
+    cells = next(row for row in rows if row[3:5] == ["0.4", "sam"])
+    untuned = [accuracy(0.05, seed) for seed in (0, 1)]
+    tuned = [accuracy(0.1, seed) for seed in (5, 6)]
+    half = stats.t.ppf(0.975, 1) * stats.tstd(untuned) / math.sqrt(2)
+    assert cells[5] == f"{100 * sum(untuned) / 2:.2f} +- {100 * half:.2f}"
+    assert cells[7] == f"{100 * (sum(tuned) - sum(untuned)) / 2:+.2f}"

@@ -146,7 +146,17 @@ def _tuning_sections(parts: studies.Split, summary: pd.DataFrame) -> list[tuple[
     if not studies.has_studies(parts):
         return []
     accuracy, cost = studies.profiles(summary)
+    untuned = studies.untuned_table(summary)
+    against = [
+        (
+            "Tuned against untuned",
+            untuned,
+            "Mean test accuracy +- the 95% CI half-width (%) of each method at its fixed settings and tuned, and "
+            "tuned minus untuned in percentage points: how much of a gap was hyperparameters.",
+        )
+    ]
     return [
+        *(against if untuned is not None else []),
         (
             "Tuning studies",
             studies.studies_table(parts),

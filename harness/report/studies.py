@@ -103,6 +103,36 @@ def studies_table(parts: Split) -> Table:
     return Table(columns, rows, breaks=breaks)
 
 
+def untuned_table(summary: pd.DataFrame) -> Table | None:
+    """Per condition, each method with both tuned finals and fixed-setting runs: their mean test accuracy
+    and 95% CI, and tuned minus untuned in points (how much of a gap was hyperparameters); None without any."""
+    keys = [*CONDITION, "method"]
+    tuned = summary[summary["method"].str.endswith(TUNED)].assign(method=lambda f: f["method"].str.removesuffix(TUNED))
+    both = tuned.merge(summary, on=keys, suffixes=("", "_untuned"))
+    if both.empty:
+        return None
+    columns = ["suite", "dataset", "model", "noise", "method", "untuned %", "tuned %", "tuned - untuned (points)"]
+    rows = [
+        [
+            r.suite,
+            r.dataset,
+            r.model,
+            f"{r.noise_rate:g}",
+            r.method,
+            _interval(r.test_acc_mean_untuned, r.test_acc_ci95_untuned),
+            _interval(r.test_acc_mean, r.test_acc_ci95),
+            f"{100 * (r.test_acc_mean - r.test_acc_mean_untuned):+.2f}",
+        ]
+        for r in both.sort_values(keys).itertuples()
+    ]
+    return Table(columns, rows)
+
+
+def _interval(mean: float, half: float) -> str:
+    spread = f" +- {100 * half:.2f}" if np.isfinite(half) else ""
+    return f"{_percent(mean)}{spread}"
+
+
 def distances(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per condition (rows) and tuned method (columns): the mean test accuracy's gap to the best tuned
     method's, in points, and the mean train time over the cheapest's."""
