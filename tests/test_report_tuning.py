@@ -142,3 +142,13 @@ def test_tuned_against_untuned_shows_both_and_the_difference(report):
     half = stats.t.ppf(0.975, 1) * stats.tstd(untuned) / math.sqrt(2)
     assert cells[5] == f"{100 * sum(untuned) / 2:.2f} +- {100 * half:.2f}"
     assert cells[7] == f"{100 * (sum(tuned) - sum(untuned)) / 2:+.2f}"
+
+
+def test_a_folder_of_tuned_runs_only_takes_its_cost_ratios_against_the_tuned_erm_and_sam(tmp_path):
+    """Train time 1.0 + rho: erm 1.0, sam's finals at rho 0.1 1.1, looksam's at rho 0.2 1.2."""
+    results = _folder(tmp_path, with_untuned=False)
+    out = tmp_path / "report"
+    assert main(["report", str(results), "-o", str(out)]) == 0
+    summary = pd.read_parquet(out / "summary.parquet").set_index(["noise_rate", "method"])
+    assert summary.loc[(0.4, "looksam (tuned)"), "train_time_vs_erm"] == pytest.approx(1.2)
+    assert summary.loc[(0.4, "looksam (tuned)"), "train_time_vs_sam"] == pytest.approx(1.2 / 1.1)

@@ -212,7 +212,7 @@ class _Execution:
         if interrupted:
             print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
-        return EXIT_OK if set(statuses) <= {"ok"} else EXIT_RUN_FAILED
+        return EXIT_OK if set(statuses) <= {"ok", "pruned"} else EXIT_RUN_FAILED  # a pruned trial did its job
 
 
 def _plugins(args: argparse.Namespace) -> int:

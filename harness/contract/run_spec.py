@@ -182,6 +182,11 @@ class RunSpec:
     tuned: str = _outside_config("")
     #: the result column a study selects on (``val_acc``); "" for an ordinary run
     objective: str = _outside_config("")
+    #: the pruning rule a trial runs under: JSON of the suite's ``tuning.pruner`` block (``{"name": "median",
+    #: ...}``); "" for none. In the config only when set (a trial that may stop early is a different run).
+    pruner: str = field(default="", metadata={"later": True})
+    #: the trial's number in its Optuna study (what a pruned trial reports to); None outside a study
+    trial_number: int | None = _outside_config(None)
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration as plain JSON-able data: every field but the labels, each

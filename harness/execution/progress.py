@@ -79,7 +79,7 @@ class SuiteProgress:
         if row["status"] != "ok" and row.get("error"):
             line += f" ({row['error'].splitlines()[0]})"
         with self._lock:
-            self.not_ok += row["status"] != "ok"
+            self.not_ok += row["status"] not in ("ok", "pruned")  # a pruned trial stopped as its study asked
             self._end(run, line)
 
     def skipped(self, run: Any, reason: str) -> None:

@@ -7,8 +7,9 @@ main table averages the finals as ``<method> (tuned)`` beside the ordinary runs 
 settings, when the folder has them: ``harness run --no-tuning``), so a reader sees how much of a gap was
 hyperparameters; trials never enter it (``split``). This module adds:
 
-- per study: the setting chosen, the budget its trials spent (trials, gradient evaluations, train
-  seconds), every trial's objective, and the finals' test accuracy with its 95% confidence interval;
+- per study: the setting chosen, the budget its trials spent (trials, how many its pruner stopped and
+  under which rule, gradient evaluations, train seconds), every trial's objective (a pruned one: the epoch
+  it stopped after), and the finals' test accuracy with its 95% confidence interval;
 - a sensitivity figure per condition: the objective against each tuned key, one line per method;
 - a performance profile across conditions (Dolan and Moré 2002, as MLCommons AlgoPerf scores): for each
   method the fraction of conditions in which its tuned mean test accuracy is within tau (percentage
@@ -31,9 +32,9 @@ import pandas as pd
 from harness.report import gather
 from harness.report.figures import Plot, slug
 from harness.report.seed_statistics import describe
+from harness.report.summary import TUNED
 from harness.report.tables import Table
 
-TUNED = " (tuned)"
 CONDITION = ["suite", *gather.CONDITION]
 #: The accuracy gaps (percentage points) and cost ratios the profile table shows.
 ACCURACY_TAUS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -83,15 +84,17 @@ def studies_table(parts: Split) -> Table:
         chosen = parts.finals.loc[parts.finals["study"] == name, "tuned"].dropna()
         objective = trials["objective"].dropna().iloc[0] if trials["objective"].notna().any() else "val_acc"
         scored = "; ".join(
-            f"{_setting(t.tuned)}: {_percent(getattr(t, objective)) if t.status == 'ok' else t.status}"
-            for t in trials.sort_values("tuned").itertuples()
+            f"{_setting(t.tuned)}: {_trial_outcome(t, objective)}" for t in trials.sort_values("tuned").itertuples()
         )
         sample = describe(list(finals["test_acc"]))
+        pruned = int((trials["status"] == "pruned").sum())
+        rules = trials["pruner"].dropna() if "pruner" in trials else pd.Series([], dtype=str)
+        rule = next((text for text in rules if text), "")
         rows.append(
             [
                 name,
                 _setting(chosen.iloc[0]) if len(chosen) else "none (no final)",
-                str(len(trials)),
+                f"{len(trials)} ({pruned} pruned by {_rule(rule)})" if rule else str(len(trials)),
                 f"{trials['grad_evals'].sum():.0f}",
                 f"{trials['train_time_s'].sum():.1f}",
                 scored or "not tuned",
@@ -208,6 +211,22 @@ def _profile_figure(summary: pd.DataFrame, colors: dict) -> Plot:
     axes[0].legend(fontsize=6)
     caption = "Performance profiles of the tuned methods across conditions: accuracy (left) and cost (right)"
     return Plot("performance_profiles.png", caption, figure)
+
+
+def _trial_outcome(trial, objective: str) -> str:
+    """A trial's objective (%); a pruned trial's epoch it stopped after; otherwise its status."""
+    if trial.status == "ok":
+        return _percent(getattr(trial, objective))
+    if trial.status == "pruned":
+        return f"pruned after epoch {trial.epochs_completed:.0f}"
+    return trial.status
+
+
+def _rule(text: str) -> str:
+    """``{"name": "median", "n_startup_trials": 2}`` as ``median(n_startup_trials=2)``."""
+    rule = json.loads(text)
+    name = rule.pop("name")
+    return f"{name}({', '.join(f'{key}={value}' for key, value in sorted(rule.items()))})"
 
 
 def _setting(text: str) -> str:

@@ -41,6 +41,8 @@ MEANS = (
 #: Suffixes of metric columns that record a budget or a diagnostic rather than a value.
 BUDGET_SUFFIXES = ("_batches", "_samples", "_hvps", "_steps", "_iterations", "_converged", "_stderr")
 ERM, SAM = "erm", "sam"
+#: What the report appends to a tuning study's finals' method name (``harness.report.studies.split``).
+TUNED = " (tuned)"
 NOT_OK = ("failed", "diverged")
 
 
@@ -122,10 +124,13 @@ def _mean(rows: pd.DataFrame, column: str) -> float:
 
 
 def _ratios(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean train time over the mean train time of ERM and of SAM in the same condition (NaN if absent)."""
+    """Mean train time over the mean train time of ERM and of SAM in the same condition (NaN if absent); in a
+    condition with only tuned runs of them, over their finals' (``<method> (tuned)``, ``harness.report.studies``)."""
     keys = ["suite", *CONDITION]
     for method in (ERM, SAM):
-        base = summary.loc[summary["method"] == method, [*keys, "train_time_s_mean"]]
+        candidates = summary[summary["method"].isin([method, f"{method}{TUNED}"])]
+        candidates = candidates.sort_values("method", key=lambda names: names != method, kind="stable")
+        base = candidates.drop_duplicates(keys)[[*keys, "train_time_s_mean"]]
         base = base.rename(columns={"train_time_s_mean": "base"})
         merged = summary[keys].merge(base, on=keys, how="left")
         summary[f"train_time_vs_{method}"] = summary["train_time_s_mean"].to_numpy() / merged["base"].to_numpy()

@@ -34,8 +34,9 @@ SCHEMA_VERSION = 2
 RUN_SCHEMA = arrow_schema(RUN_COLUMNS)
 HISTORY_SCHEMA = arrow_schema(HISTORY_COLUMNS)
 
-#: Statuses whose rerun would give the same answer; ``harness run`` skips them unless ``--rerun``.
-FINISHED_STATUSES = ("ok", "diverged")
+#: Statuses whose rerun would give the same answer (a pruned trial: its pruner's decision stands, it is not
+#: retaken); ``harness run`` skips them unless ``--rerun``.
+FINISHED_STATUSES = ("ok", "diverged", "pruned")
 
 
 def suite_dir(results_dir: str | Path, suite: str) -> Path:

@@ -11,12 +11,14 @@ rather than trusting the plugin, and a perturbed step with a single gradient eva
 ``ProtocolError``.
 
 ``execute`` wraps ``train``: a run whose loss becomes non-finite ends ``diverged``, one that raises
-ends ``failed`` with the error text, and either way its row is written and the suite goes on.
+ends ``failed`` with the error text, a tuning trial its pruner stops ends ``pruned``
+(``harness.run.pruning``), and either way its row is written and the suite goes on.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -36,6 +38,7 @@ from harness.run.closure import BatchClosure
 from harness.run.divergence import Diverged, DivergenceWatch
 from harness.run.evaluation import evaluate, training_set_accuracies
 from harness.run.metrics import run_metrics
+from harness.run.pruning import Pruned, TrialPruning, for_run
 from harness.run.row import RunState, result_row
 from harness.run.timing import StepTimer, Stopwatch
 
@@ -43,9 +46,15 @@ EpochCallback = Callable[[RunSpec, int, float], None]
 
 
 def train(
-    run: RunSpec, registry: Registry, *, state: RunState | None = None, on_epoch: EpochCallback | None = None
+    run: RunSpec,
+    registry: Registry,
+    *,
+    state: RunState | None = None,
+    on_epoch: EpochCallback | None = None,
+    pruning: TrialPruning | None = None,
 ) -> RunState:
-    """Train ``run`` and return its measurements. Raises ``Diverged`` or whatever training raised.
+    """Train ``run`` and return its measurements. Raises ``Diverged``, ``Pruned`` (after an epoch that
+    ``pruning``'s pruner judged hopeless) or whatever training raised.
 
     Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
     the epochs finished before a failure.
@@ -82,6 +91,8 @@ def train(
         )
         if on_epoch is not None:
             on_epoch(run, epoch, state.test_acc)
+        if pruning is not None:
+            pruning.epoch_ended(epoch, row)
     state.step_times = timer.durations
     state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
     return state
@@ -210,10 +221,14 @@ def execute(
     started = datetime.now(timezone.utc)
     status, error = "ok", ""
     state = RunState()
+    pruning = None
     try:
-        train(run, registry, state=state, on_epoch=on_epoch)
+        pruning = for_run(run, results_dir)
+        train(run, registry, state=state, on_epoch=on_epoch, pruning=pruning)
     except Diverged as diverged:
         status, error = "diverged", str(diverged)
+    except Pruned as pruned:
+        status, error = "pruned", str(pruned)
     except Exception as failure:  # a failing run is recorded; the suite goes on
         status = "failed"
         error = f"{type(failure).__name__}: {failure}\n{traceback.format_exc(limit=-6)}"
@@ -221,4 +236,9 @@ def execute(
     if distributed.rank() == 0:
         registry.manager.hook.run_finished(run=run, result=row)
         write_run(results_dir, run.suite, row, state.history)
+    if pruning is not None:
+        try:
+            pruning.finished(row)
+        except Exception as failure:  # the driver tells the trial from the row instead
+            print(f"warning: could not tell trial {run.trial_number} of {run.study!r}: {failure}", file=sys.stderr)
     return row

@@ -14,13 +14,17 @@ seeds, as MLCommons AlgoPerf's tuning rulesets do::
         sam:     {scheduler.rho: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]}
         looksam: {scheduler.rho: [0.05, 0.1], optimizer.alpha: [0.1, 0.3, 0.6]}
       final_seeds: [0, 1, 2]        # after selection: the chosen setting on these seeds, scored on test
+      pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 3}   # optional: Optuna's pruners
 
 Space keys are the keys ``conditions:`` set (a run setting, ``block.entry``, ``component.param``), checked
 the same way against the component each method's runs use. Values are a list (every sampler) or, for
 ``random`` and ``tpe``, a range ``{low, high, log}``. A grid must have exactly ``budget.trials`` points
 (``subsample: true`` draws that many, seeded, from a larger grid). A method without a space is not
 tuned: its finals run at its preset's values, and it has no trials. ``trial_seed`` (the suite's first
-seed) trains the trials. The studies themselves run in ``harness.tune``.
+seed) trains the trials. ``pruner`` (optional) stops a hopeless trial between epochs: each trial reports
+its objective after every epoch (the step is the epoch) and asks the named Optuna pruner (``PRUNERS``;
+the other keys are that pruner's arguments), which compares it with the trials told so far. The studies
+themselves run in ``harness.tune``; the reporting, in ``harness.run.pruning``.
 """
 
 from __future__ import annotations
@@ -38,11 +42,30 @@ from harness.plugins import Registry
 from harness.suite.checks import MISSING, Checker
 from harness.suite.conditions import _checked, set_keys
 
-KEYS = ("objective", "budget", "sampler", "seed", "space", "final_seeds", "trial_seed", "subsample", "parallel")
+KEYS = (
+    "objective",
+    "budget",
+    "sampler",
+    "seed",
+    "space",
+    "final_seeds",
+    "trial_seed",
+    "subsample",
+    "parallel",
+    "pruner",
+)
 SAMPLERS = ("grid", "random", "tpe")
 BUDGETS = ("trials", "grad_evals", "train_time_s")
 #: Result columns a study may select on: measured on the validation split, higher is better.
 OBJECTIVES = ("val_acc", "best_val_acc")
+#: ``pruner.name`` -> Optuna's pruner class (``optuna.pruners``); the block's other keys are its arguments.
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+}
 #: ``--smoke`` exercises the tuning path: this many trials per study (a seeded subsample of a grid), one final seed.
 SMOKE_TRIALS = 2
 
@@ -69,6 +92,7 @@ class Tuning:
     trial_seed: int
     subsample: bool = False
     parallel: int = 0  # trials asked per study and round; 0: the whole budget at once (grid, random)
+    pruner: str = ""  # JSON of the validated ``pruner:`` block ({"name": "median", ...}); "" for none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +104,25 @@ class Study:
     base: RunSpec
     space: Mapping[str, Any]
 
-    def trial(self, tuning: Tuning, setting: Mapping[str, Any], checker: Checker, registry: Registry) -> RunSpec:
-        """The run of a trial that tries ``setting``, on the trial seed."""
-        return self._with(setting, checker, registry, role="trial", seed=tuning.trial_seed, objective=tuning.objective)
+    def trial(
+        self,
+        tuning: Tuning,
+        setting: Mapping[str, Any],
+        checker: Checker,
+        registry: Registry,
+        number: int | None = None,
+    ) -> RunSpec:
+        """The run of trial ``number`` (Optuna's, in the study) that tries ``setting``, on the trial seed."""
+        return self._with(
+            setting,
+            checker,
+            registry,
+            role="trial",
+            seed=tuning.trial_seed,
+            objective=tuning.objective,
+            pruner=tuning.pruner,
+            trial_number=number,
+        )
 
     def finals(self, tuning: Tuning, setting: Mapping[str, Any], checker: Checker, registry: Registry) -> list[RunSpec]:
         """The runs of the chosen ``setting`` on every final seed."""
@@ -147,6 +187,9 @@ def tuning(
     )
     trial_seed = checker.integer("tuning.trial_seed", block.get("trial_seed", seeds[0]), 0)
     parallel = checker.integer("tuning.parallel", block.get("parallel", 1 if sampler == "tpe" else 0), 0)
+    pruner = _pruner(checker, block["pruner"]) if block.get("pruner") is not None else ""
+    if pruner:
+        _check_prunable(checker, runs)
     if smoke:  # a seeded subsample of SMOKE_TRIALS trials per study, one final seed
         budget = ("trials", float(min(SMOKE_TRIALS, budget[1]) if budget[0] == "trials" else SMOKE_TRIALS))
         final_seeds, subsample = final_seeds[:1], True
@@ -160,6 +203,7 @@ def tuning(
         trial_seed=trial_seed,
         subsample=subsample,
         parallel=parallel,
+        pruner=pruner,
     )
 
 
@@ -187,6 +231,50 @@ def _budget(checker: Checker, raw: Any) -> tuple[str, float]:
     if kind == "trials":
         return kind, float(checker.integer("tuning.budget.trials", value, 1))
     return kind, checker.number(f"tuning.budget.{kind}", value, 0.0, strict=True)
+
+
+def build_pruner(rule: str) -> Any:
+    """The Optuna pruner a ``Tuning.pruner`` JSON names (Optuna is imported here, not with the suite)."""
+    import optuna
+
+    arguments = json.loads(rule)
+    return getattr(optuna.pruners, PRUNERS[arguments.pop("name")])(**arguments)
+
+
+def _pruner(checker: Checker, raw: Any) -> str:
+    """The ``pruner:`` block as sorted JSON, once Optuna has built the pruner it names from it."""
+    import inspect
+
+    import optuna
+
+    block = dict(checker.mapping("tuning.pruner", raw))
+    name = block.get("name", MISSING)
+    if name not in PRUNERS:
+        raise checker.fail("tuning.pruner.name", name, f"one of {', '.join(PRUNERS)}{did_you_mean(str(name), PRUNERS)}")
+    cls = getattr(optuna.pruners, PRUNERS[name])
+    arguments = [p for p in inspect.signature(cls).parameters if p != "self"]
+    checker.keys("tuning.pruner", block, ("name", *arguments))
+    for key, value in block.items():
+        if not (value is None or isinstance(value, (bool, int, float, str))):
+            raise checker.fail(f"tuning.pruner.{key}", value, "a number, a string or null")
+    rule = json.dumps(block, sort_keys=True)
+    try:
+        build_pruner(rule)
+    except (TypeError, ValueError) as error:
+        raise checker.fail(
+            "tuning.pruner", block, f"arguments optuna.pruners.{cls.__name__} accepts ({error})"
+        ) from None
+    return rule
+
+
+def _check_prunable(checker: Checker, runs: Sequence[RunSpec]) -> None:
+    """A pruned trial stops between epochs of one process: refuse what cannot report after every epoch."""
+    for run in runs:
+        if run.nproc > 1:
+            raise SuiteError(
+                f"{checker.source}: tuning.pruner: pruning needs runs of one process, but run {run.run_id} has "
+                f"nproc={run.nproc} (data-parallel trials cannot be pruned yet); drop the pruner or set nproc: 1"
+            )
 
 
 def _spaces(

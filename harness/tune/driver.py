@@ -5,7 +5,8 @@ Each study (one method in one condition) is an Optuna study in one journal file 
 jobs on a shared filesystem) can share it. A round asks every study for its next trials (Optuna's grid,
 random or TPE sampler, seeded per study), runs all of them as ordinary runs through the executor in one
 batch (in parallel, on local, Slurm or Ray), and tells each study the objective its runs reached on the
-validation split (``FAIL`` for a crashed or diverged run: it spent its share of the budget too). Rounds
+validation split (``FAIL`` for a crashed or diverged run: it spent its share of the budget too; ``PRUNED``
+for a trial its pruner stopped, ``harness.run.pruning``, whose run tells it itself). Rounds
 go on until every study has spent its budget; then each study's best trial (the first with the highest
 objective; test accuracy is never read) runs on the final seeds, scored on the test set.
 
@@ -47,10 +48,10 @@ Execute = Callable[[Sequence[RunSpec]], None]
 
 @dataclasses.dataclass
 class StudyOutcome:
-    """What one study did: its trials' settings and objectives, the setting chosen, its finals."""
+    """What one study did: its trials (setting, objective or None, how it ended), the setting chosen, its finals."""
 
     study: Study
-    trials: list[tuple[dict[str, Any], float | None]] = dataclasses.field(default_factory=list)
+    trials: list[tuple[dict[str, Any], float | None, str]] = dataclasses.field(default_factory=list)
     chosen: dict[str, Any] | None = None
     finals: list[RunSpec] = dataclasses.field(default_factory=list)
 
@@ -60,15 +61,20 @@ def journal_path(results_dir: str | Path, suite: str) -> Path:
     return suite_dir(results_dir, suite) / JOURNAL
 
 
+def open_storage(results_dir: str | Path, suite: str) -> JournalStorage:
+    """The suite's Optuna journal storage (file-locked: drivers and pruned trials share it)."""
+    path = journal_path(results_dir, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
 def run_studies(suite: Suite, registry: Registry, results_dir: str | Path, execute: Execute) -> list[StudyOutcome]:
     """Every study's trials, round by round, then every study's finals; returns what each study did, or
     nothing when a round told no trial (their runs are other processes': run again once they finished)."""
     spec: Tuning = suite.tuning
     checker = Checker(suite.path, ())
-    path = journal_path(results_dir, suite.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = open_storage(results_dir, suite.name)
     outcomes = [StudyOutcome(study) for study in studies(suite.runs, spec)]
     opened = {
         o.study.name: optuna.create_study(
@@ -100,7 +106,10 @@ def run_studies(suite: Suite, registry: Registry, results_dir: str | Path, execu
     for outcome in outcomes:
         if outcome.study.space:
             done = opened[outcome.study.name].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            outcome.trials = [(setting(t.params), t.value) for t in _by_number(opened[outcome.study.name])]
+            outcome.trials = [
+                (setting(t.params), t.value if t.state == TrialState.COMPLETE else None, t.state.name.lower())
+                for t in _by_number(opened[outcome.study.name])
+            ]
             if not done:
                 continue  # every trial failed: no setting to choose (the report says so)
             best = max(done, key=lambda t: (t.value, -t.number))
@@ -119,33 +128,39 @@ def _next_trials(
     """The trials to run this round: those asked and never told, then new ones while the budget allows."""
     trials = _by_number(optuna_study)
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    pending = [(optuna_study, t.number, study.trial(spec, setting(t.params), checker, registry)) for t in running]
+    pending = [
+        (optuna_study, t.number, study.trial(spec, setting(t.params), checker, registry, t.number)) for t in running
+    ]
     kind, budget = spec.budget
     if kind == "trials":
         room = int(budget) - len(trials)
     else:  # a cost budget: one more trial at a time, while what the told trials cost is under it
-        told = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
-        spent = sum(_cost(rows, study.trial(spec, setting(t.params), checker, registry), kind) for t in told)
+        told = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
+        spent = sum(_cost(rows, study.trial(spec, setting(t.params), checker, registry, t.number), kind) for t in told)
         room = 1 if spent < budget and not running else 0
     if spec.parallel:
         room = min(room, spec.parallel - len(running))
     distributions = _distributions(study.space)
     for _ in range(max(room, 0)):
         trial = optuna_study.ask(distributions)
-        pending.append((optuna_study, trial.number, study.trial(spec, setting(trial.params), checker, registry)))
+        pending.append(
+            (optuna_study, trial.number, study.trial(spec, setting(trial.params), checker, registry, trial.number))
+        )
     return pending
 
 
 def _tell(optuna_study: optuna.Study, number: int, row: Mapping[str, Any] | None, objective: str) -> bool:
-    """Tell a study what its trial's run reached: the objective, or FAIL (crashed, diverged, not finite).
-    False when the run has no row yet (another process holds it): it is told on a later round or call."""
+    """Tell a study what its trial's run reached: the objective, PRUNED, or FAIL (crashed, diverged, not
+    finite); nothing when the run told it itself (a pruned study's trials do). False when the run has no row
+    yet (another process holds it): it is told on a later round or call."""
     if row is None:
         return False
     value = row.get(objective)
     if row.get("status") == "ok" and value is not None and math.isfinite(float(value)):
-        optuna_study.tell(number, float(value))
+        optuna_study.tell(number, float(value), skip_if_finished=True)
     else:
-        optuna_study.tell(number, state=TrialState.FAIL)
+        state = TrialState.PRUNED if row.get("status") == "pruned" else TrialState.FAIL
+        optuna_study.tell(number, state=state, skip_if_finished=True)
     return True
 
 
@@ -210,9 +225,10 @@ def describe(outcome: StudyOutcome) -> str:
     if not outcome.study.space:
         return f"{outcome.study.name}: not tuned (no space), finals at its preset's values"
     if outcome.chosen is None:
-        return f"{outcome.study.name}: every one of {len(outcome.trials)} trials failed; no setting chosen, no finals"
-    best = max(value for _, value in outcome.trials if value is not None)
+        return f"{outcome.study.name}: none of {len(outcome.trials)} trials completed; no setting chosen, no finals"
+    best = max(value for _, value, _ in outcome.trials if value is not None)
+    pruned = sum(state == "pruned" for _, _, state in outcome.trials)
     return (
-        f"{outcome.study.name}: {len(outcome.trials)} trials, chose {json.dumps(outcome.chosen, sort_keys=True)} "
-        f"(objective {best:.4f})"
+        f"{outcome.study.name}: {len(outcome.trials)} trials{f' ({pruned} pruned)' if pruned else ''}, chose "
+        f"{json.dumps(outcome.chosen, sort_keys=True)} (objective {best:.4f})"
     )
