@@ -79,6 +79,11 @@ def test_every_figure_loads_and_the_main_table_is_there(browser, report, tmp_pat
     assert summary[0].count("<tr>") == 1 + 6  # the header and one row per condition and method
     assert 'class="text best"' in summary[0] or 'class="best"' in summary[0]
     assert '<table id="failures">' in dom
+    claims = re.findall(r'<table id="claims">.*?</table>', dom, flags=re.S)
+    assert claims, "no Claims section in the rendered page"
+    assert "sam-beats-erm-clean" in claims[0] and re.search(
+        r"<td[^>]*>(reproduced|not reproduced|inconclusive)</td>", claims[0]
+    )
 
 
 def test_a_broken_figure_is_detected(browser, report, tmp_path):

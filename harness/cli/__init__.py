@@ -247,18 +247,28 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from harness.plugins import Registry
     from harness.report.build import build
+    from harness.suite.claims import all_claims
 
-    report = build(args.results, args.out, reference=args.reference, on_skip=_print_skipped)
+    claims = all_claims(Registry.from_plugins(), args.claims)
+    report = build(args.results, args.out, reference=args.reference, on_skip=_print_skipped, claims=claims)
     print(report.markdown)
     print(f"wrote {len(report.files)} files to {report.out}: report.md, report.html, summary.parquet and the figures")
     return EXIT_OK
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.report.compare import Gate, compare
+    from harness.report.compare import compare, parse_gate
 
-    comparison = compare(args.base, args.new, [Gate.parse(text) for text in args.gates], on_skip=_print_skipped)
+    gates = [parse_gate(text) for text in args.gates]
+    claims = []
+    if any(text.strip().startswith("claim:") for text in args.gates):
+        from harness.plugins import Registry
+        from harness.suite.claims import all_claims
+
+        claims = all_claims(Registry.from_plugins(), args.claims)
+    comparison = compare(args.base, args.new, gates, on_skip=_print_skipped, claims=claims)
     print(comparison.markdown)
     return EXIT_RUN_FAILED if comparison.failures else EXIT_OK  # a skipped file is no failure
 

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--reference", default="sam", metavar="METHOD", help="the method others are tested against (default: sam)"
     )
+    report.add_argument(
+        "--claims",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a claims file to judge besides the shipped one and the plugins' (repeatable)",
+    )
 
     compare = commands.add_parser(
         "compare", help="match the runs of two results folders by configuration: deltas, significance, gates"
@@ -59,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METRIC:THRESHOLD",
         help="exit 1 when a condition's mean change crosses the threshold: test_acc:-0.005 (new - base < -0.005), "
-        "train_time_s:+10%% (new > 1.1 x base), grad_evals:0 (any change)",
+        "train_time_s:+10%% (new > 1.1 x base), grad_evals:0 (any change); claim:ID (or claim:all) when NEW_DIR "
+        "does not reproduce a claim BASE_DIR reproduced, or contradicts it",
+    )
+    compare.add_argument(
+        "--claims",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a claims file for claim: gates besides the shipped one and the plugins' (repeatable)",
     )
     bench = commands.add_parser(
         "bench",

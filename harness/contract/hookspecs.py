@@ -18,7 +18,7 @@ Plugins are found through the ``sam_harness`` entry-point group::
     [project.entry-points.sam_harness]
     my_variant = "my_variant.plugin"
 
-Since: 0.1.0 for every hook below.
+Since: 0.1.0 for every hook below unless its docstring says otherwise.
 """
 
 from __future__ import annotations
@@ -227,6 +227,27 @@ def register_presets() -> Sequence[PresetSpec]:
         def register_presets():
             return [PresetSpec("my-sam", optimizer="my-sam", scheduler="constant",
                                optimizer_params={"rho": 0.1}, paper="my paper, Table 2")]
+    """
+
+
+@hookspec
+def register_claims() -> Sequence[str]:
+    """Register claims files: a paper's headline results for a plugin's own variants, judged in every report.
+
+    Return a list of paths (strings or ``pathlib.Path``) of YAML files in the format of the shipped
+    ``suites/reference/claims.yaml`` (``harness.suite.claims``): each claim names its paper and table, the
+    presets compared, the metric, the direction and bound of the effect, and the conditions it holds under.
+    Their ``paper`` and ``table`` need not be in the shipped ``paper_results.csv``: a claim from a paper the
+    project has no numbers of cites its section. Paths of every implementation are collected; a claim id
+    that is already claimed (by the shipped file or another plugin) is an error naming both files.
+
+    Since: 0.2.0.
+
+    Example::
+
+        @hookimpl
+        def register_claims():
+            return [str(Path(__file__).with_name("claims.yaml"))]
     """
 
 

@@ -5,7 +5,9 @@ configurations differ in more than the seed, summarizes each condition and metho
 significance tests against a reference method (``harness.report.summary``), lists every failed or
 diverged run with its error, and draws the figures (``harness.report.figures``). The Markdown and the
 HTML show the same tables (``harness.report.tables``); ``summary.parquet`` holds the numbers
-behind them, one tidy row per condition and method.
+behind them, one tidy row per condition and method, and ``claims.parquet`` the verdict on each paper's
+claim the results cover (``harness.report.claims``: one row per claim, condition and kind of runs; a
+Parquet file holds one table, so the verdicts have their own beside the summary's).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.errors import UsageError, did_you_mean
+from harness.plugins import Registry
+from harness.report import claims as claim_verdicts
 from harness.report import studies
 from harness.report.figures import method_colors, suite_figures
 from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
@@ -27,6 +31,7 @@ from harness.report.html import Picture, page
 from harness.report.summary import SAM, failures, summarize, warnings_for
 from harness.report.tables import Table, failures_table, markdown, summary_table
 from harness.results.read import Skipped
+from harness.suite.claims import Claim, all_claims
 
 DPI = 100
 
@@ -51,8 +56,12 @@ def build(
     out: str | Path | None = None,
     reference: str = SAM,
     on_skip: Callable[[Skipped], None] | None = None,
+    claims: Sequence[Claim] | None = None,
 ) -> Report:
     """Read ``paths``, write the report to ``out`` (default ``default_out(paths)``), return it.
+
+    claims: the claims to judge (default: the shipped ones and those plugins register,
+    ``harness.suite.claims.all_claims``).
 
     Files that cannot be read, or are not run files, are skipped and passed to ``on_skip``
     (``harness.report.gather.load``). ``out`` is refused when results would be read from it (``check_out``).
@@ -77,12 +86,15 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     summary_path, markdown_path, html_path = out / "summary.parquet", out / REPORT_MARKER, out / "report.html"
     markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
-    sections = _tuning_sections(parts, summary)
+    claims = all_claims(Registry.from_plugins()) if claims is None else claims
+    verdicts, uncovered = claim_verdicts.judge(runs, claims)
+    sections = [*_claim_sections(verdicts, uncovered), *_tuning_sections(parts, summary)]
     pictures = _draw(summary, results, runs, out)
     if studies.has_studies(parts):
         pictures += _saved(studies.figures(parts, summary, method_colors(runs["method"].dropna())), out)
     markdown = _markdown(results, summary, failed, notes, pictures, reference, sections)
     summary.to_parquet(summary_path, index=False)
+    claim_verdicts.verdict_frame(verdicts).to_parquet(out / "claims.parquet", index=False)
     markdown_path.write_text(markdown)
     html_path.write_text(
         page(
@@ -96,7 +108,7 @@ def build(
             sections=[(title, data) for title, data, _ in sections],
         )
     )
-    files = (markdown_path, html_path, summary_path, *(out / p.name for p in pictures))
+    files = (markdown_path, html_path, summary_path, out / "claims.parquet", *(out / p.name for p in pictures))
     return Report(markdown, out, files, summary)
 
 
@@ -139,6 +151,33 @@ def _saved(plots, out: Path) -> list[Picture]:
         (out / plot.name).write_bytes(buffer.getvalue())
         pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
     return pictures
+
+
+def _claim_sections(verdicts, uncovered) -> list[tuple[str, Table, str]]:
+    """(title, table, explanation) of the claims the results cover, and of those they do not."""
+    sections = []
+    if verdicts:
+        sections.append(
+            (
+                "Claims",
+                claim_verdicts.verdict_table(verdicts),
+                "Each paper's headline claim (suites/reference/claims.yaml and the plugins' claims files) judged "
+                "per condition, on the fixed-setting runs and on the tuned finals separately: the measured effect "
+                "with its 95% confidence interval over seeds (paired by seed where both methods ran the same "
+                "seeds), the bound the paper's claim implies and the paper's own effect. Reproduced: the interval "
+                "lies on the claimed side of the bound; not reproduced: it excludes the claimed margin; "
+                "inconclusive: one seed, or it straddles the bound.",
+            )
+        )
+    if uncovered:
+        sections.append(
+            (
+                "Claims not covered",
+                claim_verdicts.uncovered_table(uncovered),
+                "Claims these results cannot test, what they lack, and the shipped suites that test them.",
+            )
+        )
+    return sections
 
 
 def _tuning_sections(parts: studies.Split, summary: pd.DataFrame) -> list[tuple[str, Table, str]]:

@@ -13,6 +13,10 @@ percentage a relative one (``train_time_s:+10%`` fails when new > 1.1 x base), a
 threshold bounds the change in either direction (``grad_evals:0`` fails on any change). A run ok in
 BASE that failed or diverged in NEW, or whose NEW run file cannot be read, fails the comparison as
 well. In the spirit of asv's ``compare`` (a factor threshold on the means, the significance beside it).
+
+A gate ``claim:ID`` (``claim:all``: every claim NEW covers) judges a paper's claim on each side
+(``harness.report.claims``) and fails where NEW does not reproduce it (the interval excludes the claimed
+margin) or where BASE reproduced it and NEW no longer does.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError, did_you_mean
+from harness.report import claims as judged_claims
+from harness.report.claims import ClaimGate
 from harness.report.gather import GROUP, check_averageable, configuration_keys, group_label, load
 from harness.report.seed_statistics import two_sample
+from harness.report.studies import split
 from harness.report.tables import GROUP_COLUMNS, Table, first_line, group_cells, markdown
 from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.read import Skipped
+from harness.suite.claims import Claim
 
 #: Metrics shown for every group (those present on both sides), before the gated ones.
 SHOWN = ("test_acc", "train_time_s", "sam_fraction", "grad_evals", "optimizer_state_bytes", "peak_device_bytes")
@@ -132,11 +140,17 @@ def _check_metrics(gates: Sequence[Gate], base: pd.DataFrame, new: pd.DataFrame)
                 )
 
 
+def parse_gate(text: str) -> Gate | ClaimGate:
+    """``--fail-on TEXT``: a claim gate (``claim:ID``) or a metric gate (``METRIC:THRESHOLD``)."""
+    return ClaimGate.parse(text) if text.strip().startswith("claim:") else Gate.parse(text)
+
+
 def compare(
     base_dir: str | Path,
     new_dir: str | Path,
-    gates: Sequence[Gate] = (),
+    gates: Sequence[Gate | ClaimGate] = (),
     on_skip: Callable[[Skipped], None] | None = None,
+    claims: Sequence[Claim] = (),
 ) -> Comparison:
     """Match the runs of ``new_dir`` to those of ``base_dir`` and apply ``gates``.
 
@@ -145,6 +159,8 @@ def compare(
     for a run ok in BASE: that run is missing from NEW, and fails the comparison as a failed run does.
     """
     (base, _), (new, new_skipped) = _side(base_dir, "BASE_DIR", on_skip), _side(new_dir, "NEW_DIR", on_skip)
+    claim_gates = [g for g in gates if isinstance(g, ClaimGate)]
+    gates = [g for g in gates if not isinstance(g, ClaimGate)]
     _check_metrics(gates, base, new)
     matched = base.merge(new, on="key", suffixes=("_base", "_new"))
     if matched.empty:
@@ -154,6 +170,8 @@ def compare(
         )
     metrics = list(dict.fromkeys([*(m for m in SHOWN if m in base and m in new), *(g.metric for g in gates)]))
     failures = _status_regressions(matched) + _unread_in_new(base, matched, new_skipped)
+    if claim_gates:
+        failures += judged_claims.gate(claim_gates, split(base).averaged, split(new).averaged, claims)[0]
     both_ok = matched[(matched["status_base"] == "ok") & (matched["status_new"] == "ok")]
     values = [f"{metric}_{side}" for metric in metrics for side in ("base", "new")]
     shown = both_ok[list(dict.fromkeys(["group_key_base", *(f"{column}_base" for column in GROUP), *values]))]

@@ -7,6 +7,7 @@ once the page has loaded (N images decoded out of M), which the browser test rea
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -92,8 +93,8 @@ def page(
     ``sections`` are further (title, table) pairs after the summary (the tuning studies)."""
     parts = [f"<h1>{escape(title)}</h1>", *(f"<p>{escape(p)}</p>" for p in intro)]
     parts += ["<h2>Summary</h2>", table(summary, table_id="summary")]
-    for heading, data in sections:
-        parts += [f"<h2>{escape(heading)}</h2>", table(data)]
+    for heading, data in sections:  # each table's id: its title, lowercase and hyphenated ("claims-not-covered")
+        parts += [f"<h2>{escape(heading)}</h2>", table(data, table_id=re.sub(r"[^a-z0-9]+", "-", heading.lower()))]
     if warnings:
         items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
         parts += ["<h2>Warnings</h2>", f'<ul class="warnings">{items}</ul>']

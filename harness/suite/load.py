@@ -63,28 +63,35 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
     ``-smoke`` suffix so smoke results never mix with real ones.
     """
     path = str(path)
+    document = read_document(path, "suite")
+    checker = Checker(path, overrides)
+    document = checker.mapping("(top level)", document if document is not None else MISSING)
+    document = apply_overrides(document, overrides, path)
+    return _validate(document, registry, checker, path, smoke=smoke, pinned=_set_on_the_command_line(overrides))
+
+
+def read_document(path: str | Path, what: str) -> Any:
+    """The YAML document at ``path``, read within ``yaml_loader``'s limits; ``what`` names the kind of file in
+    errors (``suite``, ``claims file``). Raises ``SuiteError``."""
+    path = str(path)
     try:
         with open(path, "rb") as stream:
             data = stream.read(yaml_loader.MAX_BYTES + 1)  # never more: the path may be /dev/zero
     except OSError as error:
-        raise SuiteError(f"{path}: cannot read the suite file: {error.strerror or error}") from error
+        raise SuiteError(f"{path}: cannot read the {what} file: {error.strerror or error}") from error
     if len(data) > yaml_loader.MAX_BYTES:
         raise SuiteError(
-            f"{path}: more than {yaml_loader.MAX_BYTES:,} bytes; expected a suite of at most "
+            f"{path}: more than {yaml_loader.MAX_BYTES:,} bytes; expected a {what} of at most "
             f"{yaml_loader.MAX_BYTES:,} bytes"
         )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SuiteError(f"{path}: not a UTF-8 text file ({error}); expected a YAML suite") from error
+        raise SuiteError(f"{path}: not a UTF-8 text file ({error}); expected a YAML {what}") from error
     try:
-        document = yaml_loader.load(text)
+        return yaml_loader.load(text)
     except yaml.YAMLError as error:
         raise SuiteError(f"{path}: {_yaml_problem(error)}") from error
-    checker = Checker(path, overrides)
-    document = checker.mapping("(top level)", document if document is not None else MISSING)
-    document = apply_overrides(document, overrides, path)
-    return _validate(document, registry, checker, path, smoke=smoke, pinned=_set_on_the_command_line(overrides))
 
 
 def _set_on_the_command_line(overrides: Sequence[str]) -> tuple[str, ...]:
