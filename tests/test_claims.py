@@ -123,7 +123,7 @@ def test_cost_ratio_sam_fraction_and_extra_state_and_params():
     (verdict,), _ = judge(runs({"ae-sam": [0.50, 0.52, 0.49]}, column="sam_fraction"), [fraction])
     assert verdict.effect == pytest.approx(0.5033333) and verdict.verdict == REPRODUCED
     memory = claim(metric="extra_state_ratio", method="nusam", against="sam", direction="at_most", bound=0.2)
-    state = runs({"nusam": [1100.0], "sam": [2000.0], "erm": [1000.0]}, column="optimizer_state_bytes")
+    state = runs({"nusam": [100.0], "sam": [1000.0]}, column="perturbation_state_bytes")
     (verdict,), _ = judge(state, [memory])
     assert verdict.effect == pytest.approx(0.1) and verdict.verdict == REPRODUCED  # exact: one seed decides
 
@@ -206,3 +206,15 @@ def test_a_plugin_registers_claims_and_cannot_take_a_shipped_id(tmp_path):
     own.write_text(own.read_text().replace("my-variant-beats-sam", first))
     with pytest.raises(Exception, match=rf"claim '{first}' is already claimed by .*claims.yaml"):
         all_claims(registry)
+
+
+def test_harness_validate_checks_a_claims_file(capsys, tmp_path):
+    from harness.cli import main
+
+    assert main(["validate", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert f"{SHIPPED}: valid, " in out and "sam-beats-erm-under-label-noise: sam vs erm, test_acc >= 5 points" in out
+    bad = tmp_path / "claims.yaml"
+    bad.write_text(SHIPPED.read_text().replace("metric: cost_ratio", "metric: cost"))
+    assert main(["validate", str(bad)]) == 2
+    assert re.search(r"claims\[4\] \(looksam-cost\)\.metric: 'cost' is invalid", capsys.readouterr().err)

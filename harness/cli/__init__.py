@@ -49,12 +49,28 @@ def _load(args: argparse.Namespace):
 
 def _validate(args: argparse.Namespace) -> int:
     from harness.cli.listing import print_studies
+    from harness.suite.claims import is_claims_file
 
+    if is_claims_file(args.suite):  # suites/reference/claims.yaml: validated like a suite
+        return _validate_claims(args.suite)
     _, suite = _load(args)
     print_runs(suite, every=args.all_runs)
     if suite.tuning is not None:
         print_studies(suite)
     print(f"{suite.path}: valid, {len(suite.runs)} runs")
+    return EXIT_OK
+
+
+def _validate_claims(path: str) -> int:
+    from harness.plugins import Registry
+    from harness.suite.claims import load_claims
+
+    claims = load_claims(path, Registry.from_plugins())
+    for claim in claims:
+        versus = f" vs {claim.against}" if claim.against else ""
+        bound = f"{claim.metric} {claim.describe_bound()}"
+        print(f"  {claim.id}: {claim.method}{versus}, {bound} ({claim.paper} {claim.table})")
+    print(f"{path}: valid, {len(claims)} claims")
     return EXIT_OK
 
 

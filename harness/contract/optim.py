@@ -394,6 +394,14 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(seen.values())
 
 
+def perturbation_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes a sharpness-aware optimizer holds beyond its base optimizer's state: what its perturbation costs
+    in memory (SAM's weight backup, LookSAM's g_v, nuSAM's u and v; 002 is about this number). 0 otherwise."""
+    if not isinstance(optimizer, SharpnessAwareOptimizer):
+        return 0
+    return optimizer_state_bytes(optimizer) - tensor_bytes(state_tensors(optimizer.base_optimizer))
+
+
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of every distinct tensor the optimizer holds between steps."""
     if isinstance(optimizer, SharpnessAwareOptimizer):

@@ -10,8 +10,8 @@ rests on:
 - ``cost_ratio``: train time of method over against, the interval of the log ratio (paired or Welch) taken
   back with exp (a ratio of geometric means);
 - ``sam_fraction``: the method's own mean with its t interval;
-- ``extra_state_ratio``: (method - erm) / (against - erm) of the optimizer-state bytes, which do not vary with
-  the seed: exact, judged from one seed.
+- ``extra_state_ratio``: the method's perturbation state (``perturbation_state_bytes``: optimizer state beyond
+  its base optimizer's) over against's; bytes do not vary with the seed: exact, judged from one seed.
 
 Verdict: **reproduced** when the interval lies on the claimed side of the bound, **not reproduced** when it
 lies wholly on the other side (it excludes the claimed margin), **inconclusive** otherwise (one seed, or an
@@ -45,7 +45,7 @@ COLUMNS = {
     "best_test_acc": "best_test_acc",
     "sam_fraction": "sam_fraction",
     "cost_ratio": "train_time_s",
-    "extra_state_ratio": "optimizer_state_bytes",
+    "extra_state_ratio": "perturbation_state_bytes",
 }
 
 
@@ -108,13 +108,12 @@ def _judge_claim(claim: Claim, rows: pd.DataFrame, judged: str) -> list[Verdict]
     for condition, here in rows.groupby(list(CONDITION_KEYS), sort=True, dropna=False):
         subjects = _of_preset(here, claim.method, claim.params)
         against = _reference(_of_preset(here, claim.against), claim.against) if claim.against else None
-        erm = _reference(_of_preset(here, "erm"), "erm") if claim.metric == "extra_state_ratio" else None
-        if claim.against and against is None or (claim.metric == "extra_state_ratio" and erm is None):
+        if claim.against and against is None:
             continue
         for method, mine in subjects.groupby("method", sort=True):
             if against is not None and method == against[0]:
                 continue
-            verdicts.append(_verdict(claim, judged, condition, method, mine, against, erm))
+            verdicts.append(_verdict(claim, judged, condition, method, mine, against))
     return verdicts
 
 
@@ -127,18 +126,17 @@ def _reference(rows: pd.DataFrame, preset: str) -> tuple[str, pd.DataFrame] | No
     return name, rows[rows["method"] == name]
 
 
-def _verdict(claim, judged, condition, method, mine, against, erm) -> Verdict:
+def _verdict(claim, judged, condition, method, mine, against) -> Verdict:
     column = COLUMNS[claim.metric]
     a = _by_seed(mine, column)
     b = _by_seed(against[1], column) if against is not None else None
     name = against[0] if against is not None else ""
     if claim.metric == "extra_state_ratio":
-        e = _by_seed(erm[1], column)
-        extra = b.mean() - e.mean()
-        effect = (a.mean() - e.mean()) / extra if extra > 0 else math.nan
-        n = min(len(a), len(b), len(e))
+        extra = b.mean()
+        effect = a.mean() / extra if extra > 0 else math.nan
+        n = min(len(a), len(b))
         verdict = (REPRODUCED if claim.holds(effect) else NOT_REPRODUCED) if math.isfinite(effect) else INCONCLUSIVE
-        settle = "" if math.isfinite(effect) else f"{name} holds no more state than erm: no ratio"
+        settle = "" if math.isfinite(effect) else f"no perturbation_state_bytes of {name} (folder written before it)"
         return Verdict(claim, judged, condition, method, name, n, False, effect, effect, effect, verdict, settle)
     log = claim.metric == "cost_ratio"
     scale = 100.0 if claim.unit == "points" else 1.0
@@ -211,8 +209,6 @@ def _seeds_to_settle(gap: float, spread: float, n: int) -> str:
 def _missing(claim: Claim, ok: pd.DataFrame) -> str:
     """What the results lack for ``claim``, and what to run."""
     needed = [claim.method, *([claim.against] if claim.against else [])]
-    if claim.metric == "extra_state_ratio":
-        needed.append("erm")
     absent = [p for p in needed if _of_preset(ok, p, claim.params if p == claim.method else None).empty]
     what = (
         f"no ok run of preset {', '.join(absent)}"

@@ -144,6 +144,11 @@ RUN_COLUMNS: tuple[Column, ...] = (
         "its share), rounded to an integer",
     ),
     Column("optimizer_state_bytes", pa.int64(), "bytes of every tensor the optimizer holds between steps"),
+    Column(
+        "perturbation_state_bytes",
+        pa.int64(),
+        "of those, the bytes beyond the base optimizer's state: what the perturbation holds (0 for ERM)",
+    ),
     Column("peak_rss_bytes", pa.int64(), "process peak RSS", "environment"),
     Column("peak_device_bytes", pa.int64(), "CUDA peak allocated bytes of the training epochs (null on CPU)"),
     Column("device", pa.string(), "torch device", "environment"),

@@ -55,6 +55,7 @@ class RunState:
     step_times: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     optimizer_state_bytes: int = 0
+    perturbation_state_bytes: int = 0
     peak_device_bytes: int | None = None
 
 

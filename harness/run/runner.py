@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from harness.contract.optim import StepInfo, optimizer_state_bytes
+from harness.contract.optim import StepInfo, optimizer_state_bytes, perturbation_state_bytes
 from harness.contract.run_spec import RunSpec
 from harness.errors import ProtocolError
 from harness.plugins import Registry
@@ -95,6 +95,7 @@ def train(
             pruning.epoch_ended(epoch, row)
     state.step_times = timer.durations
     state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
+    state.perturbation_state_bytes = perturbation_state_bytes(setup.optimizer)
     return state
 
 

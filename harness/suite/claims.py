@@ -67,7 +67,7 @@ METRICS = {
     "extra_state_ratio": (
         "x",
         True,
-        "optimizer state beyond ERM's of method over that of against: (method - erm) / (against - erm)",
+        "perturbation state of method over that of against (perturbation_state_bytes: beyond the base optimizer's)",
     ),
 }
 DIRECTIONS = ("at_least", "at_most")
@@ -159,6 +159,17 @@ def all_claims(registry: Registry, extra: Sequence[str | Path] = ()) -> list[Cla
                 )
             found[claim.id] = claim
     return list(found.values())
+
+
+def is_claims_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a claims file (a top-level ``claims:`` key) rather than a suite."""
+    from harness.suite.load import read_document
+
+    try:
+        document = read_document(path, "claims file")
+    except SuiteError:
+        return False  # the suite loader reports it
+    return isinstance(document, Mapping) and "claims" in document
 
 
 def published_tables(path: Path = REFERENCE_TABLE) -> dict[str, set[str]]:
