@@ -218,3 +218,26 @@ def test_harness_validate_checks_a_claims_file(capsys, tmp_path):
     bad.write_text(SHIPPED.read_text().replace("metric: cost_ratio", "metric: cost"))
     assert main(["validate", str(bad)]) == 2
     assert re.search(r"claims\[4\] \(looksam-cost\)\.metric: 'cost' is invalid", capsys.readouterr().err)
+
+
+def test_compare_gates_on_a_claim(tmp_path, capsys):
+    """The synthetic folder has SAM 1.3 points ahead of ERM on clean data on 5 shared seeds; a NEW folder where
+    SAM falls 1.5 points behind no longer reproduces sam-beats-erm-clean."""
+    from harness.cli import main
+    from harness.results.store import write_run
+
+    from .test_report import ACCURACY, SEEDS, SUITE, history_rows, run_row, write_synthetic
+
+    base = write_synthetic(tmp_path / "base")
+    new = tmp_path / "new"
+    for (noise, method), values in ACCURACY.items():
+        for seed, acc in zip(SEEDS, values, strict=False):
+            if acc is not None:
+                acc = acc - 0.028 if (noise, method) == (0.0, "sam") else acc
+                write_run(new, SUITE, run_row(method, noise, seed, acc), history_rows(acc, noise))
+    assert main(["compare", str(base), str(base), "--fail-on", "claim:sam-beats-erm-clean"]) == 0
+    assert main(["compare", str(base), str(new / SUITE), "--fail-on", "claim:sam-beats-erm-clean"]) == 1
+    out = capsys.readouterr().out
+    assert "claim:sam-beats-erm-clean: fixed settings, synth" in out and "not reproduced in NEW_DIR" in out
+    assert main(["compare", str(base), str(base), "--fail-on", "claim:sam-beats-erm-clen"]) == 2
+    assert "did you mean 'sam-beats-erm-clean'" in capsys.readouterr().err

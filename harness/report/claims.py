@@ -361,7 +361,7 @@ def gate(
                 f"{where}: not reproduced in NEW_DIR (effect {_number(v.effect, v.claim.unit)}, "
                 f"claimed {v.claim.describe_bound()})"
             )
-        elif _key(v) in reproduced:
+        elif v.verdict != REPRODUCED and _key(v) in reproduced:
             failures.append(f"{where}: reproduced in BASE_DIR, {v.verdict} in NEW_DIR ({v.settle})")
     return failures, after
 
