@@ -312,7 +312,7 @@ def test_stdout_prints_the_markdown_and_a_parent_folder_finds_its_suites(report,
     assert main(["report", str(folder.parent), "-o", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "## Suite synth" in out and "| erm " in out and "%SAM" in out
-    assert f"wrote 9 files to {tmp_path / 'r'}" in out
+    assert f"wrote 10 files to {tmp_path / 'r'}" in out
 
 
 def test_default_output_folder_is_skipped_when_reading_the_parent(tmp_path):

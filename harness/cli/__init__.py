@@ -270,7 +270,8 @@ def _report(args: argparse.Namespace) -> int:
     claims = all_claims(Registry.from_plugins(), args.claims)
     report = build(args.results, args.out, reference=args.reference, on_skip=_print_skipped, claims=claims)
     print(report.markdown)
-    print(f"wrote {len(report.files)} files to {report.out}: report.md, report.html, summary.parquet and the figures")
+    written = "report.md, report.html, summary.parquet, claims.parquet and the figures"
+    print(f"wrote {len(report.files)} files to {report.out}: {written}")
     return EXIT_OK
 
 

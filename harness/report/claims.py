@@ -297,7 +297,7 @@ def verdict_table(verdicts: Sequence[Verdict]) -> Table:
 
 def uncovered_table(uncovered: Sequence[Uncovered]) -> Table:
     return Table(
-        ["claim", "paper", "statement", "not covered: missing"],
+        ["claim", "paper", "statement", "what the results lack"],
         [
             [u.claim.id, f"{u.claim.paper.split('_')[0]} {u.claim.table}", u.claim.statement, u.missing]
             for u in uncovered
