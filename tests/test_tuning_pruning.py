@@ -154,3 +154,17 @@ def test_the_report_counts_pruned_trials_names_the_rule_and_the_epoch(tuned, tmp
     line = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| sam \\| mlp"))
     assert "| 2 (1 pruned by threshold(lower=0.3)) |" in line
     assert "base_optimizer.lr=1e-07: pruned after epoch 1" in line
+
+
+@pytest.mark.parametrize("name", ["median", "percentile", "successive_halving", "hyperband", "threshold"])
+def test_every_named_pruner_is_built_from_its_block(tmp_path, registry, name):
+    from harness.suite.tuning import PRUNERS, build_pruner
+
+    arguments = {"percentile": ", percentile: 25.0", "threshold": ", lower: 0.2"}.get(name, "")
+    suite = load_suite(
+        write_suite(
+            tmp_path / "p.yaml", SUITE.replace("{name: threshold, lower: 0.3}", f"{{name: {name}{arguments}}}")
+        ),
+        registry,
+    )
+    assert type(build_pruner(suite.tuning.pruner)) is getattr(optuna.pruners, PRUNERS[name])
