@@ -25,6 +25,7 @@ from harness.errors import UsageError, did_you_mean
 from harness.plugins import Registry
 from harness.report import claims as claim_verdicts
 from harness.report import studies
+from harness.report.costs import cost_table
 from harness.report.figures import method_colors, suite_figures
 from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report.html import Picture, page
@@ -88,7 +89,7 @@ def build(
     markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
     claims = all_claims(Registry.from_plugins()) if claims is None else claims
     verdicts, uncovered = claim_verdicts.judge(runs, claims)
-    sections = [*_claim_sections(verdicts, uncovered), *_tuning_sections(parts, summary)]
+    sections = [*_claim_sections(verdicts, uncovered), *_cost_sections(runs), *_tuning_sections(parts, summary)]
     pictures = _draw(summary, results, runs, out)
     if studies.has_studies(parts):
         pictures += _saved(studies.figures(parts, summary, method_colors(runs["method"].dropna())), out)
@@ -178,6 +179,18 @@ def _claim_sections(verdicts, uncovered) -> list[tuple[str, Table, str]]:
             )
         )
     return sections
+
+
+def _cost_sections(runs: pd.DataFrame) -> list[tuple[str, Table, str]]:
+    """The cost per k of the periodic methods (LookSAM, SAM-k), when the results have them and ERM."""
+    table = cost_table(runs)
+    if table is None:
+        return []
+    explanation = (
+        "Mean train seconds per epoch of each method with a periodic schedule (k), over its ok seeds, and its "
+        "ratio to ERM's in the same condition, beside 1 + 1/k (one extra pass every k steps); as 000 Table 1."
+    )
+    return [("Cost per k", table, explanation)]
 
 
 def _tuning_sections(parts: studies.Split, summary: pd.DataFrame) -> list[tuple[str, Table, str]]:
