@@ -88,8 +88,13 @@ def test_results_readme_documents_every_column_with_its_type():
 
 
 def test_render_readme_replaces_only_the_tables():
-    stale = "# results/\n\nintro\n\n## Run table\n\n| column |\n| --- |\n| old |\n\n## History table\n\n| x |\n"
+    stale = (
+        "# results/\n\nintro\n\n## Run table\n\n| column |\n| --- |\n| old |\n\n## History table\n\n| x |\n\n"
+        "## Step trace table\n\n| y |\n\nafter\n"
+    )
     fresh = columns.render_readme(stale)
     assert fresh.startswith("# results/\n\nintro\n\n## Run table\n\n| column | type | meaning |")
-    assert "| old |" not in fresh and fresh.endswith(columns.markdown_table(columns.HISTORY_COLUMNS))
+    assert "| old |" not in fresh and "| x |" not in fresh and "| y |" not in fresh
+    assert columns.markdown_table(columns.HISTORY_COLUMNS) + "\n## Step trace table" in fresh
+    assert fresh.endswith(columns.markdown_table(columns.STEP_COLUMNS) + "\nafter\n")
     assert columns.render_readme(fresh) == fresh

@@ -49,6 +49,7 @@ BROKEN = [
     ("scheduler", "broken-negative-rho", ALL_SCHEDULER_RULES, "rho=-0.05"),
     ("scheduler", "broken-integer-perturb", ALL_SCHEDULER_RULES, "perturb=1 (int); expected a bool"),
     ("scheduler", "broken-amnesiac", {"state_dict"}, "state_dict() must hold everything decide() depends on"),
+    ("scheduler", "broken-tensor-diagnostics", {"diagnostics"}, "expected a real number on the host"),
     ("metric", "broken_weights", {"model_unchanged"}, "the metric changed 'frozen' (by 0.01)"),
     ("metric", "broken_mode", {"model_unchanged"}, "left ['(the model)', 'trunk', 'norm', 'branch', 'head']"),
     ("model", "broken-wide", {"output_shape"}, "gave output of shape (2, 11); expected (2, 10)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.report.costs import cost_table
+from harness.report.costs import cost_frame, cost_table
 
 
 def rows(method: str, k: float | None, times: list[float], epochs: int = 4) -> list[dict]:
@@ -23,7 +23,7 @@ def test_seconds_per_epoch_and_the_ratio_to_erm_per_k():
         + rows("erm (tuned)", None, [8.0, 8.0])
         + rows("looksam (tuned)", 5.0, [10.0, 10.0])
     )
-    table = cost_table(runs)
+    table = cost_table(cost_frame(runs))
     by_method = {row[1]: row for row in table.rows}
     assert by_method["looksam"][2:] == ["5", "1.250", "1.050", f"{1.25 / 1.05:.3f}", "1.200", "2"]
     assert by_method["sam-k"][5:7] == [f"{1.5 / 1.05:.3f}", "1.500"]
@@ -31,5 +31,5 @@ def test_seconds_per_epoch_and_the_ratio_to_erm_per_k():
 
 
 def test_no_table_without_a_periodic_method_or_erm():
-    assert cost_table(pd.DataFrame(rows("erm", None, [4.0]))) is None
-    assert cost_table(pd.DataFrame(rows("looksam", 5.0, [4.0]))) is None
+    assert cost_table(cost_frame(pd.DataFrame(rows("erm", None, [4.0])))) is None
+    assert cost_table(cost_frame(pd.DataFrame(rows("looksam", 5.0, [4.0])))) is None

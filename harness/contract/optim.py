@@ -112,6 +112,16 @@ class PerturbationScheduler:
         """
         return None
 
+    def diagnostics(self) -> dict[str, float]:
+        """What the last ``decide`` computed, by name, as host floats (e.g. AE-SAM's ``grad_sq_norm`` and the
+        ``threshold`` it was compared with); default none.
+
+        The runner records them with the step's ``StepInfo.extras`` every ``trace_every`` steps (the run's step
+        trace, ``steps/<run_id>.parquet``), and the report draws the ones it knows (``threshold``). Return only
+        values ``decide`` already has on the host: the call must not synchronize a device.
+        """
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state (empty for stateless schedulers)."""
         return {}

@@ -157,6 +157,9 @@ class RunSpec:
     #: weight decay as an L2 term (l2/2) sum ||w||^2 over every trained parameter, added to the training loss
     #: the closure differentiates (SAM's reference code), so the perturbation and AE-SAM's ||g||^2 see it
     l2_in_loss: float = setting(0.0, later=True)
+    #: record every N-th optimizer step's StepInfo and scheduler diagnostics in the run's step trace
+    #: (``steps/<run_id>.parquet``, ``harness.run.trace``); 0 records none
+    trace_every: int = setting(0, later=True)
     bn_stats_pass: str = setting(
         "first",
         later=True,

@@ -25,12 +25,13 @@ from harness.errors import UsageError, did_you_mean
 from harness.plugins import Registry
 from harness.report import claims as claim_verdicts
 from harness.report import studies
-from harness.report.costs import cost_table
+from harness.report.costs import cost_figure, cost_frame, cost_table
 from harness.report.figures import method_colors, suite_figures
 from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report.html import Picture, page
 from harness.report.summary import SAM, failures, summarize, warnings_for
 from harness.report.tables import Table, failures_table, markdown, summary_table
+from harness.report.training_figures import training_figures
 from harness.results.read import Skipped
 from harness.suite.claims import Claim, all_claims
 
@@ -89,8 +90,9 @@ def build(
     markdown_path.touch()  # first, so that the folder is never taken for a suite folder (gather.REPORT_MARKER)
     claims = all_claims(Registry.from_plugins()) if claims is None else claims
     verdicts, uncovered = claim_verdicts.judge(runs, claims)
-    sections = [*_claim_sections(verdicts, uncovered), *_cost_sections(runs), *_tuning_sections(parts, summary)]
-    pictures = _draw(summary, results, runs, out)
+    costs = cost_frame(runs)
+    sections = [*_claim_sections(verdicts, uncovered), *_cost_sections(costs), *_tuning_sections(parts, summary)]
+    pictures = _draw(summary, results, runs, costs, out)
     if studies.has_studies(parts):
         pictures += _saved(studies.figures(parts, summary, method_colors(runs["method"].dropna())), out)
     markdown = _markdown(results, summary, failed, notes, pictures, reference, sections)
@@ -120,7 +122,13 @@ def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
     target = out.resolve()
     read = {Path(p).resolve(): "a RESULTS_DIR being read" for p in paths}
     for folder in results.folders:
-        read.update({folder: "a suite folder being read", folder / "history": "the history folder of a suite"})
+        read.update(
+            {
+                folder: "a suite folder being read",
+                folder / "history": "the history folder of a suite",
+                folder / "steps": "the step-trace folder of a suite",
+            }
+        )
     why = read.get(target)
     if why is None and target.is_dir() and not (target / REPORT_MARKER).exists() and any(target.glob("*.parquet")):
         why = "a folder of .parquet files (results?) that is not a report's"
@@ -131,14 +139,20 @@ def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
         )
 
 
-def _draw(summary: pd.DataFrame, results: Results, averaged: pd.DataFrame, out: Path) -> list[Picture]:
+def _draw(
+    summary: pd.DataFrame, results: Results, averaged: pd.DataFrame, costs: pd.DataFrame, out: Path
+) -> list[Picture]:
     """Every suite's figures (over the averaged runs: no tuning trial), saved as PNG in ``out``."""
     colors = method_colors(averaged["method"].dropna())
     plots = []
     for suite, rows in summary.groupby("suite", sort=True):
         runs = averaged[averaged["suite"] == suite]
-        history = results.history[results.history["run_id"].isin(set(runs["run_id"]))]
+        ids = set(runs["run_id"])
+        history = results.history[results.history["run_id"].isin(ids)]
+        steps = results.steps[results.steps["run_id"].isin(ids)] if not results.steps.empty else results.steps
         plots += suite_figures(rows, runs, history, colors)
+        plots += training_figures(suite, runs, history, steps, colors)
+    plots += cost_figure(costs, colors)
     return _saved(plots, out)
 
 
@@ -181,9 +195,9 @@ def _claim_sections(verdicts, uncovered) -> list[tuple[str, Table, str]]:
     return sections
 
 
-def _cost_sections(runs: pd.DataFrame) -> list[tuple[str, Table, str]]:
+def _cost_sections(costs: pd.DataFrame) -> list[tuple[str, Table, str]]:
     """The cost per k of the periodic methods (LookSAM, SAM-k), when the results have them and ERM."""
-    table = cost_table(runs)
+    table = cost_table(costs)
     if table is None:
         return []
     explanation = (

@@ -40,13 +40,6 @@ JUDGED = {"": "fixed settings", "final": "tuned"}
 CONDITION_KEYS = ("suite", *CONDITION)
 #: Beyond this many seeds per method the estimate says "more than".
 MAX_SEEDS = 1000
-COLUMNS = {
-    "test_acc": "test_acc",
-    "best_test_acc": "best_test_acc",
-    "sam_fraction": "sam_fraction",
-    "cost_ratio": "train_time_s",
-    "extra_state_ratio": "perturbation_state_bytes",
-}
 
 
 @dataclass(frozen=True)
@@ -127,7 +120,7 @@ def _reference(rows: pd.DataFrame, preset: str) -> tuple[str, pd.DataFrame] | No
 
 
 def _verdict(claim, judged, condition, method, mine, against) -> Verdict:
-    column = COLUMNS[claim.metric]
+    column = claim.column
     a = _by_seed(mine, column)
     b = _by_seed(against[1], column) if against is not None else None
     name = against[0] if against is not None else ""

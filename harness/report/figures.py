@@ -5,7 +5,12 @@
 - learning curves per condition: test accuracy, and train accuracy on the noisy-labelled samples
   against the given (wrong) labels and against the true ones, by epoch, per method;
 - %SAM against accuracy per condition;
-- memory bars: optimizer-state bytes and peak device memory per method.
+- memory bars: optimizer-state bytes and peak device memory per method;
+- accuracy against the optimizer state beyond the base optimizer's (nuSAM's comparison, 002 Table 2), when
+  the runs recorded it.
+
+The per-step and per-epoch diagnostics (AE-SAM's threshold, GSAM's surrogate gap, %SAM per epoch) are
+``harness.report.training_figures``; the cost per k is ``harness.report.costs``.
 
 Means over the ok seeds with one standard deviation as error bars or bands. Figures are built with
 ``matplotlib.figure.Figure`` (no pyplot, no global state) and drawn by the Agg canvas.
@@ -76,6 +81,14 @@ def suite_figures(summary: pd.DataFrame, runs: pd.DataFrame, history: pd.DataFra
             f"memory-{slug(suite)}.png", f"{suite}: optimizer state and peak device memory per method (mean)"
         ),
     ]
+    if _extra_memory_known(summary):
+        plots.append(
+            _extra_memory(summary, colors).named(
+                f"extra_memory_vs_accuracy-{slug(suite)}.png",
+                f"{suite}: test accuracy against the optimizer state a method holds beyond its base optimizer's "
+                "(perturbation_state_bytes; ERM holds none), as nuSAM's Table 2 (002) sets memory against accuracy",
+            )
+        )
     if summary["noise_rate"].nunique() > 1:
         plots.append(
             _accuracy_vs_noise(summary, colors).named(
@@ -96,7 +109,8 @@ class _Draft:
         return Plot(name, caption, self.figure)
 
 
-def _grid(count: int, title: str) -> tuple[Figure, list[Axes]]:
+def grid(count: int, title: str) -> tuple[Figure, list[Axes]]:
+    """A figure of ``count`` panels, ``COLUMNS`` to a row, titled ``title``."""
     columns = min(COLUMNS, max(count, 1))
     rows = math.ceil(max(count, 1) / columns)
     figure = Figure(figsize=(PANEL[0] * columns + 1.8, PANEL[1] * rows + 0.6), layout="constrained")
@@ -107,14 +121,16 @@ def _grid(count: int, title: str) -> tuple[Figure, list[Axes]]:
     return figure, axes[:count]
 
 
-def _legend(figure: Figure, colors: dict, methods: Sequence[str]) -> None:
+def legend(figure: Figure, colors: dict, methods: Sequence[str]) -> None:
+    """One legend of ``methods``' colours, outside the panels on the right (it covers no title)."""
     handles = [
         figure.axes[0].plot([], [], "o", color=colors[m], label=m)[0] for m in sorted(set(methods)) if m in colors
     ]
-    figure.legend(handles=handles, loc="outside right upper", title="method")
+    figure.legend(handles=handles, loc="outside right center", title="method")
 
 
-def _condition_title(dataset: str, model: str, noise_rate: float) -> str:
+def condition_title(dataset: str, model: str, noise_rate: float) -> str:
+    """``dataset / model / noise rate``: a panel's title."""
     return f"{dataset} / {model} / noise {noise_rate:g}"
 
 
@@ -122,7 +138,7 @@ def _condition_scatter(
     summary: pd.DataFrame, colors: dict, x: str, label: str, *, scale: float = 1.0, pareto: bool = False
 ) -> _Draft:
     conditions = list(summary.groupby(list(CONDITION), sort=True, dropna=False))
-    figure, axes = _grid(len(conditions), f"{summary['suite'].iloc[0]}: test accuracy against {label}")
+    figure, axes = grid(len(conditions), f"{summary['suite'].iloc[0]}: test accuracy against {label}")
     for ax, (condition, rows) in zip(axes, conditions, strict=True):
         rows = rows[rows["test_acc_mean"].notna() & rows[x].notna()]
         for _, r in rows.iterrows():
@@ -141,11 +157,11 @@ def _condition_scatter(
             ordered = rows.iloc[front].sort_values(x)
             ax.step(ordered[x], 100 * ordered["test_acc_mean"], where="post", color="0.4", lw=1, ls="--")
             ax.scatter(ordered[x], 100 * ordered["test_acc_mean"], s=220, facecolors="none", edgecolors="k")
-        ax.set_title(_condition_title(*condition) + ("" if len(rows) else ": no ok runs"), fontsize=10)
+        ax.set_title(condition_title(*condition) + ("" if len(rows) else ": no ok runs"), fontsize=10)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
-    _legend(figure, colors, summary["method"])
+    legend(figure, colors, summary["method"])
     return _Draft(figure)
 
 
@@ -159,9 +175,49 @@ def _pareto_front(cost: np.ndarray, value: np.ndarray) -> list[int]:
     return front
 
 
+def _extra_memory_known(summary: pd.DataFrame) -> bool:
+    """Whether some method beside another holds a measured perturbation state (results written before the
+    column have none)."""
+    column = "perturbation_state_bytes_mean"
+    return column in summary and summary.loc[summary[column].notna(), "method"].nunique() > 1
+
+
+def _extra_memory(summary: pd.DataFrame, colors: dict) -> _Draft:
+    column = "perturbation_state_bytes_mean"
+    largest = summary[column].max()
+    unit, scale = next(((u, s) for u, s in UNITS if largest >= s), UNITS[-1])
+    conditions = list(summary.groupby(list(CONDITION), sort=True, dropna=False))
+    figure, axes = grid(len(conditions), f"{summary['suite'].iloc[0]}: test accuracy against extra optimizer memory")
+    for ax, (condition, rows) in zip(axes, conditions, strict=True):
+        rows = rows[rows[column].notna() & rows["test_acc_mean"].notna()]
+        for _, r in rows.iterrows():
+            ax.errorbar(
+                r[column] / scale,
+                100 * r["test_acc_mean"],
+                yerr=100 * r["test_acc_std"] if math.isfinite(r["test_acc_std"]) else None,
+                fmt="o",
+                color=colors[r["method"]],
+                capsize=3,
+            )
+            ax.annotate(
+                r["method"],
+                (r[column] / scale, 100 * r["test_acc_mean"]),
+                fontsize=7,
+                alpha=0.8,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+        ax.set_title(condition_title(*condition), fontsize=10)
+        ax.set_xlabel(f"optimizer state beyond the base optimizer's ({unit})")
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    legend(figure, colors, summary["method"])
+    return _Draft(figure)
+
+
 def _accuracy_vs_noise(summary: pd.DataFrame, colors: dict) -> _Draft:
     pairs = list(summary.groupby(["dataset", "model"], sort=True))
-    figure, axes = _grid(len(pairs), f"{summary['suite'].iloc[0]}: test accuracy against label noise")
+    figure, axes = grid(len(pairs), f"{summary['suite'].iloc[0]}: test accuracy against label noise")
     for ax, ((dataset, model), rows) in zip(axes, pairs, strict=True):
         for method, line in rows.groupby("method", sort=True):
             line = line.sort_values("noise_rate")
@@ -177,7 +233,7 @@ def _accuracy_vs_noise(summary: pd.DataFrame, colors: dict) -> _Draft:
         ax.set_xlabel("label noise %")
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
-    _legend(figure, colors, summary["method"])
+    legend(figure, colors, summary["method"])
     return _Draft(figure)
 
 
@@ -186,7 +242,7 @@ def _memory(summary: pd.DataFrame, colors: dict) -> _Draft:
     kinds = [("optimizer_state_bytes_mean", "optimizer state", ""), ("peak_device_bytes_mean", "peak device", "//")]
     largest = summary[[k for k, _, _ in kinds]].max().max()
     unit, scale = next(((u, s) for u, s in UNITS if largest >= s), UNITS[-1])
-    figure, axes = _grid(len(pairs), f"{summary['suite'].iloc[0]}: memory per method ({unit})")
+    figure, axes = grid(len(pairs), f"{summary['suite'].iloc[0]}: memory per method ({unit})")
     for ax, ((dataset, model), rows) in zip(axes, pairs, strict=True):
         means = rows.groupby("method", sort=True)[[k for k, _, _ in kinds]].mean()
         shown = [(k, label, hatch) for k, label, hatch in kinds if means[k].notna().any()]
@@ -222,8 +278,8 @@ def _learning_curves(suite: str, runs: pd.DataFrame, history: pd.DataFrame, colo
         curves = [(c, label) for c, label in CURVES if c in rows and rows[c].notna().any()]
         if not curves:
             continue
-        where = _condition_title(*condition)
-        figure, axes = _grid(len(curves), f"{suite}: learning curves, {where}")
+        where = condition_title(*condition)
+        figure, axes = grid(len(curves), f"{suite}: learning curves, {where}")
         for ax, (column, label) in zip(axes, curves, strict=True):
             _mean_band(ax, rows, column, colors)
             ax.set_title(label, fontsize=10)
@@ -231,7 +287,7 @@ def _learning_curves(suite: str, runs: pd.DataFrame, history: pd.DataFrame, colo
             ax.set_ylabel("accuracy %")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        _legend(figure, colors, rows["method"])
+        legend(figure, colors, rows["method"])
         plots.append(
             Plot(
                 f"learning_curves-{slug(suite, *condition)}.png",

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.results.read import Skipped, read_folder
+from harness.results.read import SUBFOLDERS, Skipped, read_folder
 
 CONDITION = ("dataset", "model", "noise_rate")
 GROUP = ("suite", *CONDITION, "method")
@@ -43,8 +43,8 @@ PROVENANCE_KEYS = frozenset(
 )
 #: A folder holding this file is a report's output, never a suite folder.
 REPORT_MARKER = "report.md"
-#: A suite folder's subfolder of history files (``harness.results.store``): never a suite folder itself.
-HISTORY = "history"
+#: A suite folder's subfolders of per-run files (``harness.results.store``): never suite folders themselves.
+HISTORY, STEPS = SUBFOLDERS["history"], SUBFOLDERS["steps"]
 
 
 class IncompatibleRunsError(HarnessError):
@@ -53,23 +53,25 @@ class IncompatibleRunsError(HarnessError):
 
 @dataclass(frozen=True)
 class Results:
-    """Run rows and history rows read from one or more folders."""
+    """Run rows, history rows and step-trace rows read from one or more folders."""
 
     runs: pd.DataFrame
     history: pd.DataFrame
     folders: tuple[Path, ...]
     skipped: tuple[Skipped, ...] = ()
+    steps: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def suite_folders(path: str | Path) -> list[Path]:
-    """``path`` itself when it holds run files, else its subfolders that do (never a suite's ``history/``,
-    nor a hidden folder such as the index's ``.index/``: neither holds run files)."""
+    """``path`` itself when it holds run files, else its subfolders that do (never a suite's ``history/`` or
+    ``steps/``, nor a hidden folder such as the index's ``.index/``: none holds run files)."""
     folder = Path(path)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: no such folder; expected RESULTS_DIR or RESULTS_DIR/<suite>")
-    if folder.resolve().name == HISTORY and _holds_runs(folder.resolve().parent):
+    what = {HISTORY: "history folder (one row per epoch)", STEPS: "step-trace folder (one row per traced step)"}
+    if folder.resolve().name in what and _holds_runs(folder.resolve().parent):
         raise HarnessError(
-            f"{folder}: a suite's history folder (one row per epoch), not run results; "
+            f"{folder}: a suite's {what[folder.resolve().name]}, not run results; "
             f"give its suite folder: {folder.resolve().parent}"
         )
     if _holds_runs(folder):
@@ -77,7 +79,10 @@ def suite_folders(path: str | Path) -> list[Path]:
     found = sorted(
         child
         for child in folder.iterdir()
-        if child.is_dir() and child.name != HISTORY and not child.name.startswith(".") and _holds_runs(child)
+        if child.is_dir()
+        and child.name not in (HISTORY, STEPS)
+        and not child.name.startswith(".")
+        and _holds_runs(child)
     )
     if not found:
         raise HarnessError(
@@ -101,10 +106,11 @@ def load(paths: Iterable[str | Path], on_skip: Callable[[Skipped], None] | None 
     """
     paths = list(paths)
     candidates = list(dict.fromkeys(f.resolve() for p in paths for f in suite_folders(p)))
-    folders, runs, history, skipped = [], [], [], []
+    folders, runs, history, steps, skipped = [], [], [], [], []
     for folder in candidates:
         found, curves = read_folder(folder, "run"), read_folder(folder / HISTORY, "history")
-        for file in (*found.skipped, *curves.skipped):
+        traced = read_folder(folder / STEPS, "steps")
+        for file in (*found.skipped, *curves.skipped, *traced.skipped):
             skipped.append(file)
             if on_skip is not None:
                 on_skip(file)
@@ -116,12 +122,15 @@ def load(paths: Iterable[str | Path], on_skip: Callable[[Skipped], None] | None 
         folders.append(folder)
         runs.append(rows)
         history.append(curves.rows.assign(source=str(folder)))
+        steps.append(traced.rows.assign(source=str(folder)))
     if not runs:
         shown = "; ".join(map(str, skipped[:3])) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise HarnessError(f"{', '.join(map(str, paths))}: no readable run file" + (f" ({shown})" if skipped else ""))
     runs_table = pd.concat(runs, ignore_index=True) if len(runs) > 1 else runs[0]
-    history_table = pd.concat([h for h in history if not h.empty] or history[:1], ignore_index=True)
-    return Results(runs_table, history_table, tuple(folders), tuple(skipped))
+    history_table, steps_table = (
+        pd.concat([t for t in tables if not t.empty] or tables[:1], ignore_index=True) for tables in (history, steps)
+    )
+    return Results(runs_table, history_table, tuple(folders), tuple(skipped), steps_table)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -36,6 +36,7 @@ MEANS = (
     "throughput_samples_per_s",
     "peak_device_bytes",
     "optimizer_state_bytes",
+    "perturbation_state_bytes",
     "peak_rss_bytes",
 )
 #: Suffixes of metric columns that record a budget or a diagnostic rather than a value.

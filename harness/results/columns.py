@@ -1,6 +1,8 @@
 """The result columns, declared once: name, Arrow type, meaning, and which record fills each.
 
-A run file has one row per run (``RUN_COLUMNS``), a history file one row per epoch (``HISTORY_COLUMNS``).
+A run file has one row per run (``RUN_COLUMNS``), a history file one row per epoch (``HISTORY_COLUMNS``), a
+step-trace file one row per traced step (``STEP_COLUMNS``, then one float64 column per numeric value the step's
+``StepInfo.extras`` and its scheduler's ``diagnostics()`` hold).
 ``harness.results.store`` builds its Arrow schemas from these declarations, the runner's ``result_row`` and the
 crash writer (``harness.execution.worker.record_crash``) fill the identity columns through ``identity``, and the
 column tables of ``results/README.md`` are generated from them (``python -m harness.results.columns``; a test
@@ -190,6 +192,17 @@ HISTORY_COLUMNS: tuple[Column, ...] = (
     Column("grad_evals", pa.int64(), "gradient evaluations so far"),
 )
 
+#: The step trace's own columns (``harness.run.trace``), written with ``trace_every: N``; the variant's values
+#: follow them, a float64 column each (``grad_norm``, ``surrogate_gap``, ``cos_g_gp``, ``threshold``, ...).
+STEP_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", pa.string(), "the run", "writer"),
+    Column("step", pa.int64(), "the step's number (from 1; a multiple of `trace_every`)"),
+    Column("epoch", pa.int64(), "its epoch (from 1)"),
+    Column("perturbed", pa.bool_(), "whether the step ran the second, perturbed pass"),
+    Column("rho", pa.float64(), "the perturbation radius of the step (0 when not perturbed)"),
+    Column("sam_fraction", pa.float64(), "%SAM up to and including the step (every step counts, traced or not)"),
+)
+
 
 def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
     """The Arrow schema of ``columns``, in their order (names must be unique)."""
@@ -223,7 +236,11 @@ def markdown_table(columns: Sequence[Column]) -> str:
 
 def readme_tables() -> Mapping[str, str]:
     """The generated sections of ``results/README.md``, by heading."""
-    return {"## Run table": markdown_table(RUN_COLUMNS), "## History table": markdown_table(HISTORY_COLUMNS)}
+    return {
+        "## Run table": markdown_table(RUN_COLUMNS),
+        "## History table": markdown_table(HISTORY_COLUMNS),
+        "## Step trace table": markdown_table(STEP_COLUMNS),
+    }
 
 
 def render_readme(text: str) -> str:

@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from harness.errors import HarnessError
 from harness.results.hyperparameters import with_hyperparameters
-from harness.results.store import FINISHED_STATUSES, HISTORY_SCHEMA, RUN_SCHEMA, suite_dir, write_atomic
+from harness.results.store import FINISHED_STATUSES, HISTORY_SCHEMA, RUN_SCHEMA, STEP_SCHEMA, suite_dir, write_atomic
 
-#: The columns (and their kinds) that make a Parquet file a run file or a history file. Any other
+#: The columns (and their kinds) that make a Parquet file a run, history or step-trace file. Any other
 #: ``.parquet`` in a results folder (a report's summary.parquet, a table of one's own) is not results.
 _TEXT = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 
@@ -36,12 +36,16 @@ _TEXT = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 REQUIRED_COLUMNS = {
     "run": {"run_id": _TEXT, "status": _TEXT, "config": _TEXT},
     "history": {"run_id": _TEXT, "epoch": (pa.types.is_integer,)},
+    "steps": {"run_id": _TEXT, "step": (pa.types.is_integer,)},
 }
+
+#: A suite folder's subfolder of each kind of per-run file beside the run files (``harness.results.store``).
+SUBFOLDERS = {"history": "history", "steps": "steps"}
 
 
 #: The columns the harness writes, by kind: a file whose type for one of them cannot be unified with the
 #: harness's is kept out of a read, so that a stray table never shadows the real run files.
-SCHEMAS = {"run": RUN_SCHEMA, "history": HISTORY_SCHEMA}
+SCHEMAS = {"run": RUN_SCHEMA, "history": HISTORY_SCHEMA, "steps": STEP_SCHEMA}
 
 
 #: The index of a folder's files of one kind, inside the folder it indexes (never read as results, and one
@@ -332,7 +336,12 @@ def read_runs(folder: str | Path, columns: Sequence[str] | None = None) -> pd.Da
 
 def read_history(folder: str | Path) -> pd.DataFrame:
     """The history rows of one suite folder (its ``history/`` files)."""
-    return read_folder(Path(folder) / "history", "history").rows
+    return read_folder(Path(folder) / SUBFOLDERS["history"], "history").rows
+
+
+def read_steps(folder: str | Path) -> pd.DataFrame:
+    """The step-trace rows of one suite folder (its ``steps/`` files; none without ``trace_every``)."""
+    return read_folder(Path(folder) / SUBFOLDERS["steps"], "steps").rows
 
 
 def finished_run_ids(results_dir: str | Path, suite: str) -> set[str]:
@@ -354,11 +363,11 @@ class SetAside:
 
 
 def set_aside_damaged(results_dir: str | Path, suite: str) -> list[SetAside]:
-    """Rename every damaged run or history file of the suite folder to ``<name>.corrupt-<UTC time>``.
+    """Rename every damaged run, history or step-trace file of the suite folder to ``<name>.corrupt-<UTC time>``.
 
     Damaged means it cannot be parsed (``Skipped.damaged``); a file the system refuses to open, or whose
-    column types clash, is never moved. A run whose history file is damaged has its run file set aside too,
-    so both are written again when the run trains again (``harness run`` does it, since the run is no
+    column types clash, is never moved. A run whose history (or step-trace) file is damaged has its run file
+    set aside too, so both are written again when the run trains again (``harness run`` does it, since the run is no
     longer finished). Nothing is deleted. A file rewritten since it was read (a run that trained
     meanwhile) stays; one already gone (another driver moved it first) counts as handled.
     """
@@ -369,12 +378,13 @@ def set_aside_damaged(results_dir: str | Path, suite: str) -> list[SetAside]:
         if skipped.damaged and _unchanged(skipped.path, skipped.version):
             moves.append(_move(skipped.path, stamp, skipped.reason))
     runs = _listing(folder)  # before the history is read: a run file written after it is a new run's
-    for skipped in read_folder(folder / "history", "history").skipped:
-        if skipped.damaged and _unchanged(skipped.path, skipped.version):
-            moves.append(_move(skipped.path, stamp, skipped.reason))
-            run_file = folder / skipped.path.name
-            if _unchanged(run_file, runs.get(run_file.name)):
-                moves.append(_move(run_file, stamp, f"its history file {skipped.path} cannot be read"))
+    for kind in ("history", "steps"):
+        for skipped in read_folder(folder / SUBFOLDERS[kind], kind).skipped:
+            if skipped.damaged and _unchanged(skipped.path, skipped.version):
+                moves.append(_move(skipped.path, stamp, skipped.reason))
+                run_file = folder / skipped.path.name
+                if _unchanged(run_file, runs.get(run_file.name)):
+                    moves.append(_move(run_file, stamp, f"its {kind} file {skipped.path} cannot be read"))
     return [move for move in moves if move is not None]
 
 

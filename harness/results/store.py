@@ -4,10 +4,11 @@ Layout (shared/DESIGN.md section 6)::
 
     RESULTS_DIR/<suite>/<run_id>.parquet           one row per run
     RESULTS_DIR/<suite>/history/<run_id>.parquet   one row per evaluation point (epoch)
+    RESULTS_DIR/<suite>/steps/<run_id>.parquet     one row per traced step (runs with ``trace_every``)
 
 Each file is written to a temporary name in the same folder, fsynced, then renamed over the final
 name, so a crash loses at most the run in flight and parallel workers never contend. The run row
-is written after the history, so its presence marks a finished run. Columns beyond the schema
+is written after the history and the step trace, so its presence marks a finished run. Columns beyond the schema
 (metrics added by plugins) are kept, with their types inferred.
 
 Reading a folder back, and setting damaged files aside, is ``harness.results.read``.
@@ -26,13 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.paths import inside
-from harness.results.columns import HISTORY_COLUMNS, RUN_COLUMNS, arrow_schema
+from harness.results.columns import HISTORY_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, arrow_schema
 
 SCHEMA_VERSION = 2
 
-#: The run and history files' columns, from their one declaration (``harness.results.columns``).
+#: The run, history and step-trace files' columns, from their one declaration (``harness.results.columns``).
 RUN_SCHEMA = arrow_schema(RUN_COLUMNS)
 HISTORY_SCHEMA = arrow_schema(HISTORY_COLUMNS)
+STEP_SCHEMA = arrow_schema(STEP_COLUMNS)
 
 #: Statuses whose rerun would give the same answer (a pruned trial: its pruner's decision stands, it is not
 #: retaken); ``harness run`` skips them unless ``--rerun``.
@@ -84,15 +86,24 @@ def _umask() -> int:
 
 
 def write_run(
-    results_dir: str | Path, suite: str, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    results_dir: str | Path,
+    suite: str,
+    row: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    steps: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Write a run's history, then its result row (the row marks the run as finished)."""
+    """Write a run's history and its step trace (when it has one), then its result row (the row marks the run
+    as finished)."""
     folder = suite_dir(results_dir, suite)
     run_id = row["run_id"]
     write_atomic(
         _table([{**h, "run_id": run_id} for h in history], HISTORY_SCHEMA),
         inside(folder, "history", f"{run_id}.parquet"),
     )
+    if steps:
+        write_atomic(
+            _table([{**s, "run_id": run_id} for s in steps], STEP_SCHEMA), inside(folder, "steps", f"{run_id}.parquet")
+        )
     path = inside(folder, f"{run_id}.parquet")
     write_atomic(_table([{**row, "schema_version": SCHEMA_VERSION}], RUN_SCHEMA), path)
     return path

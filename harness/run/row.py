@@ -54,6 +54,7 @@ class RunState:
     train_accuracies: dict[str, float | None] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    step_trace: list[dict[str, Any]] = field(default_factory=list)  # with trace_every (harness.run.trace)
     optimizer_state_bytes: int = 0
     perturbation_state_bytes: int = 0
     peak_device_bytes: int | None = None

@@ -41,6 +41,7 @@ from harness.run.metrics import run_metrics
 from harness.run.pruning import Pruned, TrialPruning, for_run
 from harness.run.row import RunState, result_row
 from harness.run.timing import StepTimer, Stopwatch
+from harness.run.trace import StepTrace
 
 EpochCallback = Callable[[RunSpec, int, float], None]
 
@@ -66,10 +67,13 @@ def train(
     hooks.run_started(run=run)
     timer = StepTimer(setup.device)
     watch = DivergenceWatch(setup.device)
+    trace = StepTrace(run.trace_every, setup.optimizer.scheduler) if run.trace_every else None
+    if trace is not None:
+        state.step_trace = trace.rows  # the epochs traced so far stay with the state if a later one fails
     for epoch in range(1, run.epochs + 1):
         if cuda:  # the peak of the training epochs only: evaluation and metrics have their own
             torch.cuda.reset_peak_memory_stats(setup.device)
-        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch)
+        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch, trace)
         if cuda:
             peak = int(torch.cuda.max_memory_allocated(setup.device))
             state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
@@ -100,9 +104,17 @@ def train(
 
 
 def _train_epoch(
-    run: RunSpec, setup: Setup, state: RunState, timer: StepTimer, hooks: Any, watch: DivergenceWatch, epoch: int
+    run: RunSpec,
+    setup: Setup,
+    state: RunState,
+    timer: StepTimer,
+    hooks: Any,
+    watch: DivergenceWatch,
+    epoch: int,
+    trace: StepTrace | None = None,
 ) -> float:
-    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho.
+    """One epoch of optimizer steps inside the train-time clock; returns the last step's rho. ``trace`` keeps
+    its traced steps and copies them to the host after the clock (``harness.run.trace``).
 
     Raises ``Diverged`` within a few steps of a non-finite loss (``harness.run.divergence``), not at the
     end of the epoch.
@@ -117,10 +129,14 @@ def _train_epoch(
             loss, info = train_step(run, setup, state, *distributed.local_slice(*batch), timer)
             last_rho = info.rho
             loss_sum += loss
+            if trace is not None and trace.wants(state.steps):
+                trace.record(state.steps, epoch, info, state.perturbed_steps)
             if per_step_hook:
                 hooks.step_finished(run=run, step=state.steps - 1, info=info)
             watch.check(loss_sum, state.steps, epoch)
     timer.flush()
+    if trace is not None:
+        trace.flush()
     state.train_time_s += clock.total
     state.train_loss = float(distributed.mean_over_ranks(loss_sum)) / setup.steps_per_epoch
     return last_rho
@@ -236,7 +252,7 @@ def execute(
     row = result_row(run, state, status, error, started, registry)
     if distributed.rank() == 0:
         registry.manager.hook.run_finished(run=run, result=row)
-        write_run(results_dir, run.suite, row, state.history)
+        write_run(results_dir, run.suite, row, state.history, state.step_trace)
     if pruning is not None:
         try:
             pruning.finished(row)

@@ -58,16 +58,33 @@ KEYS = (
     "note",
 )
 REQUIRED = ("id", "paper", "table", "statement", "metric", "method", "direction", "bound", "paper_effect")
-#: metric -> (unit, whether it compares ``method`` with ``against``, what the effect is).
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """What a claim's ``metric`` measures: its unit, whether it compares ``method`` with ``against``, what the
+    effect is, and the result column it is computed from."""
+
+    unit: str
+    paired: bool
+    meaning: str
+    column: str
+
+
 METRICS = {
-    "test_acc": ("points", True, "test accuracy of method minus against, in percentage points"),
-    "best_test_acc": ("points", True, "best-epoch test accuracy of method minus against, in percentage points"),
-    "sam_fraction": ("fraction", False, "the share of the method's steps that perturbed (%SAM as a fraction)"),
-    "cost_ratio": ("x", True, "train time of method over train time of against"),
-    "extra_state_ratio": (
+    "test_acc": Metric("points", True, "test accuracy of method minus against, in percentage points", "test_acc"),
+    "best_test_acc": Metric(
+        "points", True, "best-epoch test accuracy of method minus against, in percentage points", "best_test_acc"
+    ),
+    "sam_fraction": Metric(
+        "fraction", False, "the share of the method's steps that perturbed (%SAM as a fraction)", "sam_fraction"
+    ),
+    "cost_ratio": Metric("x", True, "train time of method over train time of against", "train_time_s"),
+    "extra_state_ratio": Metric(
         "x",
         True,
         "perturbation state of method over that of against (perturbation_state_bytes: beyond the base optimizer's)",
+        "perturbation_state_bytes",
     ),
 }
 DIRECTIONS = ("at_least", "at_most")
@@ -101,12 +118,17 @@ class Claim:
 
     @property
     def unit(self) -> str:
-        return METRICS[self.metric][0]
+        return METRICS[self.metric].unit
 
     @property
     def paired_metric(self) -> bool:
         """Whether the effect compares ``method`` with ``against`` (else it is the method's own value)."""
-        return METRICS[self.metric][1]
+        return METRICS[self.metric].paired
+
+    @property
+    def column(self) -> str:
+        """The result column the effect is computed from."""
+        return METRICS[self.metric].column
 
     def holds(self, value: float) -> bool:
         """Whether an effect of ``value`` is on the claimed side of the bound."""
@@ -217,13 +239,15 @@ def _claim(
         )
     presets = registry.names("preset")
     method = _preset(checker, f"{where}.method", block["method"], presets)
-    compares = METRICS[metric][1]
+    compares = METRICS[metric].paired
     if compares and "against" not in block:
         raise checker.fail(
-            f"{where}.against", MISSING, f"a preset to compare with: metric {metric} is {METRICS[metric][2]}"
+            f"{where}.against", MISSING, f"a preset to compare with: metric {metric} is {METRICS[metric].meaning}"
         )
     if not compares and "against" in block:
-        raise checker.fail(f"{where}.against", block["against"], f"no value: metric {metric} is {METRICS[metric][2]}")
+        raise checker.fail(
+            f"{where}.against", block["against"], f"no value: metric {metric} is {METRICS[metric].meaning}"
+        )
     against = _preset(checker, f"{where}.against", block["against"], presets) if compares else ""
     direction = block["direction"]
     if direction not in DIRECTIONS:

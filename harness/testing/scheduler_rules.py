@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.contract.optim import StepContext
 from harness.plugins import Registry
+from harness.run.trace import FIXED_COLUMNS
 from harness.testing.base import ContractViolation, is_real_number, rule
 from harness.testing.fixtures import create, round_trip, seed_everything, step_contexts
 
@@ -159,4 +160,41 @@ def expected_fraction(registry: Registry, name: str) -> None:
             )
 
 
-RULES = (decide, deterministic, state_dict_round_trip, total_steps, expected_fraction)
+@rule(
+    "scheduler",
+    "diagnostics",
+    "diagnostics() after every decide() is a dict of names (identifiers, not a step trace's own columns) to "
+    "real numbers",
+)
+def diagnostics(registry: Registry, name: str) -> None:
+    scheduler = create(registry, "scheduler", name)
+    for ctx in step_contexts(TOTAL_STEPS):
+        _decide(scheduler, ctx)
+        values = _stated_now(scheduler, ctx)
+        for key, value in values.items():
+            if not (isinstance(key, str) and key.isidentifier()) or key in FIXED_COLUMNS:
+                raise ContractViolation(
+                    f"diagnostics() at step {ctx.step} returned the name {key!r}; expected an identifier other than "
+                    f"the step trace's own columns ({', '.join(FIXED_COLUMNS)})"
+                )
+            if not is_real_number(value):
+                raise ContractViolation(
+                    f"diagnostics() at step {ctx.step} returned {key}={value!r} ({type(value).__name__}); expected a "
+                    "real number on the host (a float, not a tensor: reading a tensor would synchronize the device)"
+                )
+
+
+def _stated_now(scheduler: Any, ctx: StepContext) -> dict[Any, Any]:
+    call = getattr(scheduler, "diagnostics", None)
+    if call is None:
+        return {}
+    try:
+        values = call()
+    except Exception as error:
+        raise ContractViolation(f"diagnostics() at step {ctx.step} raised {type(error).__name__}: {error}") from error
+    if not isinstance(values, dict):
+        raise ContractViolation(f"diagnostics() at step {ctx.step} returned {type(values).__name__}; expected a dict")
+    return values
+
+
+RULES = (decide, deterministic, state_dict_round_trip, total_steps, expected_fraction, diagnostics)

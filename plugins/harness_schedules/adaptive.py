@@ -33,8 +33,9 @@ class Adaptive(PerturbationScheduler):
     Lambdas of opposite infinite signs are refused (the threshold would be undefined mid-run).
 
     Reading ``s_t`` is the one host synchronization the step protocol allows (DESIGN.md section 4). The
-    schedule needs ``T``, so ``total_steps`` must be set. After each ``decide`` the attributes ``mu``,
-    ``var``, ``c_t`` and ``threshold`` hold the values of that step, for diagnostics.
+    schedule needs ``T``, so ``total_steps`` must be set. After each ``decide`` the attributes ``grad_sq_norm``
+    (``s_t``), ``mu``, ``var``, ``c_t`` and ``threshold`` hold the values of that step; ``diagnostics`` returns
+    them, so a run's step trace can draw 001 Figs. 1-2 (``||g_t||^2`` against the threshold).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class Adaptive(PerturbationScheduler):
             raise ValueError(f"adaptive scheduler: mu_init must be finite, got {mu_init!r}")
         if not (math.isfinite(self.var) and self.var >= 0):
             raise ValueError(f"adaptive scheduler: var_init must be a finite number >= 0, got {var_init!r}")
+        self.grad_sq_norm = math.nan
         self.c_t = math.nan
         self.threshold = math.nan
 
@@ -79,7 +81,7 @@ class Adaptive(PerturbationScheduler):
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
         total_steps = require_total_steps("adaptive", ctx.total_steps)
-        s = float(ctx.grad_sq_norm)
+        s = self.grad_sq_norm = float(ctx.grad_sq_norm)
         self.mu = self.delta * self.mu + (1.0 - self.delta) * s
         self.var = self.delta * self.var + (1.0 - self.delta) * (s - self.mu) ** 2
         self.c_t = self.threshold_coefficient(ctx.step, total_steps)
@@ -90,6 +92,17 @@ class Adaptive(PerturbationScheduler):
             self.threshold = self.mu + self.c_t * math.sqrt(self.var)
             perturb = s >= self.threshold
         return (True, self.rho) if perturb else (False, 0.0)
+
+    def diagnostics(self) -> dict[str, float]:
+        """``grad_sq_norm`` (s_t), ``threshold`` (mu_t + c_t sigma_t), ``mu``, ``sigma`` and ``c_t`` of the last
+        decision."""
+        return {
+            "grad_sq_norm": self.grad_sq_norm,
+            "threshold": self.threshold,
+            "mu": self.mu,
+            "sigma": math.sqrt(self.var),
+            "c_t": self.c_t,
+        }
 
     def expected_perturbed_fraction(self, total_steps: int) -> float | None:
         """1 or 0 when both lambdas are the same infinity (always SAM, never); None otherwise: the share

@@ -38,6 +38,7 @@ class Delayed(PerturbationScheduler):
         self.inner_name = inner
         self.inner_params = dict(inner_params)
         self.inner = _build_inner(inner, self.inner_params)
+        self._deciding = False  # whether the last decide() was the inner scheduler's
 
     def first_step(self, total_steps: int) -> int:
         """The first step the inner scheduler decides, ``ceil(fraction * total_steps)``."""
@@ -47,7 +48,8 @@ class Delayed(PerturbationScheduler):
         return math.ceil(round(self.fraction * require_total_steps("delayed", total_steps), 9))
 
     def decide(self, ctx: StepContext) -> tuple[bool, float]:
-        if ctx.step < self.first_step(ctx.total_steps):
+        self._deciding = ctx.step >= self.first_step(ctx.total_steps)
+        if not self._deciding:
             return False, 0.0
         return self.inner.decide(ctx)
 
@@ -58,6 +60,10 @@ class Delayed(PerturbationScheduler):
     def expected_perturbed_fraction(self, total_steps: int) -> float | None:
         """The inner scheduler's: after the delay it decides every step."""
         return self.inner.expected_perturbed_fraction(total_steps)
+
+    def diagnostics(self) -> dict[str, float]:
+        """The inner scheduler's (of its last decision: during the delay, none)."""
+        return self.inner.diagnostics() if self._deciding else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"inner": self.inner.state_dict()}

@@ -108,6 +108,17 @@ class Amnesiac(PerturbationScheduler):
         return (True, 0.05) if self.random.random() < 0.5 else (False, 0.0)
 
 
+class TensorDiagnostics(PerturbationScheduler):
+    """diagnostics: reports a device tensor (reading it would synchronize the device)."""
+
+    def decide(self, ctx):
+        self.seen = ctx.grad_sq_norm
+        return True, 0.05
+
+    def diagnostics(self):
+        return {"grad_sq_norm": torch.as_tensor(self.seen)}
+
+
 def weight_nudger():
     """model_unchanged: moves every weight and does not put it back."""
 
@@ -154,6 +165,7 @@ def register_schedulers():
         SchedulerSpec("broken-negative-rho", NegativeRho),
         SchedulerSpec("broken-integer-perturb", IntegerPerturb),
         SchedulerSpec("broken-amnesiac", Amnesiac, defaults={"seed": 0}),
+        SchedulerSpec("broken-tensor-diagnostics", TensorDiagnostics),
     ]
 
 
