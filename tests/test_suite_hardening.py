@@ -97,9 +97,8 @@ def test_a_suite_named_like_a_folder_the_harness_writes_exits_2(tmp_path, capsys
 
     assert main(["validate", str(suite)]) == EXIT_USAGE
 
-    assert (
-        f"name: '{name}' is invalid; expected a suite name other than history, steps, logs, report" in capsys.readouterr().err
-    )
+    expected = f"name: '{name}' is invalid; expected a suite name other than history, steps, logs, report"
+    assert expected in capsys.readouterr().err
 
 
 def test_every_shipped_method_and_suite_name_follows_the_rule(registry):
