@@ -88,7 +88,7 @@ def test_a_suite_name_that_is_not_a_plain_file_name_exits_2(tmp_path, capsys, na
     assert f"{suite}: name: {short_repr(name)} is invalid; expected a suite name" in err and NAME_RULE in err
 
 
-@pytest.mark.parametrize("name", ["history", "steps", "logs", "report"])
+@pytest.mark.parametrize("name", ["history", "steps", "logs", "checkpoints", "report"])
 def test_a_suite_named_like_a_folder_the_harness_writes_exits_2(tmp_path, capsys, name):
     # A suite "history" was no longer found in its results folder (read as a history folder); "report" is
     # where `harness report RESULTS_DIR` writes by default.
@@ -97,7 +97,7 @@ def test_a_suite_named_like_a_folder_the_harness_writes_exits_2(tmp_path, capsys
 
     assert main(["validate", str(suite)]) == EXIT_USAGE
 
-    expected = f"name: '{name}' is invalid; expected a suite name other than history, steps, logs, report"
+    expected = f"name: '{name}' is invalid; expected a suite name other than history, steps, logs, checkpoints, report"
     assert expected in capsys.readouterr().err
 
 

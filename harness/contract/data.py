@@ -80,17 +80,18 @@ class ClassificationData:
         return self.normalize(inputs) if self.normalize is not None else inputs
 
     def train_batches(
-        self, batch_size: int, shuffle: torch.Generator, augment: torch.Generator | None = None
+        self, batch_size: int, shuffle: torch.Generator, augment: torch.Generator | None = None, start: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented training batches.
 
         shuffle: a CPU generator for the order; augment: a generator on the data's device for the
-        augmentation's random draws.
+        augmentation's random draws. start: the batches already trained in this epoch (a run resumed from a
+        mid-epoch checkpoint): the order is drawn as at the epoch's start, and those batches are not built.
         """
         count = self.train_x.shape[0]
         order = torch.randperm(count, generator=shuffle).to(self.train_x.device, non_blocking=True)
         size = min(batch_size, count)
-        for step in range(self.steps_per_epoch(batch_size)):
+        for step in range(start, self.steps_per_epoch(batch_size)):
             index = order[step * size : (step + 1) * size]
             inputs = self.train_x[index]
             if self.augment is not None:

@@ -379,6 +379,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
         self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        # torch's load_state_dict replaces the base optimizer's param_groups list: share the new one again, or this
+        # optimizer reads a stale learning rate (GSAM's rho_t follows it) while the lr scheduler sets the new one
+        self.param_groups = self.base_optimizer.param_groups
         self.scheduler.load_state_dict(state_dict["scheduler"])
         self.steps_taken = int(state_dict["steps_taken"])
         self.load_variant_state_dict(state_dict["variant"])

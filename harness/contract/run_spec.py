@@ -160,6 +160,9 @@ class RunSpec:
     #: record every N-th optimizer step's StepInfo and scheduler diagnostics in the run's step trace
     #: (``steps/<run_id>.parquet``, ``harness.run.trace``); 0 records none
     trace_every: int = setting(0, later=True)
+    #: write the run's checkpoint (``checkpoints/<run_id>.pt``, ``harness.run.checkpoint``) after every N-th
+    #: epoch; 0 writes one only when the worker is asked to stop (SIGTERM, Slurm's preemption signal)
+    checkpoint_every: int = setting(0, later=True)
     bn_stats_pass: str = setting(
         "first",
         later=True,

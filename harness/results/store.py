@@ -5,6 +5,7 @@ Layout (shared/DESIGN.md section 6)::
     RESULTS_DIR/<suite>/<run_id>.parquet           one row per run
     RESULTS_DIR/<suite>/history/<run_id>.parquet   one row per evaluation point (epoch)
     RESULTS_DIR/<suite>/steps/<run_id>.parquet     one row per traced step (runs with ``trace_every``)
+    RESULTS_DIR/<suite>/checkpoints/<run_id>.pt    a run's checkpoint while it trains (``harness.run.checkpoint``)
 
 Each file is written to a temporary name in the same folder, fsynced, then renamed over the final
 name, so a crash loses at most the run in flight and parallel workers never contend. The run row
@@ -16,12 +17,13 @@ Reading a folder back, and setting damaged files aside, is ``harness.results.rea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,12 +58,23 @@ def _table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` through a temporary file, fsync and rename."""
+    with atomic_file(path) as stream:
+        pq.write_table(table, stream)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes become ``path`` at once when the block ends (temporary file, fsync, rename).
+
+    A reader sees the old file or the whole new one, never part of it; a block that raises leaves ``path``
+    as it was. The file's mode honours the umask, as ``open`` would.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600: a shared, group-writable folder needs the umask's
         with os.fdopen(handle, "wb") as stream:
-            pq.write_table(table, stream)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

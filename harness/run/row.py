@@ -58,6 +58,9 @@ class RunState:
     optimizer_state_bytes: int = 0
     perturbation_state_bytes: int = 0
     peak_device_bytes: int | None = None
+    checkpoint_time_s: float = 0.0  # writing checkpoints (harness.run.checkpoint), outside the train clock
+    restarts: int = 0  # resumes from a checkpoint
+    restart_time_s: float = 0.0  # reading and restoring them
 
 
 #: The ``RunState`` fields that ``result_row`` copies into the columns of the same name.

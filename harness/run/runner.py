@@ -34,6 +34,7 @@ from harness.plugins import Registry
 from harness.results.store import write_run
 from harness.run import distributed
 from harness.run.build import Setup, build
+from harness.run.checkpoint import Checkpoint, Position, StopRequested, stop_requested, stoppable
 from harness.run.closure import BatchClosure
 from harness.run.divergence import Diverged, DivergenceWatch
 from harness.run.evaluation import evaluate, training_set_accuracies
@@ -53,27 +54,54 @@ def train(
     state: RunState | None = None,
     on_epoch: EpochCallback | None = None,
     pruning: TrialPruning | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> RunState:
     """Train ``run`` and return its measurements. Raises ``Diverged``, ``Pruned`` (after an epoch that
-    ``pruning``'s pruner judged hopeless) or whatever training raised.
+    ``pruning``'s pruner judged hopeless), ``StopRequested`` (``harness.run.checkpoint.request_stop``: at a step
+    boundary, after writing ``checkpoint``) or whatever training raised.
 
     Measurements accumulate in ``state`` as training goes, so a caller that passes its own keeps
-    the epochs finished before a failure.
+    the epochs finished before a failure. With ``checkpoint``, training resumes from it when it exists and writes it
+    every ``checkpoint_every`` epochs and when asked to stop.
     """
     state = state if state is not None else RunState()
     setup = build(run, registry)
     hooks = registry.manager.hook
-    cuda = setup.device.type == "cuda"
     hooks.run_started(run=run)
     timer = StepTimer(setup.device)
     watch = DivergenceWatch(setup.device)
     trace = StepTrace(run.trace_every, setup.optimizer.scheduler) if run.trace_every else None
     if trace is not None:
         state.step_trace = trace.rows  # the epochs traced so far stay with the state if a later one fails
-    for epoch in range(1, run.epochs + 1):
+    position = checkpoint.restore(setup, state, timer, trace) if checkpoint is not None else Position()
+    with stoppable():
+        _train_epochs(run, setup, state, timer, hooks, watch, trace, position, on_epoch, pruning, checkpoint)
+    state.step_times = timer.durations
+    state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
+    state.perturbation_state_bytes = perturbation_state_bytes(setup.optimizer)
+    return state
+
+
+def _train_epochs(
+    run: RunSpec,
+    setup: Setup,
+    state: RunState,
+    timer: StepTimer,
+    hooks: Any,
+    watch: DivergenceWatch,
+    trace: StepTrace | None,
+    position: Position,
+    on_epoch: EpochCallback | None,
+    pruning: TrialPruning | None,
+    checkpoint: Checkpoint | None,
+) -> None:
+    """The epochs from ``position`` on: train, evaluate, record; checkpoint when due or asked to stop."""
+    cuda = setup.device.type == "cuda"
+    for epoch in range(position.epoch, run.epochs + 1):
         if cuda:  # the peak of the training epochs only: evaluation and metrics have their own
             torch.cuda.reset_peak_memory_stats(setup.device)
-        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch, trace)
+        start = position if epoch == position.epoch else Position(epoch)
+        last_rho = _train_epoch(run, setup, state, timer, hooks, watch, epoch, trace, start, checkpoint)
         if cuda:
             peak = int(torch.cuda.max_memory_allocated(setup.device))
             state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
@@ -97,10 +125,11 @@ def train(
             on_epoch(run, epoch, state.test_acc)
         if pruning is not None:
             pruning.epoch_ended(epoch, row)
-    state.step_times = timer.durations
-    state.optimizer_state_bytes = optimizer_state_bytes(setup.optimizer)
-    state.perturbation_state_bytes = perturbation_state_bytes(setup.optimizer)
-    return state
+        signum = stop_requested()
+        if epoch < run.epochs and checkpoint is not None and (signum is not None or checkpoint.due(epoch)):
+            checkpoint.save(setup, state, timer, trace, Position(epoch + 1), setup.shuffle.get_state())
+        if signum is not None and epoch < run.epochs:
+            raise StopRequested(signum)
 
 
 def _train_epoch(
@@ -112,20 +141,27 @@ def _train_epoch(
     watch: DivergenceWatch,
     epoch: int,
     trace: StepTrace | None = None,
+    start: Position | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> float:
     """One epoch of optimizer steps inside the train-time clock; returns the last step's rho. ``trace`` keeps
-    its traced steps and copies them to the host after the clock (``harness.run.trace``).
+    its traced steps and copies them to the host after the clock (``harness.run.trace``). ``start``: where in the
+    epoch training goes on (a resumed run; default its start).
 
     Raises ``Diverged`` within a few steps of a non-finite loss (``harness.run.divergence``), not at the
-    end of the epoch.
+    end of the epoch, and ``StopRequested`` after the step during which a stop was asked for, when batches remain
+    (the checkpoint written first, outside the train time).
     """
+    start = start if start is not None else Position(epoch)
     per_step_hook = bool(hooks.step_finished.get_hookimpls())
-    loss_sum = torch.zeros((), device=setup.device)
+    loss_sum = start.loss_sum if start.loss_sum is not None else torch.zeros((), device=setup.device)
+    shuffle = setup.shuffle.get_state()  # the order's generator as at the epoch's start, for a mid-epoch checkpoint
     watch.epoch_started(state.steps)
     last_rho = 0.0
     setup.model.train()
     with Stopwatch(setup.device) as clock:
-        for batch in setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment):
+        batches = setup.data.train_batches(run.batch_size, setup.shuffle, setup.augment, start=start.batch)
+        for done, batch in enumerate(batches, start=start.batch + 1):
             loss, info = train_step(run, setup, state, *distributed.local_slice(*batch), timer)
             last_rho = info.rho
             loss_sum += loss
@@ -134,6 +170,12 @@ def _train_epoch(
             if per_step_hook:
                 hooks.step_finished(run=run, step=state.steps - 1, info=info)
             watch.check(loss_sum, state.steps, epoch)
+            signum = stop_requested()
+            if signum is not None and done < setup.steps_per_epoch:
+                state.train_time_s += clock.running_total()
+                if checkpoint is not None:
+                    checkpoint.save(setup, state, timer, trace, Position(epoch, done, loss_sum), shuffle)
+                raise StopRequested(signum)
     timer.flush()
     if trace is not None:
         trace.flush()
@@ -239,9 +281,10 @@ def execute(
     status, error = "ok", ""
     state = RunState()
     pruning = None
+    checkpoint = Checkpoint(results_dir, run) if run.nproc == 1 else None  # ranks are not checkpointed
     try:
         pruning = for_run(run, results_dir)
-        train(run, registry, state=state, on_epoch=on_epoch, pruning=pruning)
+        train(run, registry, state=state, on_epoch=on_epoch, pruning=pruning, checkpoint=checkpoint)
     except Diverged as diverged:
         status, error = "diverged", str(diverged)
     except Pruned as pruned:
@@ -253,6 +296,8 @@ def execute(
     if distributed.rank() == 0:
         registry.manager.hook.run_finished(run=run, result=row)
         write_run(results_dir, run.suite, row, state.history, state.step_trace)
+        if checkpoint is not None:
+            checkpoint.remove()  # the run is recorded: a rerun trains it from the start
     if pruning is not None:
         try:
             pruning.finished(row)

@@ -65,6 +65,11 @@ class Stopwatch:
         self._started = time.perf_counter()
         return self
 
+    def running_total(self) -> float:
+        """The wall-clock so far, the current region included (synchronizes; for a checkpoint taken inside it)."""
+        synchronize(self.device)
+        return self.total + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
     def __exit__(self, *exc: object) -> None:
         synchronize(self.device)
         self.total += time.perf_counter() - self._started

@@ -36,7 +36,7 @@ from harness.suite.tuning import tuning
 
 #: Folder names the harness itself writes beside or inside suite folders (a suite's history and logs, a
 #: results folder's default report): a suite of that name would be mistaken for them, or they for it.
-RESERVED_SUITE_NAMES = ("history", "steps", "logs", "report")
+RESERVED_SUITE_NAMES = ("history", "steps", "logs", "checkpoints", "report")
 TOP_LEVEL_KEYS = (
     "name",
     "description",

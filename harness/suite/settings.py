@@ -41,6 +41,7 @@ def run_settings(checker: Checker, raw: Any) -> dict[str, Any]:
         settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
     settings["metric_every"] = checker.integer("defaults.metric_every", settings["metric_every"], 0)
     settings["trace_every"] = checker.integer("defaults.trace_every", settings["trace_every"], 0)
+    settings["checkpoint_every"] = checker.integer("defaults.checkpoint_every", settings["checkpoint_every"], 0)
     settings["nproc"] = checker.integer("defaults.nproc", settings["nproc"], 1)
     for key, (allowed, expected) in CHOICES.items():
         if settings[key] not in allowed:

@@ -194,6 +194,13 @@ def state_dict_round_trip(registry: Registry, name: str) -> None:
                     raise ContractViolation(
                         f"load_state_dict(state_dict()) raised {type(error).__name__}: {error}"
                     ) from error
+                base = getattr(optimizer, "base_optimizer", None)
+                if base is not None and optimizer.param_groups is not base.param_groups:
+                    raise ContractViolation(
+                        "after load_state_dict, optimizer.param_groups is no longer base_optimizer.param_groups "
+                        "(torch's load_state_dict replaces the list): a learning-rate scheduler on the base optimizer "
+                        "no longer reaches the variant (stale lr, e.g. GSAM's rho_t)"
+                    )
             take_step(model, optimizer, step)
         return snapshot(model)
 
