@@ -14,7 +14,7 @@ from harness import hookimpl
 from harness.plugins import Registry
 from harness.results.read import read_history, read_runs, read_steps
 from harness.run import checkpoint as checkpoints
-from harness.run import runner
+from harness.run import runner, stop
 from harness.suite import load_suite
 
 from .conftest import write_suite
@@ -42,7 +42,7 @@ class StopAt:
     @hookimpl
     def step_finished(self, run, step, info):
         if step == self.step:
-            checkpoints.request_stop(signal.SIGTERM)
+            stop.request_stop(signal.SIGTERM)
 
 
 class DieAt:
@@ -92,7 +92,7 @@ def test_a_run_stopped_mid_epoch_resumes_bit_for_bit(tmp_path, weights, method):
     straight = {key: value.clone() for key, value in weights[run.run_id].items()}
 
     resumed_dir = tmp_path / "resumed"
-    with pytest.raises(checkpoints.StopRequested):
+    with pytest.raises(stop.StopRequested):
         _execute(run, resumed_dir, stop_at=19)  # after the 20th step: epoch 2, 6 of its 14 batches done
     saved = checkpoints.Checkpoint(resumed_dir, run).path
     assert saved.is_file(), "a stopped run leaves its checkpoint"
@@ -118,7 +118,7 @@ def test_a_run_stopped_mid_epoch_resumes_bit_for_bit(tmp_path, weights, method):
 def test_a_stop_at_an_epoch_end_resumes_at_the_next_epoch(tmp_path, weights):
     run = _runs(tmp_path)["sam"]
     whole = _execute(run, tmp_path / "whole")
-    with pytest.raises(checkpoints.StopRequested):
+    with pytest.raises(stop.StopRequested):
         _execute(run, tmp_path / "resumed", stop_at=STEPS_PER_EPOCH - 1)  # the epoch's last step: stop after its eval
     blob = torch.load(checkpoints.Checkpoint(tmp_path / "resumed", run).path, weights_only=True)
     assert (blob["position"]["epoch"], blob["position"]["batch"]) == (2, 0)
@@ -161,7 +161,7 @@ def test_checkpoint_every_writes_after_each_nth_epoch_and_resumes(tmp_path, monk
 def test_a_checkpoint_of_another_configuration_or_damaged_is_ignored(tmp_path, capsys):
     run, other = _runs(tmp_path)["sam"], _runs(tmp_path, every=2)["sam"]
     whole = _execute(run, tmp_path / "whole")
-    with pytest.raises(checkpoints.StopRequested):
+    with pytest.raises(stop.StopRequested):
         _execute(other, tmp_path / "results", stop_at=19)
     planted = checkpoints.Checkpoint(tmp_path / "results", run).path  # another run's checkpoint under this run's name
     checkpoints.Checkpoint(tmp_path / "results", other).path.rename(planted)
@@ -179,8 +179,8 @@ def test_a_checkpoint_of_another_configuration_or_damaged_is_ignored(tmp_path, c
 
 def test_a_stop_outside_training_interrupts_at_once():
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.request_stop(signal.SIGTERM)
-    with checkpoints.stoppable():
-        checkpoints.request_stop(signal.SIGTERM)
-        assert checkpoints.stop_requested() == signal.SIGTERM
-    assert checkpoints.stop_requested() is None
+        stop.request_stop(signal.SIGTERM)
+    with stop.stoppable():
+        stop.request_stop(signal.SIGTERM)
+        assert stop.stop_requested() == signal.SIGTERM
+    assert stop.stop_requested() is None

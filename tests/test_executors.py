@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -97,7 +98,10 @@ TEST_PLUGIN = """
 
 
     def held(*, num_classes, input_shape, hold=""):
-        '''Trains only while the file ``hold`` is absent; writes ``hold + ".reached"`` when it waits.'''
+        '''Trains only while the file ``hold`` is absent (or until asked to stop); writes ``hold + ".reached"``
+        when it waits.'''
+        from harness.run.stop import stop_requested
+
         model = tiny(num_classes=num_classes, input_shape=input_shape)
         forward = model.forward
 
@@ -105,7 +109,7 @@ TEST_PLUGIN = """
             _guard()
             if os.path.exists(hold):
                 open(hold + ".reached", "w").close()
-                while os.path.exists(hold):
+                while os.path.exists(hold) and stop_requested() is None:
                     time.sleep(0.05)
             return forward(x)
 
@@ -343,11 +347,16 @@ def test_ctrl_c_or_sigterm_stops_the_workers_keeps_finished_rows_and_a_rerun_res
     rows = _rows(results, "interrupted")
     assert [r["model"] for r in rows.values()] == ["tiny"] and next(iter(rows.values()))["status"] == "ok"
     assert not list((results / "interrupted").rglob("*.tmp"))
+    # the stopped worker finished its step and wrote the run's checkpoint (harness.run.checkpoint) before it ended
+    assert len(list((results / "interrupted" / "checkpoints").glob("*.pt"))) == 1
 
     hold.unlink()
     code, out = _run(str(suite), "--results-dir", str(results), "--workers", "1")
     assert code == 0 and "suite interrupted: 1 ok; 1 already finished (skipped)" in out
-    assert sorted(r["model"] for r in _rows(results, "interrupted").values()) == ["held", "tiny"]
+    rows = _rows(results, "interrupted")
+    assert sorted(r["model"] for r in rows.values()) == ["held", "tiny"]
+    assert {r["model"]: r["restarts"] for r in rows.values()} == {"held": 1, "tiny": 0}, "resumed from its checkpoint"
+    assert not list((results / "interrupted" / "checkpoints").glob("*.pt")), "removed once the run is recorded"
     before = {p.name: p.stat().st_mtime_ns for p in (results / "interrupted").glob("*.parquet")}
     code, out = _run(str(suite), "--results-dir", str(results), "--workers", "1")
     assert code == 0 and "nothing to train; 2 already finished (skipped)" in out
@@ -442,6 +451,57 @@ def test_ray_local_cluster_trains_runs_and_records_a_dead_worker(test_plugin, tm
     assert "epoch 2/2 test_acc" in (tmp_path / "out" / "tasks" / "logs" / f"{rows['tiny']['run_id']}.log").read_text()
     assert rows["killer"]["status"] == "failed" and "ray task failed" in rows["killer"]["error"]
     assert re.search(r"\[\d/2\] \S+ \[\S+, ray\]: training 2 epochs", out)
+
+
+def test_ray_with_address_empty_starts_its_own_ray_whatever_ray_address_says(test_plugin, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # a stray head's address: ray.init() alone would join it
+    suite = _suite(tmp_path, "own", "[tiny]", executor="{name: ray, local_num_cpus: 1}", epochs=1)
+    code, out = _run(str(suite), "--results-dir", str(tmp_path / "out"))
+    assert code == 0 and "suite own: 1 ok" in out, out
+
+
+def test_ray_cluster_that_cannot_be_reached_is_a_usage_error(test_plugin, tmp_path, capsys):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    suite = _suite(tmp_path, "away", "[tiny]", executor=f"{{name: ray, address: '127.0.0.1:{port}'}}", epochs=1)
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"executor ray: cannot connect to the Ray cluster at address='127.0.0.1:{port}'" in err
+    assert "ray start --head" in err and not list((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_sigterm_to_a_ray_driver_cancels_its_tasks_and_exits_130(test_plugin, tmp_path):
+    pytest.importorskip("ray")
+    hold = tmp_path / "hold"
+    hold.touch()
+    executor = "{name: ray, local_num_cpus: 2, num_cpus: 1}"
+    suite = _suite(tmp_path, "raystop", f"[tiny, {{name: held, hold: {str(hold)!r}}}]", executor=executor)
+    results = tmp_path / "out"
+    with (tmp_path / "driver.log").open("w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", str(suite), "--results-dir", str(results)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the test then finds every process Ray started below the driver
+        )
+        try:
+            reached = Path(f"{hold}.reached")
+            finished = lambda: len(list((results / "raystop").glob("*.parquet"))) == 1  # noqa: E731
+            _wait_for(lambda: (reached.exists() and finished()) or driver.poll() is not None, 180, "tiny to finish")
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+            processes = _children(driver.pid)
+            driver.send_signal(signal.SIGTERM)
+            assert driver.wait(timeout=90) == 130, (tmp_path / "driver.log").read_text()
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+    output = (tmp_path / "driver.log").read_text()
+    assert "suite raystop: 1 not run, 1 ok" in output and "interrupted: finished runs are kept" in output
+    _wait_for(lambda: not any(_alive(pid) for pid in processes), 30, f"Ray's processes {processes} to end")
+    assert [row["model"] for row in _rows(results, "raystop").values()] == ["tiny"]
 
 
 # --- units: no worker processes -------------------------------------------------------------------------------

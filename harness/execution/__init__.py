@@ -11,7 +11,9 @@ It trains every run somewhere (a local process pool, a Slurm job array, Ray task
 in the process that trains it (``harness.execution.worker``), which writes the run's own Parquet files and its
 log (``harness.execution.worker_log``). Nothing needs to travel back through pickles: the driver reads each
 run's result from its row file (a ``RowWatch`` made when the run is handed to a worker, whose
-``settle`` reports it to ``events``). ``events`` receives progress (``started``, ``epoch``,
+``settle`` reports it to ``events``). A worker installs ``request_stop`` for the signals that stop it (SIGTERM,
+a cluster's preemption signal): the run then writes its checkpoint at the next step boundary and ends with
+``StopRequested``, without a row; the next attempt resumes from the checkpoint (``harness.run.checkpoint``). ``events`` receives progress (``started``, ``epoch``,
 ``finished``, ``skipped``) where the executor can deliver it; a driver whose workers train elsewhere
 reads the epochs from the runs' logs (``LogReader``). A worker that died without writing a row (a
 signal, the OOM killer, a preempted job) leaves ``RowWatch.settle`` to record the run ``failed``
@@ -49,6 +51,7 @@ from harness.execution.worker import (
 )
 from harness.execution.worker_log import Epoch, LogReader, Started, log_path
 from harness.plugins import Registry, loaded_entry_points
+from harness.run.stop import StopRequested, request_stop
 from harness.results.store import suite_dir
 
 __all__ = [
@@ -61,11 +64,13 @@ __all__ = [
     "RunSpec",
     "Skipped",
     "Started",
+    "StopRequested",
     "describe_exception",
     "lease_path",
     "loaded_entry_points",
     "log_path",
     "record_crash",
+    "request_stop",
     "row_path",
     "run_from_payload",
     "run_payload",

@@ -1,9 +1,9 @@
-"""Preemption-safe runs: a run's checkpoint, and the stop request that makes the runner write one.
+"""Preemption-safe runs: a run's checkpoint, written periodically and when the worker is asked to stop.
 
 A run with ``checkpoint_every: N`` writes ``RESULTS_DIR/<suite>/checkpoints/<run_id>.pt`` after every N-th epoch, and
-every run writes it when its worker is asked to stop: the executors install ``request_stop`` as the handler of
-SIGTERM (and of Slurm's preemption signal), and the runner acts on it at the next step boundary (never inside a step,
-where the weights may be perturbed), then ends the run with ``StopRequested`` and no row. A run that finds its
+every run writes it when its worker is asked to stop: the executors install ``harness.run.stop.request_stop`` as the
+handler of SIGTERM (and of Slurm's preemption signal), and the runner acts on it at the next step boundary (never
+inside a step, where the weights may be perturbed), then ends the run with ``StopRequested`` and no row. A run that finds its
 checkpoint resumes from it and ends with the weights and metrics of an uninterrupted run, bit for bit on CPU. The
 checkpoint holds:
 
@@ -22,13 +22,11 @@ resumes are counted (``restarts``). Data-parallel runs (``nproc > 1``) are not c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import random
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,52 +44,6 @@ from harness.run.trace import StepTrace
 
 #: The layout of a checkpoint file; a file of another layout is not resumed from.
 FORMAT = 1
-
-
-class StopRequested(KeyboardInterrupt):
-    """The worker was asked to stop (``request_stop``): raised at a step boundary, after the checkpoint was written.
-
-    A ``KeyboardInterrupt``, so it passes every ``except Exception`` and the run ends without a row, as an interrupted
-    run does; ``signum`` says which signal asked.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum} at a step boundary; the checkpoint is written")
-        self.signum = signum
-
-
-@dataclass
-class _StopState:
-    armed: bool = False  # a run is training in this process (``stoppable``)
-    signum: int | None = None  # the signal that asked it to stop
-
-
-_STOP = _StopState()
-
-
-def request_stop(signum: int, frame: Any = None) -> None:
-    """Signal handler: ask the run training in this process to checkpoint and stop at its next step boundary.
-
-    Outside training (building the run, writing its row) there is nothing to checkpoint: ``KeyboardInterrupt`` at once.
-    """
-    if not _STOP.armed:
-        raise KeyboardInterrupt
-    _STOP.signum = signum
-
-
-def stop_requested() -> int | None:
-    """The signal that asked the training run to stop, or None."""
-    return _STOP.signum
-
-
-@contextlib.contextmanager
-def stoppable() -> Iterator[None]:
-    """Training is under way: ``request_stop`` asks instead of interrupting."""
-    _STOP.armed, _STOP.signum = True, None
-    try:
-        yield
-    finally:
-        _STOP.armed, _STOP.signum = False, None
 
 
 @dataclass

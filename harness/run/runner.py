@@ -34,7 +34,8 @@ from harness.plugins import Registry
 from harness.results.store import write_run
 from harness.run import distributed
 from harness.run.build import Setup, build
-from harness.run.checkpoint import Checkpoint, Position, StopRequested, stop_requested, stoppable
+from harness.run.checkpoint import Checkpoint, Position
+from harness.run.stop import StopRequested, stop_requested, stoppable
 from harness.run.closure import BatchClosure
 from harness.run.divergence import Diverged, DivergenceWatch
 from harness.run.evaluation import evaluate, training_set_accuracies

@@ -16,8 +16,9 @@ Faults: a run that raises, diverges or runs out of memory is recorded by its own
 the OOM killer, an error outside the run) is recorded ``failed`` by the driver, with the cause.
 
 Ctrl-C: a terminal sends SIGINT to the whole process group, so workers ignore it and the driver
-stops them with SIGTERM, which ends a run without writing its row (a rerun trains it again); then
-the driver re-raises ``KeyboardInterrupt`` for the CLI to report. Finished rows are never touched.
+stops them with SIGTERM, which ends a run at its next step boundary, its checkpoint written and no row
+(``harness.execution.request_stop``: a rerun resumes it from the checkpoint); then the driver re-raises
+``KeyboardInterrupt`` for the CLI to report. Finished rows are never touched.
 
 A driver that dies without stopping them (SIGKILL, a crash) takes its workers along: each worker holds
 the reading end of a pipe, its lifeline, whose writing end only the driver holds, and a thread in the
@@ -57,6 +58,7 @@ from harness.execution import (
     describe_exception,
     loaded_entry_points,
     log_path,
+    request_stop,
     run_payload,
     run_worker,
     worker_modules,
@@ -116,10 +118,6 @@ def preload_modules(runs: Sequence[RunSpec], entry_points: list[tuple[str, str]]
     return importable
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _end_with_driver(lifeline: Connection) -> None:
     """Stop this worker when the driver is gone: the lifeline pipe, written only by the driver, closes.
 
@@ -167,7 +165,7 @@ def work(
     ``lifeline`` closes when the driver is gone, and the worker then stops (``_end_with_driver``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
-    signal.signal(signal.SIGTERM, _interrupt)  # ... and stops them with SIGTERM
+    signal.signal(signal.SIGTERM, request_stop)  # ... with SIGTERM: checkpoint at the next step boundary, then stop
     _end_with_driver(lifeline)
     os.environ.clear()
     os.environ.update(environment)

@@ -1,17 +1,23 @@
 """The ``ray`` executor: each run is a Ray core task, on a running cluster or a local one.
 
-``address`` connects to a running cluster (``auto``, ``ray://head:10001``); "" starts a local Ray
-with ``local_num_cpus`` CPUs (0: all of them). Each run is a task of ``harness.execution.run_worker``
+``address`` connects to a running cluster (``auto``, ``host:6379``, ``ray://head:10001``); "" starts a new local
+Ray with ``local_num_cpus`` CPUs (0: all of them), whatever ``RAY_ADDRESS`` says and whichever cluster a ``ray start``
+recorded on the machine (``ray.init(address="local")``). A cluster that cannot be reached is a usage error (exit 2,
+nothing trained), not a failed run. Each run is a task of ``harness.execution.run_worker``
 asking for ``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs (Ray sets
 ``CUDA_VISIBLE_DEVICES``), in a fresh worker process (``max_calls=1``) and without retries: a task
 that raised or whose worker died without writing a row is recorded ``failed`` with Ray's error.
 Progress comes from the runs' logs, so the results folder must be shared with the cluster's nodes (it
-is where they write their Parquet files). Ctrl-C cancels the tasks in flight. Ray is imported only
-when the executor is built.
+is where they write their Parquet files). Ctrl-C and SIGTERM cancel the tasks in flight (``ray.init`` installs
+its own SIGTERM handler; the driver's, which turns SIGTERM into Ctrl-C, is put back). Ray is imported only when the
+executor is built.
 """
 
 from __future__ import annotations
 
+import signal
+import socket
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +32,23 @@ from harness_executors.log_progress import LogProgress
 POLL_S = 1.0
 #: Lines of Ray's error kept in the run's error.
 ERROR_LINES = 20
+#: Seconds cancelled tasks get to end before the driver stops waiting for them.
+CANCEL_GRACE_S = 10.0
+#: Seconds a cluster's address gets to accept a connection (``ray.init`` retries a dead address for many minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _unreachable(address: str) -> str:
+    """Why nothing accepts connections at ``address`` (``host:port`` or ``ray://host:port``); "" when something does,
+    or when the address names no port to try (``auto``: Ray itself says when it finds no cluster)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return ""
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return f"nothing accepts connections at {host}:{port} ({error.strerror or error})"
+    return ""
 
 
 @dataclass
@@ -76,10 +99,26 @@ class RayExecutor:
         """Connect to (or start) Ray unless this process already did; True when this call did."""
         if self.ray.is_initialized():
             return False
-        if self.address:
-            self.ray.init(address=self.address, log_to_driver=False)
-        else:
-            self.ray.init(num_cpus=self.local_num_cpus or None, include_dashboard=False, log_to_driver=False)
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            why = _unreachable(self.address)
+            if why:
+                raise ConnectionError(why)
+            if self.address:
+                self.ray.init(address=self.address, log_to_driver=False)
+            else:
+                self.ray.init(
+                    address="local", num_cpus=self.local_num_cpus or None, include_dashboard=False, log_to_driver=False
+                )
+        except Exception as error:  # ConnectionError, a bad address (ValueError), a GCS that never answered
+            where = f"the Ray cluster at address={self.address!r}" if self.address else "a local Ray"
+            hint = "; start it (ray start --head) or use address: '' for a local Ray" if self.address else ""
+            message = f"executor ray: cannot connect to {where}: {type(error).__name__}: {error}{hint}"
+            raise UsageError(message) from None
+        finally:
+            if handler is not None:  # ray.init replaced it: SIGTERM must stop the suite as Ctrl-C does (exit 130)
+                signal.signal(signal.SIGTERM, handler)
         return True
 
     def run(self, runs: Sequence[RunSpec], *, results_dir: str, events: RunEvents) -> None:
@@ -117,6 +156,8 @@ class RayExecutor:
         except BaseException:
             for ref in active:
                 ray.cancel(ref, force=True)
+            if active:  # cancelled tasks resolve once their workers are gone
+                ray.wait(list(active), num_returns=len(active), timeout=CANCEL_GRACE_S, fetch_local=False)
             raise
         finally:
             if connected_here:
