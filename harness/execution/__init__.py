@@ -51,7 +51,7 @@ from harness.execution.worker import (
 )
 from harness.execution.worker_log import Epoch, LogReader, Started, log_path
 from harness.plugins import Registry, loaded_entry_points
-from harness.run.stop import StopRequested, request_stop
+from harness.run.stop import StopRequested, request_stop, training
 from harness.results.store import suite_dir
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "run_payload",
     "run_worker",
     "suite_dir",
+    "training",
     "worker_modules",
 ]
 

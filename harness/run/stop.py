@@ -47,6 +47,11 @@ def request_stop(signum: int, frame: Any = None) -> None:
     _STOP.signum = signum
 
 
+def training() -> bool:
+    """Whether a run is training in this process (``request_stop`` then asks instead of interrupting)."""
+    return _STOP.armed
+
+
 def stop_requested() -> int | None:
     """The signal that asked the training run to stop, or None."""
     return _STOP.signum

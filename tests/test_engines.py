@@ -1,0 +1,251 @@
+"""Integration tests against real engines: a single-node Slurm cluster (engines/start_slurm.sh) and an external Ray
+head (engines/start_ray.sh). ``.ci/run`` starts both; elsewhere (a laptop) these tests skip, saying why.
+
+What they hold the executors to (issue: real engines, preemption-safe runs):
+- the quickstart through Slurm and through the Ray head gives the local executor's rows, thread counts pinned alike
+  (one torch thread per run everywhere: float reductions then do not depend on how the cores are split);
+- ``scancel`` of one array task mid-run is recorded ``failed`` and stays failed, the other run finishes, and a rerun
+  trains only that run, resuming from the checkpoint its SIGTERM wrote;
+- SIGTERM to the driver of a Slurm or a Ray suite exits 130, leaves no job in ``squeue`` and no Ray task running,
+  and keeps the finished rows;
+- a run preempted mid-way (Slurm's USR2: checkpoint, then submitit requeues the job) resumes from its checkpoint and
+  ends with the uninterrupted run's results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness_executors.ray_tasks import _unreachable
+from harness_executors.slurm import slurm_answers
+
+from harness.results.read import read_history, read_runs
+
+from .conftest import write_suite
+
+RAY_ADDRESS_FILE = Path(os.environ.get("HARNESS_RAY_DIR", "/tmp/harness-ray")) / "address"
+
+
+def _ray_address() -> str:
+    try:
+        address = RAY_ADDRESS_FILE.read_text().strip()
+    except OSError:
+        return ""
+    return address if address and not _unreachable(address) else ""
+
+
+SLURM_UP = shutil.which("sinfo") is not None and slurm_answers()
+RAY_ADDRESS = _ray_address()
+slurm = pytest.mark.skipif(
+    not SLURM_UP, reason="no Slurm controller answers sinfo here; engines/start_slurm.sh starts one (CI does)"
+)
+ray_head = pytest.mark.skipif(
+    not RAY_ADDRESS, reason=f"no Ray head at the address in {RAY_ADDRESS_FILE}; engines/start_ray.sh starts one"
+)
+pytestmark = pytest.mark.slow
+
+LOCAL = "{name: local, workers: 1, threads_per_worker: 1}"
+SLURM = "{name: submitit, cluster: slurm, cpus_per_task: 1, timeout_min: 10, array_parallelism: %d}"
+#: The quickstart, one seed and 5 epochs (its runs compared, not its accuracy).
+QUICK = ("--set", "seeds=[0]", "--set", "epochs=5")
+REPRODUCED = ("status", "steps", "grad_evals", "perturbed_steps", "train_loss", "test_loss", "test_acc")
+#: Two runs of about 7 s each on one thread: long enough to cancel, stop or preempt one mid-way.
+LONG = """
+    name: {name}
+    defaults: {{epochs: 30, batch_size: 32}}
+    methods: [erm, sam]
+    models: [mlp]
+    datasets: [digits]
+    seeds: [0]
+"""
+
+
+def _ray(concurrent: int = 0) -> str:
+    return f"{{name: ray, address: '{RAY_ADDRESS}', num_cpus: 1, max_concurrent: {concurrent}}}"
+
+
+def _harness(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", *argv], capture_output=True, text=True, timeout=600
+    )
+
+
+def _driver(log: Path, *argv: str) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", *argv], stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _rows(folder: Path) -> dict[str, dict]:
+    return {row["method"]: row for row in read_runs(folder).to_dict("records")}
+
+
+def _epochs_logged(results: Path, suite: str, method: str) -> int:
+    """The last epoch a run's log reports (``harness.execution.worker_log``)."""
+    epochs = [0]
+    for log in (results / suite / "logs").glob(f"{method}-*.log"):
+        epochs += [int(number) for number in re.findall(r"^epoch (\d+)/", log.read_text(), re.MULTILINE)]
+    return max(epochs)
+
+
+def _jobs(name: str) -> list[str]:
+    """The array tasks of the suite ``name`` that ``squeue`` lists (``harness-<suite>`` is the job name)."""
+    command = ["squeue", "-h", "-r", "-n", f"harness-{name}", "-o", "%i %T"]
+    listed = subprocess.run(command, capture_output=True, text=True)
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+
+
+def _running_task(name: str, index: int) -> str:
+    for job in _jobs(name):
+        if job.endswith(f"_{index}"):
+            return job
+    return ""
+
+
+def _ray_tasks_running() -> list[int]:
+    """PIDs of Ray workers running a run (the worker retitles itself ``ray::run_worker``)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::run_worker"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def _same_rows(expected: Path, got: Path) -> None:
+    want, have = _rows(expected), _rows(got)
+    assert set(have) == set(want)
+    for method, row in want.items():
+        for column in REPRODUCED:
+            assert have[method][column] == row[column], (method, column)
+    curves = [read_history(folder).sort_values(["run_id", "epoch"]) for folder in (expected, got)]
+    assert curves[0]["train_loss"].tolist() == curves[1]["train_loss"].tolist()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, Path]:
+    """The local executor's results (one worker, one thread) of the quickstart and of the long suite."""
+    if not (SLURM_UP or RAY_ADDRESS):
+        pytest.skip("no engine running (engines/start_slurm.sh, engines/start_ray.sh)")
+    base = tmp_path_factory.mktemp("reference")
+    suite = write_suite(base / "long.yaml", LONG.format(name="long"))
+    for path in ("suites/quickstart.yaml", str(suite)):
+        done = _harness(path, "--results-dir", str(base), *QUICK, "--set", f"executor={LOCAL}")
+        assert done.returncode == 0, done.stdout + done.stderr
+    return {"quickstart": base / "quickstart", "long": base / "long"}
+
+
+@pytest.mark.parametrize("engine", [pytest.param("slurm", marks=slurm), pytest.param("ray", marks=ray_head)])
+def test_the_quickstart_through_a_real_engine_gives_the_local_executors_rows(reference, tmp_path, engine):
+    executor = SLURM % 2 if engine == "slurm" else _ray()
+    done = _harness("suites/quickstart.yaml", "--results-dir", str(tmp_path), *QUICK, "--set", f"executor={executor}")
+    assert done.returncode == 0 and "suite quickstart: 2 ok" in done.stdout, done.stdout + done.stderr
+    _same_rows(reference["quickstart"], tmp_path / "quickstart")
+
+
+@slurm
+def test_scancel_of_one_task_is_failed_and_stays_failed_and_a_rerun_resumes_only_it(reference, tmp_path):
+    suite = write_suite(tmp_path / "cancelled.yaml", LONG.format(name="cancelled"))
+    args = (str(suite), "--results-dir", str(tmp_path), "--set", f"executor={SLURM % 2}")
+    driver = _driver(tmp_path / "driver.log", *args)
+    try:
+        _wait_for(lambda: _epochs_logged(tmp_path, "cancelled", "erm") >= 3, 180, "erm's third epoch")
+        task = _running_task("cancelled", 0)  # the array's task 0 trains the suite's first run, erm
+        assert task, _jobs("cancelled")
+        subprocess.run(["scancel", task], check=True)
+        assert driver.wait(timeout=300) == 1, (tmp_path / "driver.log").read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    output = (tmp_path / "driver.log").read_text()
+    assert "suite cancelled: 1 failed, 1 ok" in output, output
+    assert not _jobs("cancelled"), "the driver judged the task only once squeue no longer listed it"
+    time.sleep(3)  # anything still writing would overwrite the row now
+    rows = _rows(tmp_path / "cancelled")
+    assert rows["erm"]["status"] == "failed" and f"job {task} ended in state" in rows["erm"]["error"]
+    assert rows["sam"]["status"] == "ok"
+    assert len(list((tmp_path / "cancelled" / "checkpoints").glob("erm-*.pt"))) == 1, "SIGTERM wrote its checkpoint"
+
+    again = _harness(*args)
+    assert again.returncode == 0 and "suite cancelled: 1 ok; 1 already finished (skipped)" in again.stdout, again.stdout
+    rows = _rows(tmp_path / "cancelled")
+    assert (rows["erm"]["status"], rows["erm"]["restarts"], rows["sam"]["restarts"]) == ("ok", 1, 0)
+    _same_rows(reference["long"], tmp_path / "cancelled")  # resumed bit for bit
+
+
+@slurm
+def test_sigterm_to_a_slurm_driver_exits_130_cancels_its_jobs_and_keeps_finished_rows(tmp_path):
+    suite = write_suite(tmp_path / "slurmstop.yaml", LONG.format(name="slurmstop"))
+    driver = _driver(
+        tmp_path / "driver.log", str(suite), "--results-dir", str(tmp_path), "--set", f"executor={SLURM % 1}"
+    )
+    try:
+        _wait_for(lambda: _epochs_logged(tmp_path, "slurmstop", "sam") >= 2, 240, "sam's second epoch (erm done)")
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    output = (tmp_path / "driver.log").read_text()
+    assert "suite slurmstop: 1 not run, 1 ok" in output and "interrupted: finished runs are kept" in output, output
+    assert not _jobs("slurmstop"), "no job of the suite left in squeue"
+    assert list(_rows(tmp_path / "slurmstop")) == ["erm"]
+
+
+@slurm
+def test_a_run_preempted_by_slurm_resumes_from_its_checkpoint_and_matches_the_uninterrupted_run(reference, tmp_path):
+    suite = write_suite(tmp_path / "preempted.yaml", LONG.format(name="preempted"))
+    args = (str(suite), "--results-dir", str(tmp_path), "--set", f"executor={SLURM % 2}")
+    driver = _driver(tmp_path / "driver.log", *args)
+    try:
+        _wait_for(lambda: _epochs_logged(tmp_path, "preempted", "sam") >= 3, 180, "sam's third epoch")
+        task = _running_task("preempted", 1)
+        assert task, _jobs("preempted")
+        # what Slurm sends signal_delay_s before the time limit, and on preemption: checkpoint, then requeue
+        subprocess.run(["scancel", "--signal=USR2", task], check=True)
+        assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    rows = _rows(tmp_path / "preempted")
+    assert (rows["sam"]["restarts"], rows["erm"]["restarts"]) == (1, 0), "sam resumed from its checkpoint once"
+    assert rows["sam"]["restart_time_s"] > 0 and not list((tmp_path / "preempted" / "checkpoints").glob("*.pt"))
+    _same_rows(reference["long"], tmp_path / "preempted")
+
+
+@ray_head
+def test_sigterm_to_a_driver_on_a_ray_cluster_exits_130_and_leaves_no_task_running(tmp_path):
+    suite = write_suite(tmp_path / "raystop.yaml", LONG.format(name="raystop"))
+    args = (str(suite), "--results-dir", str(tmp_path), "--set", f"executor={_ray(1)}")
+    driver = _driver(tmp_path / "driver.log", *args)
+    try:
+        _wait_for(lambda: _epochs_logged(tmp_path, "raystop", "sam") >= 2, 240, "sam's second epoch (erm done)")
+        assert _ray_tasks_running()
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    output = (tmp_path / "driver.log").read_text()
+    assert "suite raystop: 1 not run, 1 ok" in output and "interrupted: finished runs are kept" in output, output
+    _wait_for(lambda: not _ray_tasks_running(), 30, "the cancelled Ray task's worker to end")
+    assert list(_rows(tmp_path / "raystop")) == ["erm"]
