@@ -148,8 +148,8 @@ def reference(tmp_path_factory) -> dict[str, Path]:
         pytest.skip("no engine running (engines/start_slurm.sh, engines/start_ray.sh)")
     base = tmp_path_factory.mktemp("reference")
     suite = write_suite(base / "long.yaml", LONG.format(name="long"))
-    for path in ("suites/quickstart.yaml", str(suite)):
-        done = _harness(path, "--results-dir", str(base), *QUICK, "--set", f"executor={LOCAL}")
+    for path, overrides in (("suites/quickstart.yaml", QUICK), (str(suite), ())):
+        done = _harness(path, "--results-dir", str(base), *overrides, "--set", f"executor={LOCAL}")
         assert done.returncode == 0, done.stdout + done.stderr
     return {"quickstart": base / "quickstart", "long": base / "long"}
 
