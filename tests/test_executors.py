@@ -507,6 +507,44 @@ def test_sigterm_to_a_ray_driver_cancels_its_tasks_and_exits_130(test_plugin, tm
 # --- units: no worker processes -------------------------------------------------------------------------------
 
 
+def test_a_slurm_time_limit_that_leaves_no_training_before_usr2_is_refused():
+    pytest.importorskip("submitit")
+    refused = r"timeout_min=2 \(120 s\) leaves 30 s before Slurm's USR2 at signal_delay_s=90"
+    with pytest.raises(UsageError, match=refused):
+        Registry.from_plugins().create("executor", "submitit", timeout_min=2)
+    Registry.from_plugins().create("executor", "submitit", timeout_min=2, signal_delay_s=30)  # 90 s to train
+
+
+def test_slurm_is_detected_from_a_working_sinfo_not_from_sbatch_on_path(tmp_path, monkeypatch):
+    from harness_executors import slurm
+
+    for name, code in (("sinfo", 1), ("sbatch", 0), ("squeue", 1)):  # a client without a reachable controller
+        (tmp_path / name).write_text(f"#!/bin/sh\necho 'cannot reach slurmctld' >&2\nexit {code}\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert not slurm.slurm_answers()
+    assert slurm.listed_jobs(["12_0"]) is None, "squeue that cannot answer: no judgement from it"
+    (tmp_path / "sinfo").write_text("#!/bin/sh\necho debug\n")
+    assert slurm.slurm_answers()
+
+
+def test_a_slurm_job_is_judged_only_once_squeue_no_longer_lists_it(monkeypatch):
+    from harness_executors import slurm
+
+    class Job:
+        def __init__(self, job_id):
+            self.job_id = job_id
+
+        def done(self):  # what sacct says of a cancelled task during KillWait: over
+            return True
+
+    jobs = [Job("7_0"), Job("7_1")]
+    monkeypatch.setattr(slurm, "listed_jobs", lambda ids: {"7_0"})  # still completing
+    assert slurm._ended_jobs(jobs, slurm=True) == {"7_1"}
+    monkeypatch.setattr(slurm, "listed_jobs", lambda ids: None)  # squeue cannot tell: submitit's view
+    assert slurm._ended_jobs(jobs, slurm=True) == {"7_0", "7_1"}
+
+
 @pytest.mark.parametrize(("name", "extra"), [("submitit", "slurm"), ("ray", "ray")])
 def test_a_missing_backend_says_which_extra_to_install(monkeypatch, name, extra):
     monkeypatch.setitem(sys.modules, name, None)  # import fails as if it were not installed
