@@ -183,9 +183,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     The runner sets ``total_steps`` and ``lr_range = (lr_min, lr_max)`` before the first step.
     """
 
-    #: The largest weight difference a restore may leave (the contract kit checks it): 0, bit for bit, for
-    #: variants that restore from a copy; a variant that subtracts its perturbation instead declares its
-    #: rounding allowance (nuSAM: 1e-6).
+    #: The largest weight difference a restore may leave (the contract kit checks it): 0, bit for bit, for variants
+    #: that restore from a copy; one that subtracts its perturbation declares its rounding allowance (nuSAM: 1e-6).
     restore_tolerance: float = 0.0
 
     #: Set by the runner under DDP's ``perturbation_scope: local`` (``harness.run.distributed.mean_over_ranks_``):
@@ -379,8 +378,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
         self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
-        # torch's load_state_dict replaces the base optimizer's param_groups list: share the new one again, or this
-        # optimizer reads a stale learning rate (GSAM's rho_t follows it) while the lr scheduler sets the new one
+        # torch replaces the base's param_groups list: share it again (else a stale lr: GSAM's rho_t follows it)
         self.param_groups = self.base_optimizer.param_groups
         self.scheduler.load_state_dict(state_dict["scheduler"])
         self.steps_taken = int(state_dict["steps_taken"])
