@@ -57,10 +57,10 @@ SLURM = "{name: submitit, cluster: slurm, cpus_per_task: 1, timeout_min: 10, arr
 #: The quickstart, one seed and 5 epochs (its runs compared, not its accuracy).
 QUICK = ("--set", "seeds=[0]", "--set", "epochs=5")
 REPRODUCED = ("status", "steps", "grad_evals", "perturbed_steps", "train_loss", "test_loss", "test_acc")
-#: Two runs of about 7 s each on one thread: long enough to cancel, stop or preempt one mid-way.
+#: Two runs of about 4 s each on one thread: long enough to cancel, stop or preempt one mid-way.
 LONG = """
     name: {name}
-    defaults: {{epochs: 30, batch_size: 32}}
+    defaults: {{epochs: 15, batch_size: 32}}
     methods: [erm, sam]
     models: [mlp]
     datasets: [digits]
@@ -112,6 +112,12 @@ def _jobs(name: str) -> list[str]:
     return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
 
 
+def _state(task: str) -> str:
+    """The ``squeue`` state of one array task ("" once it is no longer listed)."""
+    listed = subprocess.run(["squeue", "-h", "-r", "-j", task, "-o", "%i %T"], capture_output=True, text=True)
+    return next((line.split()[1] for line in listed.stdout.splitlines() if line.split()[0] == task), "")
+
+
 def _running_task(name: str, index: int) -> str:
     for job in _jobs(name):
         if job.endswith(f"_{index}"):
@@ -141,55 +147,66 @@ def _same_rows(expected: Path, got: Path) -> None:
     assert curves[0]["train_loss"].tolist() == curves[1]["train_loss"].tolist()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, Path]:
-    """The local executor's results (one worker, one thread) of the quickstart and of the long suite."""
-    if not (SLURM_UP or RAY_ADDRESS):
-        pytest.skip("no engine running (engines/start_slurm.sh, engines/start_ray.sh)")
-    base = tmp_path_factory.mktemp("reference")
-    suite = write_suite(base / "long.yaml", LONG.format(name="long"))
-    for path, overrides in (("suites/quickstart.yaml", QUICK), (str(suite), ())):
-        done = _harness(path, "--results-dir", str(base), *overrides, "--set", f"executor={LOCAL}")
-        assert done.returncode == 0, done.stdout + done.stderr
-    return {"quickstart": base / "quickstart", "long": base / "long"}
+def _local_reference(path: str, folder: Path, *overrides: str) -> None:
+    done = _harness(path, "--results-dir", str(folder), *overrides, "--set", f"executor={LOCAL}")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("engine", [pytest.param("slurm", marks=slurm), pytest.param("ray", marks=ray_head)])
-def test_the_quickstart_through_a_real_engine_gives_the_local_executors_rows(reference, tmp_path, engine):
-    executor = SLURM % 2 if engine == "slurm" else _ray()
-    done = _harness("suites/quickstart.yaml", "--results-dir", str(tmp_path), *QUICK, "--set", f"executor={executor}")
-    assert done.returncode == 0 and "suite quickstart: 2 ok" in done.stdout, done.stdout + done.stderr
-    _same_rows(reference["quickstart"], tmp_path / "quickstart")
+@pytest.mark.skipif(not (SLURM_UP or RAY_ADDRESS), reason="no engine running (engines/start_slurm.sh, start_ray.sh)")
+def test_the_quickstart_through_real_engines_gives_the_local_executors_rows(tmp_path):
+    _local_reference("suites/quickstart.yaml", tmp_path / "local", *QUICK)
+    engines = {"slurm": SLURM % 2} if SLURM_UP else {}
+    engines |= {"ray": _ray()} if RAY_ADDRESS else {}
+    for engine, executor in engines.items():
+        folder = tmp_path / engine
+        done = _harness("suites/quickstart.yaml", "--results-dir", str(folder), *QUICK, "--set", f"executor={executor}")
+        assert done.returncode == 0 and "suite quickstart: 2 ok" in done.stdout, done.stdout + done.stderr
+        _same_rows(tmp_path / "local" / "quickstart", folder / "quickstart")
 
 
 @slurm
-def test_scancel_of_one_task_is_failed_and_stays_failed_and_a_rerun_resumes_only_it(reference, tmp_path):
-    suite = write_suite(tmp_path / "cancelled.yaml", LONG.format(name="cancelled"))
+def test_a_cancelled_task_stays_failed_a_preempted_one_resumes_and_a_rerun_resumes_the_cancelled(tmp_path):
+    """One array, two runs: ``scancel`` of erm's task (SIGTERM: checkpoint, no row: ``failed``, and it stays failed
+    once the task is gone from squeue); USR2 to sam's task (what Slurm sends before the time limit and on preemption:
+    checkpoint, submitit requeues the job, which resumes). Both end as the uninterrupted local runs do."""
+    suite = write_suite(tmp_path / "preempted.yaml", LONG.format(name="preempted"))
+    reference = write_suite(tmp_path / "long.yaml", LONG.format(name="long"))
+    _local_reference(str(reference), tmp_path / "local")
     args = (str(suite), "--results-dir", str(tmp_path), "--set", f"executor={SLURM % 2}")
     driver = _driver(tmp_path / "driver.log", *args)
     try:
-        _wait_for(lambda: _epochs_logged(tmp_path, "cancelled", "erm") >= 3, 180, "erm's third epoch")
-        task = _running_task("cancelled", 0)  # the array's task 0 trains the suite's first run, erm
-        assert task, _jobs("cancelled")
-        subprocess.run(["scancel", task], check=True)
-        assert driver.wait(timeout=300) == 1, (tmp_path / "driver.log").read_text()
+        _wait_for(
+            lambda: min(_epochs_logged(tmp_path, "preempted", method) for method in ("erm", "sam")) >= 2,
+            240,
+            "both runs' second epoch",
+        )
+        erm, sam = (_running_task("preempted", index) for index in (0, 1))  # task i trains the suite's i-th run
+        assert erm and sam, _jobs("preempted")
+        subprocess.run(["scancel", erm], check=True)
+        subprocess.run(["scancel", "--signal=USR2", sam], check=True)
+        # slurmctld holds a requeued job back (BeginTime, about 2 minutes); a test need not wait that out
+        _wait_for(lambda: _state(sam) in ("PENDING", "") or driver.poll() is not None, 120, "sam's job to be requeued")
+        subprocess.run(["scontrol", "update", f"jobid={sam}", "StartTime=now"], capture_output=True)
+        assert driver.wait(timeout=400) == 1, (tmp_path / "driver.log").read_text()
     finally:
         if driver.poll() is None:
             driver.kill()
     output = (tmp_path / "driver.log").read_text()
-    assert "suite cancelled: 1 failed, 1 ok" in output, output
-    assert not _jobs("cancelled"), "the driver judged the task only once squeue no longer listed it"
-    time.sleep(3)  # anything still writing would overwrite the row now
-    rows = _rows(tmp_path / "cancelled")
-    assert rows["erm"]["status"] == "failed" and f"job {task} ended in state" in rows["erm"]["error"]
-    assert rows["sam"]["status"] == "ok"
-    assert len(list((tmp_path / "cancelled" / "checkpoints").glob("erm-*.pt"))) == 1, "SIGTERM wrote its checkpoint"
+    assert "suite preempted: 1 failed, 1 ok" in output, output
+    assert not _jobs("preempted"), "the driver judged the tasks only once squeue no longer listed them"
+    time.sleep(3)  # anything still writing would overwrite the rows now
+    rows = _rows(tmp_path / "preempted")
+    assert rows["erm"]["status"] == "failed" and f"job {erm} ended in state" in rows["erm"]["error"]
+    assert (rows["sam"]["status"], rows["sam"]["restarts"]) == ("ok", 1), "sam resumed from its checkpoint once"
+    assert rows["sam"]["restart_time_s"] > 0
+    assert [p.name.split("-")[0] for p in (tmp_path / "preempted" / "checkpoints").glob("*.pt")] == ["erm"]
 
     again = _harness(*args)
-    assert again.returncode == 0 and "suite cancelled: 1 ok; 1 already finished (skipped)" in again.stdout, again.stdout
-    rows = _rows(tmp_path / "cancelled")
-    assert (rows["erm"]["status"], rows["erm"]["restarts"], rows["sam"]["restarts"]) == ("ok", 1, 0)
-    _same_rows(reference["long"], tmp_path / "cancelled")  # resumed bit for bit
+    assert again.returncode == 0 and "suite preempted: 1 ok; 1 already finished (skipped)" in again.stdout, again.stdout
+    rows = _rows(tmp_path / "preempted")
+    assert (rows["erm"]["status"], rows["erm"]["restarts"]) == ("ok", 1), "the rerun trained erm from its checkpoint"
+    assert not list((tmp_path / "preempted" / "checkpoints").glob("*.pt"))
+    _same_rows(tmp_path / "local" / "long", tmp_path / "preempted")  # both resumed bit for bit
 
 
 @slurm
@@ -209,27 +226,6 @@ def test_sigterm_to_a_slurm_driver_exits_130_cancels_its_jobs_and_keeps_finished
     assert "suite slurmstop: 1 not run, 1 ok" in output and "interrupted: finished runs are kept" in output, output
     assert not _jobs("slurmstop"), "no job of the suite left in squeue"
     assert list(_rows(tmp_path / "slurmstop")) == ["erm"]
-
-
-@slurm
-def test_a_run_preempted_by_slurm_resumes_from_its_checkpoint_and_matches_the_uninterrupted_run(reference, tmp_path):
-    suite = write_suite(tmp_path / "preempted.yaml", LONG.format(name="preempted"))
-    args = (str(suite), "--results-dir", str(tmp_path), "--set", f"executor={SLURM % 2}")
-    driver = _driver(tmp_path / "driver.log", *args)
-    try:
-        _wait_for(lambda: _epochs_logged(tmp_path, "preempted", "sam") >= 3, 180, "sam's third epoch")
-        task = _running_task("preempted", 1)
-        assert task, _jobs("preempted")
-        # what Slurm sends signal_delay_s before the time limit, and on preemption: checkpoint, then requeue
-        subprocess.run(["scancel", "--signal=USR2", task], check=True)
-        assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    rows = _rows(tmp_path / "preempted")
-    assert (rows["sam"]["restarts"], rows["erm"]["restarts"]) == (1, 0), "sam resumed from its checkpoint once"
-    assert rows["sam"]["restart_time_s"] > 0 and not list((tmp_path / "preempted" / "checkpoints").glob("*.pt"))
-    _same_rows(reference["long"], tmp_path / "preempted")
 
 
 @ray_head
