@@ -13,7 +13,8 @@ log (``harness.execution.worker_log``). Nothing needs to travel back through pic
 run's result from its row file (a ``RowWatch`` made when the run is handed to a worker, whose
 ``settle`` reports it to ``events``). A worker installs ``request_stop`` for the signals that stop it (SIGTERM,
 a cluster's preemption signal): the run then writes its checkpoint at the next step boundary and ends with
-``StopRequested``, without a row; the next attempt resumes from the checkpoint (``harness.run.checkpoint``). ``events`` receives progress (``started``, ``epoch``,
+``StopRequested``, without a row; the next attempt resumes from the checkpoint (``harness.run.checkpoint``).
+``events`` receives progress (``started``, ``epoch``,
 ``finished``, ``skipped``) where the executor can deliver it; a driver whose workers train elsewhere
 reads the epochs from the runs' logs (``LogReader``). A worker that died without writing a row (a
 signal, the OOM killer, a preempted job) leaves ``RowWatch.settle`` to record the run ``failed``
@@ -51,8 +52,8 @@ from harness.execution.worker import (
 )
 from harness.execution.worker_log import Epoch, LogReader, Started, log_path
 from harness.plugins import Registry, loaded_entry_points
-from harness.run.stop import StopRequested, request_stop, training
 from harness.results.store import suite_dir
+from harness.run.stop import StopRequested, request_stop, training
 
 __all__ = [
     "RUN_MODULES",

@@ -3,9 +3,9 @@
 A run with ``checkpoint_every: N`` writes ``RESULTS_DIR/<suite>/checkpoints/<run_id>.pt`` after every N-th epoch, and
 every run writes it when its worker is asked to stop: the executors install ``harness.run.stop.request_stop`` as the
 handler of SIGTERM (and of Slurm's preemption signal), and the runner acts on it at the next step boundary (never
-inside a step, where the weights may be perturbed), then ends the run with ``StopRequested`` and no row. A run that finds its
-checkpoint resumes from it and ends with the weights and metrics of an uninterrupted run, bit for bit on CPU. The
-checkpoint holds:
+inside a step, where the weights may be perturbed), then ends the run with ``StopRequested`` and no row. A run that
+finds its checkpoint resumes from it and ends with the weights and metrics of an uninterrupted run, bit for bit on
+CPU. The checkpoint holds:
 
 - the model, the optimizer with its variant and scheduler state (``SharpnessAwareOptimizer.state_dict``, which the
   contract kit checks continues bit for bit), the learning-rate schedule and the fp16 loss scale;

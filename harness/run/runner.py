@@ -35,13 +35,13 @@ from harness.results.store import write_run
 from harness.run import distributed
 from harness.run.build import Setup, build
 from harness.run.checkpoint import Checkpoint, Position
-from harness.run.stop import StopRequested, stop_requested, stoppable
 from harness.run.closure import BatchClosure
 from harness.run.divergence import Diverged, DivergenceWatch
 from harness.run.evaluation import evaluate, training_set_accuracies
 from harness.run.metrics import run_metrics
 from harness.run.pruning import Pruned, TrialPruning, for_run
 from harness.run.row import RunState, result_row
+from harness.run.stop import StopRequested, stop_requested, stoppable
 from harness.run.timing import StepTimer, Stopwatch
 from harness.run.trace import StepTrace
 
