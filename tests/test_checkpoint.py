@@ -33,28 +33,30 @@ SUITE = """
 STEPS_PER_EPOCH = 14
 
 
-class StopAt:
-    """A plugin that asks the run to stop after optimizer step ``step`` (0-based), as SIGTERM would."""
+class At:
+    """A plugin that calls ``then()`` after optimizer step ``step`` (0-based)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @hookimpl
-    def step_finished(self, run, step, info):
-        if step == self.step:
-            stop.request_stop(signal.SIGTERM)
-
-
-class DieAt:
-    """A plugin that interrupts the run after step ``step`` without a stop request, as a killed worker would end."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, then) -> None:
+        self.step, self.then = step, then
 
     @hookimpl
     def step_finished(self, run, step, info):
         if step == self.step:
-            raise KeyboardInterrupt
+            self.then()
+
+
+def StopAt(step: int) -> At:  # noqa: N802 (a plugin factory)
+    """Asks the run to stop after ``step``, as SIGTERM would."""
+    return At(step, lambda: stop.request_stop(signal.SIGTERM))
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def DieAt(step: int) -> At:  # noqa: N802
+    """Interrupts the run after ``step`` without a stop request, as a killed worker would end."""
+    return At(step, _interrupt)
 
 
 def _runs(tmp_path: Path, every: int = 0):

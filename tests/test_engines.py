@@ -30,6 +30,7 @@ from harness_executors.slurm import slurm_answers
 from harness.results.read import read_history, read_runs
 
 from .conftest import write_suite
+from .test_executors import _wait_for
 
 RAY_ADDRESS_FILE = Path(os.environ.get("HARNESS_RAY_DIR", "/tmp/harness-ray")) / "address"
 
@@ -83,14 +84,6 @@ def _driver(log: Path, *argv: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "harness.cli", "run", *argv], stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _rows(folder: Path) -> dict[str, dict]:
