@@ -38,6 +38,12 @@ class UsageError(HarnessError):
     """A command-line option is wrong."""
 
 
+class EngineUnavailable(UsageError):
+    """The engine an executor runs on (a Slurm controller, a Ray cluster) cannot be reached: nothing was run.
+
+    The CLI treats it as a usage error (exit 2); the contract kit skips the executor's rule, saying why."""
+
+
 class UnsafePathError(HarnessError):
     """A name would make a path leave the results folder (``harness.paths.inside``)."""
 

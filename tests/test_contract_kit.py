@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import torch.nn.functional as F
 
 from harness import plugins as plugin_module
+from harness.errors import EngineUnavailable
 from harness.plugins import KINDS, Registry
 from harness.run.closure import BatchClosure
 from harness.testing import (
@@ -46,6 +48,8 @@ BROKEN = [
     ("optimizer", "broken-third-pass", {"gradient_evaluations", "fp16_overflow"}, "the closure counted 3"),
     ("optimizer", "broken-one-pass", {"gradient_evaluations"}, "StepInfo says perturbed, which is 2"),
     ("optimizer", "broken-forgetful", {"state_dict"}, "resumed from state_dict()"),
+    ("optimizer", "broken-hidden-buffer", {"memory_counted"}, "the walk of harness.contract.held cannot reach"),
+    ("optimizer", "broken-stale-groups", {"state_dict"}, "is no longer base_optimizer.param_groups"),
     ("scheduler", "broken-negative-rho", ALL_SCHEDULER_RULES, "rho=-0.05"),
     ("scheduler", "broken-integer-perturb", ALL_SCHEDULER_RULES, "perturb=1 (int); expected a bool"),
     ("scheduler", "broken-amnesiac", {"state_dict"}, "state_dict() must hold everything decide() depends on"),
@@ -112,6 +116,38 @@ def test_an_error_the_rules_do_not_anticipate_is_a_violation_that_keeps_its_caus
     with pytest.raises(ContractViolation, match="RuntimeError: this optimizer cannot be built") as caught:
         run_rule(Registry.from_plugins(), "optimizer", "broken-unbuildable", "step_info")
     assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_an_executor_whose_engine_cannot_be_reached_is_skipped_saying_why(add_entry_points, tmp_path, monkeypatch):
+    add_entry_points(
+        {
+            "contract-unreachable": """
+                from harness import ExecutorSpec, hookimpl
+                from harness.errors import EngineUnavailable
+
+                class Unreachable:
+                    def run(self, runs, *, results_dir, events):
+                        raise EngineUnavailable("executor far-away: no scheduler answers at head:6817")
+
+                @hookimpl
+                def register_executors():
+                    return [ExecutorSpec("far-away", Unreachable)]
+            """
+        }
+    )
+    registry = Registry.from_plugins()
+    with pytest.raises(ContractSkip, match="its engine cannot be reached: executor far-away: no scheduler answers"):
+        run_rule(registry, "executor", "far-away", "same_rows")
+    # submitit with the Slurm client on PATH but no controller answering: cluster 'slurm' is unreachable
+    for command, code in (("sbatch", 0), ("sinfo", 1)):
+        (tmp_path / command).write_text(f"#!/bin/sh\nexit {code}\n")
+        (tmp_path / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    submitit = pytest.importorskip("harness_executors.slurm")
+    run = types.SimpleNamespace(suite="unreachable")
+    with pytest.raises(EngineUnavailable, match="cluster='slurm', but no Slurm controller answers sinfo"):
+        submitit.SubmititExecutor(cluster="slurm")._executor([run], str(tmp_path))
+    assert submitit.SubmititExecutor()._executor([run], str(tmp_path)).cluster == "local"
 
 
 def test_every_component_kind_has_rules_and_every_rule_says_what_it_requires():

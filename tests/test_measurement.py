@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from torch import nn
 
 from harness.cli import main
-from harness.contract.optim import optimizer_state_bytes
+from harness.contract.held import held_tensors, optimizer_state_bytes, perturbation_state_bytes, storage_bytes
 from harness.results.read import read_history, read_runs
 from harness.run.row import _step_quantiles
 
@@ -86,7 +88,7 @@ def linear_model() -> nn.Module:
 
 
 SHAPES = [(16, 8), (16,), (4, 16), (4,)]
-NUMEL = sum(torch.Size(s).numel() for s in SHAPES)  # 144 + 16 + 64 + 4 = 228
+NUMEL = sum(torch.Size(s).numel() for s in SHAPES)  # 128 + 16 + 64 + 4 = 212
 
 
 @pytest.mark.parametrize(
@@ -94,8 +96,8 @@ NUMEL = sum(torch.Size(s).numel() for s in SHAPES)  # 144 + 16 + 64 + 4 = 228
     [
         ("erm", 0),
         ("sam", NUMEL),  # the weight backup
-        ("gsam", 2 * NUMEL),  # backup + clean gradient
-        ("looksam", 3 * NUMEL),  # backup + clean gradient + g_v
+        ("gsam", 2 * NUMEL + 1),  # backup + clean gradient + its norm (a scalar kept from ascend to descend)
+        ("looksam", 3 * NUMEL + 2),  # backup + clean gradient + g_v, and the norms of g and g_v (scalars)
         ("nusam", (16 + 8) + (4 + 16)),  # one u and one v per 2-D matrix, nothing else
     ],
 )
@@ -114,6 +116,52 @@ def test_optimizer_state_bytes_equal_the_hand_count(registry, optimizer, extra_f
         opt.step(BatchClosure(model, nn.functional.cross_entropy, inputs, targets))
     momentum = NUMEL  # SGD momentum buffers, one float per parameter
     assert optimizer_state_bytes(opt) == 4 * (momentum + extra_floats)
+
+
+def own_buffer_sam(registry, where: str):
+    """SAM with Friendly SAM's kind of state: a gradient EMA it keeps itself, in an attribute or in
+    ``self.state``, declared nowhere; and a reference to the model, whose weights are not its memory."""
+    from harness import SharpnessAwareOptimizer
+
+    class OwnBuffer(SharpnessAwareOptimizer):
+        def perturbation(self, params, grads, rho, grad_norm):
+            if where == "attribute":
+                if not hasattr(self, "ema"):
+                    self.ema = [torch.zeros_like(g) for g in grads]
+                ema = self.ema
+            else:
+                ema = [self.state[p].setdefault("ema", torch.zeros_like(g)) for p, g in zip(params, grads, strict=True)]
+            torch._foreach_lerp_(ema, grads, 0.1)
+            direction = torch._foreach_sub(grads, ema)
+            return torch._foreach_mul(direction, rho / (self.global_norm(direction) + 1e-12))
+
+    model = linear_model()
+    base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = registry.create("scheduler", "constant")
+    optimizer = OwnBuffer(list(model.named_parameters()), base_optimizer=base, scheduler=scheduler)
+    optimizer.model = model
+    return model, optimizer
+
+
+@pytest.mark.parametrize("where", ["attribute", "state"])
+def test_a_variant_s_own_undeclared_buffer_is_counted(registry, where):
+    from harness.run.closure import BatchClosure
+
+    model, optimizer = own_buffer_sam(registry, where)
+    for _ in range(2):
+        inputs, targets = torch.randn(5, 8), torch.randint(0, 4, (5,))
+        optimizer.step(BatchClosure(model, nn.functional.cross_entropy, inputs, targets))
+    momentum, backup, ema = NUMEL, NUMEL, NUMEL
+    assert optimizer_state_bytes(optimizer) == 4 * (momentum + backup + ema)
+    assert perturbation_state_bytes(optimizer) == 4 * (backup + ema)
+
+
+def test_views_of_one_buffer_count_once_and_parameters_never():
+    model = linear_model()
+    flat = torch.zeros(NUMEL)
+    holder = types.SimpleNamespace(views=[flat[:10], flat[10:]], again=flat, weights=list(model.parameters()))
+    held = held_tensors(holder, params=model.parameters())
+    assert storage_bytes(held) == 4 * NUMEL and len(held) == 1
 
 
 def test_step_quantiles_match_numpy():

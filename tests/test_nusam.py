@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from harness import PerturbationScheduler
-from harness.contract.optim import optimizer_state_bytes
+from harness.contract.held import held_tensors, optimizer_state_bytes
 from harness.run.closure import BatchClosure
 
 # The defaults the plugin registers (YAML-friendly: a list for exclude).
@@ -304,7 +304,8 @@ def test_state_is_the_base_state_plus_one_u_and_one_v_per_matrix(base_name):
     base_ptrs = {
         t.data_ptr() for s in optimizer.base_optimizer.state.values() for t in s.values() if torch.is_tensor(t)
     }
-    own = [t for t in optimizer.held_tensors() if t.data_ptr() not in base_ptrs]
+    params = list(model.parameters())
+    own = [t for t in held_tensors(optimizer, params=params) if t.data_ptr() not in base_ptrs]
     smallest_matrix = min(p.numel() for p in matrices)
     assert own and all(t.ndim == 1 and t.numel() < smallest_matrix for t in own)
     assert optimizer._backup is None

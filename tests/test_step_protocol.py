@@ -15,7 +15,8 @@ from harness_sam.sam import SAM
 from harness_schedules.basic import Constant, Never
 from torch import nn
 
-from harness.contract.optim import StepContext, optimizer_state_bytes
+from harness.contract.held import optimizer_state_bytes
+from harness.contract.optim import StepContext
 from harness.errors import ProtocolError
 from harness.run.build import build_base_optimizer
 from harness.run.closure import BatchClosure, batchnorm_modules

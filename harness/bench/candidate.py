@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.contract.optim import SharpnessAwareOptimizer, optimizer_state_bytes, state_tensors, tensor_bytes
+from harness.contract.held import held_tensors, optimizer_state_bytes, storage_bytes
+from harness.contract.optim import SharpnessAwareOptimizer
 from harness.run.row import RunState
 
 
@@ -38,10 +39,11 @@ class Candidate:
 
 def held_bytes(candidate: Candidate) -> tuple[int, int]:
     """(bytes the optimizer holds between steps, of which beyond its base optimizer's state)."""
-    base = tensor_bytes(state_tensors(candidate.base_optimizer))
+    base = optimizer_state_bytes(candidate.base_optimizer)
     optimizer = candidate.optimizer
     if isinstance(optimizer, SharpnessAwareOptimizer):
         total = optimizer_state_bytes(optimizer)
-    else:  # a reference: its base optimizer's state, its own (none for a bare loop) and its extra buffers
-        total = tensor_bytes(state_tensors(candidate.base_optimizer) + state_tensors(optimizer) + candidate.extra_held)
+    else:  # a reference: what its base optimizer, its own object (none for a bare loop) and its extra buffers hold
+        params = [p for group in candidate.base_optimizer.param_groups for p in group["params"]]
+        total = storage_bytes(held_tensors(candidate.base_optimizer, optimizer, candidate.extra_held, params=params))
     return total, total - base

@@ -359,13 +359,6 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         """On an unperturbed step, optionally rewrite ``p.grad`` (LookSAM). Default: plain gradient."""
         return {}
 
-    def held_tensors(self) -> list[torch.Tensor]:
-        """Every tensor this optimizer keeps between steps: base optimizer state and own buffers.
-
-        ``optimizer_state_bytes`` in the results is the size of these (shared/DESIGN.md section 7).
-        """
-        return state_tensors(self.base_optimizer) + list(self._backup or [])
-
     def state_dict(self) -> dict[str, Any]:
         """Base optimizer, scheduler and variant state, so a run resumes on the same trajectory."""
         return {
@@ -390,31 +383,3 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
 
     def load_variant_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``variant_state_dict`` returned."""
-
-
-def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The tensors in ``optimizer.state`` (momentum buffers, Adam's moments, ...)."""
-    return [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
-
-
-def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct tensors among ``tensors``, told apart by data pointer (one listed twice counts once)."""
-    seen: dict[int, int] = {}
-    for tensor in tensors:
-        seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
-    return sum(seen.values())
-
-
-def perturbation_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes a sharpness-aware optimizer holds beyond its base optimizer's state: what its perturbation costs
-    in memory (SAM's weight backup, LookSAM's g_v, nuSAM's u and v; 002 is about this number). 0 otherwise."""
-    if not isinstance(optimizer, SharpnessAwareOptimizer):
-        return 0
-    return optimizer_state_bytes(optimizer) - tensor_bytes(state_tensors(optimizer.base_optimizer))
-
-
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of every distinct tensor the optimizer holds between steps."""
-    if isinstance(optimizer, SharpnessAwareOptimizer):
-        return tensor_bytes(optimizer.held_tensors())
-    return tensor_bytes(state_tensors(optimizer))

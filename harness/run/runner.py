@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from harness.contract.optim import StepInfo, optimizer_state_bytes, perturbation_state_bytes
+from harness.contract.held import optimizer_state_bytes, perturbation_state_bytes
+from harness.contract.optim import StepInfo
 from harness.contract.run_spec import RunSpec
 from harness.errors import ProtocolError
 from harness.plugins import Registry

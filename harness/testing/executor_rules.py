@@ -4,7 +4,8 @@ An executor must train a suite's runs to the same results wherever it runs them.
 suite (ERM and SAM on a slice of digits, a 16-unit MLP, one epoch) through the executor, built with its
 registered defaults, and compares each run's ``status``, ``test_acc``, ``steps`` and ``grad_evals`` with the
 rows the ``local`` executor writes for the same suite (for ``local`` itself: with runs trained in this
-process by ``harness.run.runner.execute``). An executor whose optional dependency is missing is skipped.
+process by ``harness.run.runner.execute``). An executor whose optional dependency is missing is skipped, and so is
+one that raises ``harness.errors.EngineUnavailable`` (no Slurm controller, no Ray cluster): the skip says why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.errors import EngineUnavailable
 from harness.plugins import Registry
 from harness.testing.base import ContractSkip, ContractViolation, rule
 
@@ -85,6 +87,8 @@ def _plain(value: Any) -> Any:
 def _executor(registry: Registry, name: str) -> Any:
     try:
         return registry.create("executor", name)
+    except EngineUnavailable as error:
+        raise ContractSkip(f"its engine cannot be reached: {error}") from error
     except Exception as error:
         if isinstance(error, ImportError) or isinstance(error.__cause__, ImportError):
             raise ContractSkip(f"an optional dependency is not installed: {error}") from error
@@ -99,6 +103,8 @@ def _run(registry: Registry, name: str) -> dict[str, dict[str, Any]]:
             executor.run(list(suite.runs), results_dir=str(Path(folder) / "results"), events=_Events())
         except ImportError as error:
             raise ContractSkip(f"an optional dependency is not installed: {error}") from error
+        except EngineUnavailable as error:
+            raise ContractSkip(f"its engine cannot be reached: {error}") from error
         except Exception as error:
             raise ContractViolation(f"run(runs, results_dir, events) raised {type(error).__name__}: {error}") from error
         return _rows(Path(folder) / "results", suite)

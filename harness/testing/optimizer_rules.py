@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.contract.held import held_tensors, reachable_generators
 from harness.plugins import Registry
 from harness.run.closure import BatchClosure, batchnorm_modules
 from harness.run.precision import Precision, fp16_autocast_available
@@ -213,6 +214,36 @@ def state_dict_round_trip(registry: Registry, name: str) -> None:
     )
 
 
+@rule(
+    "optimizer",
+    "memory_counted",
+    "optimizer_state_bytes counts at least the tensors its state_dict() saves (none held out of the walk's reach)",
+)
+def memory_counted(registry: Registry, name: str) -> None:
+    scheduler, params = _alternating(registry)
+    model, optimizer, _ = _setup(registry, name, scheduler, scheduler_params=params, momentum=0.9)
+    for step in range(4):
+        take_step(model, optimizer, step)
+    weights = list(model.parameters())
+    held = held_tensors(optimizer, params=weights)
+    held += [generator.get_state() for generator in reachable_generators(optimizer)]
+    for saved in held_tensors(optimizer.state_dict(), params=weights):
+        if not any(_same_tensor(saved, tensor) for tensor in held):
+            raise ContractViolation(
+                f"state_dict() saves a {saved.dtype} tensor of shape {tuple(saved.shape)} that optimizer_state_bytes "
+                "does not count (no tensor the optimizer holds is it or equals it): the optimizer keeps it where "
+                "the walk of harness.contract.held cannot reach (a global, a closure, a weak reference); keep it "
+                "in an attribute of the optimizer, its state or its scheduler"
+            )
+
+
+def _same_tensor(saved: torch.Tensor, held: torch.Tensor) -> bool:
+    """Whether ``saved`` is ``held`` (one storage) or a copy of it (``state_dict`` may save clones)."""
+    if saved.untyped_storage().data_ptr() == held.untyped_storage().data_ptr():
+        return True
+    return saved.shape == held.shape and saved.dtype == held.dtype and torch.equal(saved, held.to(saved.device))
+
+
 @rule("optimizer", "deterministic", "two runs under the same seed end at the same weights, bit for bit")
 def deterministic(registry: Registry, name: str) -> None:
     def trajectory() -> dict[str, torch.Tensor]:
@@ -352,6 +383,7 @@ RULES = (
     rho_zero,
     exact_restore,
     state_dict_round_trip,
+    memory_counted,
     deterministic,
     zero_gradients,
     batchnorm_once,

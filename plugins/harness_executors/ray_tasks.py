@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from harness.errors import PluginError, UsageError
+from harness.errors import EngineUnavailable, PluginError, UsageError
 from harness.execution import RowWatch, RunEvents, RunSpec, loaded_entry_points, run_payload, run_worker
 from harness_executors.log_progress import LogProgress
 
@@ -115,7 +115,7 @@ class RayExecutor:
             where = f"the Ray cluster at address={self.address!r}" if self.address else "a local Ray"
             hint = "; start it (ray start --head) or use address: '' for a local Ray" if self.address else ""
             message = f"executor ray: cannot connect to {where}: {type(error).__name__}: {error}{hint}"
-            raise UsageError(message) from None
+            raise EngineUnavailable(message) from None
         finally:
             if handler is not None:  # ray.init replaced it: SIGTERM must stop the suite as Ctrl-C does (exit 130)
                 signal.signal(signal.SIGTERM, handler)

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import PluginError, UsageError
+from harness.errors import EngineUnavailable, PluginError, UsageError
 from harness.execution import (
     RowWatch,
     RunEvents,
@@ -140,7 +140,8 @@ class SubmititExecutor:
     """Trains runs as submitit jobs: a Slurm job array, or local subprocesses.
 
     folder: where submitit keeps its job files ("": ``RESULTS_DIR/<suite>/submitit``).
-    cluster: ``slurm``, ``local`` or "" (Slurm when a controller answers ``sinfo``, else local).
+    cluster: ``slurm``, ``local`` or "" (Slurm when a controller answers ``sinfo``, else local); ``slurm`` with no
+        controller answering is ``EngineUnavailable`` (exit 2, and the contract kit skips, saying why).
     partition, slurm_additional_parameters: Slurm's partition and extra ``#SBATCH`` options.
     gpus_per_node, cpus_per_task, timeout_min: what each run's job asks for (threads = cpus_per_task).
     signal_delay_s: how long before the time limit Slurm sends USR2 (the run checkpoints and its job is requeued);
@@ -188,6 +189,11 @@ class SubmititExecutor:
     def _executor(self, runs: Sequence[RunSpec], results_dir: str) -> Any:
         folder = self.folder or str(suite_dir(results_dir, runs[0].suite) / "submitit")
         cluster = self.cluster or ("slurm" if slurm_answers() else "local")
+        if cluster == "slurm" and not slurm_answers():
+            raise EngineUnavailable(
+                "executor submitit: cluster='slurm', but no Slurm controller answers sinfo here; start Slurm, "
+                "or use cluster: local (or '' to detect)"
+            )
         executor = self.submitit.AutoExecutor(folder=folder, cluster=cluster)
         parameters: dict[str, Any] = {
             "name": f"harness-{runs[0].suite}",

@@ -65,6 +65,3 @@ class GSAM(SAM):
         torch._foreach_add_(perturbed, total, alpha=-self.alpha)
         extras["cos_g_gp"] = inner / (self._clean_norm * perturbed_norm + self.eps)
         return extras
-
-    def held_tensors(self) -> list[torch.Tensor]:
-        return super().held_tensors() + self._clean.held()

@@ -86,9 +86,6 @@ class LookSAM(SAM):
         torch._foreach_add_(grads, scaled)
         return {"gv_norm": self._orthogonal_norm}
 
-    def held_tensors(self) -> list[torch.Tensor]:
-        return super().held_tensors() + self._clean.held() + self._orthogonal.held()
-
     def variant_state_dict(self) -> dict[str, Any]:
         return {**super().variant_state_dict(), "g_v": self._orthogonal.buffers, "g_v_norm": self._orthogonal_norm}
 

@@ -217,11 +217,6 @@ class NuSAM(SharpnessAwareOptimizer):
         self._applied = []
         return {}
 
-    def held_tensors(self) -> list[torch.Tensor]:
-        """Base optimizer state plus the ``u_i`` and ``v_i`` vectors: no weight backup, no dense perturbation."""
-        held = [t for state in self.base_optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
-        return held + self._u + self._v
-
     def variant_state_dict(self):
         """The warm-start vectors ``u_i`` (``v_i`` is recomputed from ``u_i`` before it is used)."""
         return {"u": [u.clone() for u in self._u]}

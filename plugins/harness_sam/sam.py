@@ -233,10 +233,6 @@ class SAM(SharpnessAwareOptimizer):
             self._generator = torch.Generator(device=params[0].device).manual_seed(self._seed)
         return [torch.randn(p.shape, generator=self._generator, device=p.device, dtype=p.dtype) for p in params]
 
-    def held_tensors(self) -> list[torch.Tensor]:
-        held = super().held_tensors()
-        return held + (self._sub_batch_sum.held() if self._sub_batch_sum is not None else [])
-
     def variant_state_dict(self) -> dict[str, Any]:
         """The random-direction generator's state, so a resumed run draws the same directions."""
         return {"generator": None if self._generator is None else self._generator.get_state()}
@@ -334,6 +330,3 @@ class GradientMemory:
         buffers = self.select(params)
         torch._foreach_copy_(buffers, values)
         return buffers
-
-    def held(self) -> list[torch.Tensor]:
-        return list(self.buffers or [])

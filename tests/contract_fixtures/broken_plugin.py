@@ -84,6 +84,42 @@ class Forgetful(PlainSAM):
         return [a * (rho / (norm + 1e-12)) for a in self.average]
 
 
+_HIDDEN = []  # HiddenBuffer's averages, one slot per instance, kept out of the optimizer object
+
+
+class HiddenBuffer(PlainSAM):
+    """memory_counted: keeps its gradient average in a module-level list, out of the memory count's reach."""
+
+    def __init__(self, params, *, base_optimizer, scheduler):
+        super().__init__(params, base_optimizer=base_optimizer, scheduler=scheduler)
+        self.slot = len(_HIDDEN)
+        _HIDDEN.append(None)
+
+    def perturbation(self, params, grads, rho, grad_norm):
+        if _HIDDEN[self.slot] is None:
+            _HIDDEN[self.slot] = [torch.zeros_like(g) for g in grads]
+        average = _HIDDEN[self.slot]
+        for a, g in zip(average, grads, strict=True):
+            a.mul_(0.5).add_(g, alpha=0.5)
+        norm = self.global_norm(average)
+        return [a * (rho / (norm + 1e-12)) for a in average]
+
+    def variant_state_dict(self):
+        return {"average": _HIDDEN[self.slot] or []}
+
+    def load_variant_state_dict(self, state):
+        _HIDDEN[self.slot] = list(state["average"]) or None
+
+
+class StaleGroups(PlainSAM):
+    """state_dict: its load_state_dict leaves param_groups on the list torch's load_state_dict replaced."""
+
+    def load_state_dict(self, state_dict):
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        self.scheduler.load_state_dict(state_dict["scheduler"])
+        self.steps_taken = int(state_dict["steps_taken"])
+
+
 class NegativeRho(PerturbationScheduler):
     """decide: returns a negative radius."""
 
@@ -156,6 +192,8 @@ def register_optimizers():
         OptimizerSpec("broken-third-pass", ThirdPass),
         OptimizerSpec("broken-one-pass", OnePass),
         OptimizerSpec("broken-forgetful", Forgetful),
+        OptimizerSpec("broken-hidden-buffer", HiddenBuffer),
+        OptimizerSpec("broken-stale-groups", StaleGroups),
     ]
 
 
