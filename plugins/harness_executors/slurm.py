@@ -188,8 +188,9 @@ class SubmititExecutor:
 
     def _executor(self, runs: Sequence[RunSpec], results_dir: str) -> Any:
         folder = self.folder or str(suite_dir(results_dir, runs[0].suite) / "submitit")
-        cluster = self.cluster or ("slurm" if slurm_answers() else "local")
-        if cluster == "slurm" and not slurm_answers():
+        answers = self.cluster != "local" and slurm_answers()
+        cluster = self.cluster or ("slurm" if answers else "local")
+        if cluster == "slurm" and not answers:
             raise EngineUnavailable(
                 "executor submitit: cluster='slurm', but no Slurm controller answers sinfo here; start Slurm, "
                 "or use cluster: local (or '' to detect)"
