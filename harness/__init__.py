@@ -31,8 +31,6 @@ from harness.errors import (
     UnknownNameError,
 )
 
-__version__ = "0.1.0"
-
 _LAZY = {
     "SharpnessAwareOptimizer": "harness.contract.optim",
     "PerturbationScheduler": "harness.contract.optim",
@@ -68,6 +66,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
+def _version() -> str:
+    """The installed sam-harness distribution's version: its one home is pyproject.toml (read on first use,
+    so ``import harness`` stays cheap); ``0+unknown`` for a source tree that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("sam-harness")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -31,7 +31,19 @@ class UnknownNameError(HarnessError, KeyError):
 
 
 class SuiteError(HarnessError):
-    """A suite file is invalid. The message names the file, the key path, the value and what was expected."""
+    """A suite file is invalid. Each problem names the file, the key path, the value and what was expected.
+
+    One error may list several problems (``SuiteError(first, second, ...)``): validation goes on past
+    an independent check's problem (``harness.suite.checks.Problems``), so one ``harness validate``
+    shows them all rather than one per edit. ``str()`` gives one problem a line.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 class UsageError(HarnessError):

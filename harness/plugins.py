@@ -5,7 +5,7 @@ gets its own). Loading order (shared/DESIGN.md section 3):
 
 1. the block-list ``HARNESS_DISABLE_PLUGINS`` (comma-separated entry-point or distribution names);
 2. the ``sam_harness`` entry points, one by one: a plugin that fails to import is skipped with a
-   ``PluginLoadWarning`` naming it and the error, or raises ``PluginError`` when
+   ``PluginLoadWarning`` naming it and the error (one line on stderr), or raises ``PluginError`` when
    ``HARNESS_STRICT_PLUGINS=1`` (pluggy's own ``load_setuptools_entrypoints`` would abort on the
    first broken plugin); entry points are keyed by distribution and name: one name offered by two
    distributions raises ``DuplicateNameError`` naming both (a stranger's ``sam = ...`` would otherwise
@@ -46,7 +46,25 @@ _REGISTER_HOOK = {kind: f"register_{kind}s" for kind in KINDS}
 
 
 class PluginLoadWarning(UserWarning):
-    """A plugin was skipped because it failed to import."""
+    """A plugin was skipped because it failed to import.
+
+    Shown as one line, ``warning: <message>`` (``_format_warning``): the message names the plugin, its
+    distribution and the error, and Python's ``file:line: Category:`` prefix and source line would point
+    at the harness's loader instead. Filters and ``pytest.warns`` see it as any other warning.
+    """
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """``warnings.formatwarning`` for every warning: one line for a ``PluginLoadWarning``, Python's format else."""
+    if issubclass(category, PluginLoadWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+warnings.formatwarning = _format_warning
 
 
 @dataclass(frozen=True)

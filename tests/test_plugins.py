@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import warnings
 
 import pytest
 
@@ -59,6 +63,11 @@ def test_broken_plugin_warns_naming_it_and_is_skipped(add_entry_points, monkeypa
         registry = Registry.from_plugins()
     assert "third-party-sam" in registry.names("optimizer")  # the others still load
     assert "sam" in registry.names("optimizer")
+
+
+def test_other_warnings_keep_pythons_format():
+    text = warnings.formatwarning("plain", UserWarning, "somewhere.py", 7, line="")
+    assert text == "somewhere.py:7: UserWarning: plain\n"
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(add_entry_points, monkeypatch):
@@ -147,9 +156,6 @@ def test_specs_are_frozen_and_validated():
 
 
 def test_listing_plugins_imports_no_torch_from_plugin_modules():
-    import subprocess
-    import sys
-
     code = (
         "import sys; from harness.plugins import Registry; r = Registry.from_plugins(); "
         "list(r); print('torch' in sys.modules)"
@@ -253,12 +259,26 @@ def test_one_distribution_seen_twice_on_the_path_loads_once(monkeypatch, tmp_pat
     assert "stranger-sam" in Registry.from_plugins().names("optimizer")
 
 
+def test_a_skipped_plugin_is_one_line_on_stderr(tmp_path):
+    # Not Python's "plugins.py:123: PluginLoadWarning: ..." followed by the loader's source line.
+    _install_distribution(
+        tmp_path, "brokenpkg", {"broken": "broken_plugin"}, {"broken_plugin": "raise RuntimeError('boom')"}
+    )
+    env = {key: value for key, value in os.environ.items() if key != "HARNESS_STRICT_PLUGINS"}
+    command = [sys.executable, "-m", "harness.cli", "plugins", "--json"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**env, "PYTHONPATH": str(tmp_path)}, timeout=120
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)
+    assert done.stderr == (
+        "warning: sam_harness plugin 'broken' (broken_plugin, from brokenpkg 1.0) failed to import and was "
+        "skipped: RuntimeError: boom\n"
+    )
+
+
 def test_a_skipped_plugin_is_reported_once_per_process(monkeypatch, tmp_path):
     # A driver builds several registries (the suite's, the executor's preload list); the warning printed
     # once for each, because importing torch/timm resets Python's once-per-location warning registry.
-    import subprocess
-    import sys
-
     _install_distribution(
         tmp_path, "broken-thing", {"broken": "broken_thing"}, {"broken_thing": "raise RuntimeError('boom')"}
     )
@@ -269,7 +289,7 @@ def test_a_skipped_plugin_is_reported_once_per_process(monkeypatch, tmp_path):
         "warnings.simplefilter('default')\n"  # what a library import may do between two registries
         "Registry.from_plugins()\n"
     )
-    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("'broken' (broken_thing, from broken-thing 1.0) failed to import") == 1, done.stderr

@@ -487,3 +487,63 @@ def test_a_later_parameter_enters_the_run_id_only_when_set_to_something_else(tmp
     assert runs["other"].optimizer_params["zero_weight_ratio"] == 0.0
     with pytest.raises(ValueError, match="later_params .'nope'. must be keys of its defaults"):
         type(spec)(name="x", factory="a.b:c", defaults={"rho": 0.1}, later_params=("nope",))
+
+
+# Independent problems in one suite: a top-level key, a run setting, a method, a model parameter and a seed.
+MANY_PROBLEMS = (
+    GOOD.replace("description:", "descripton:")
+    .replace("  epochs: 1\n", "  epoch: 1\n")
+    .replace("[erm, sam]", "[erm, no-such-method]")
+    .replace("[small-cnn]", "[{name: mlp, hidden: 3.5}]")
+    .replace("seeds: [0]", "seeds: [0, zero]")
+)
+# What each problem's line says after the file path: the key path, the value or "unknown", what was expected.
+EVERY_PROBLEM = [
+    ("descripton: unknown key", "did you mean 'description'"),
+    ("defaults.epoch: unknown key", "did you mean 'epochs'"),
+    ("methods[1].preset: unknown preset 'no-such-method'", "known presets: "),
+    ("models[0].hidden: 3.5 is invalid", "expected an integer"),
+    ("seeds[1]: 'zero' is invalid", "expected an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_every_independent_problem_is_reported_at_once(tmp_path, capsys, command):
+    suite, results = _write(tmp_path, MANY_PROBLEMS), tmp_path / "results"
+    argv = [command, str(suite)] + (["--results-dir", str(results)] if command == "run" else [])
+    assert main(argv) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(EVERY_PROBLEM), lines  # one line a problem, no traceback
+    for line, (where, expected) in zip(lines, EVERY_PROBLEM, strict=True):
+        assert line.startswith(f"error: {suite}: {where}"), line
+        assert expected in line, (expected, line)
+    _assert_nothing_written(results)
+
+
+def test_a_bad_run_setting_does_not_hide_a_bad_method_or_another_setting(tmp_path, registry):
+    text = _edit("  epochs: 1\n", "  epochs: 0\n  device: gpu\n").replace("[erm, sam]", "[erm, {preset: sam, x: 1}]")
+    with pytest.raises(SuiteError) as error:
+        load_suite(_write(tmp_path, text), registry)
+    assert [problem.split(": ", 2)[1] for problem in error.value.problems] == [
+        "defaults.epochs",
+        "defaults.device",
+        "methods[1].x",
+    ]
+
+
+def test_problems_beyond_the_first_twenty_are_counted_not_listed(tmp_path, registry):
+    seeds = ", ".join(f"s{i}" for i in range(25))
+    with pytest.raises(SuiteError) as error:
+        load_suite(_write(tmp_path, _edit("seeds: [0]", f"seeds: [{seeds}]")), registry)
+    problems = error.value.problems
+    assert len(problems) == 21 and problems[19].startswith(f"{tmp_path / 'suite.yaml'}: seeds[19]: 's19' is invalid")
+    assert problems[20] == f"{tmp_path / 'suite.yaml'}: and 5 more problems; fix these and validate again"
+
+
+def test_checks_that_combine_parts_wait_for_valid_parts(tmp_path, registry):
+    # A repeated seed is only refused once every seed is valid, and the grid's checks once every axis is:
+    # the first problem shown is never one a fix of an earlier one would change.
+    text = _edit("seeds: [0]", "seeds: [0, 0, -1]")
+    with pytest.raises(SuiteError) as error:
+        load_suite(_write(tmp_path, text), registry)
+    assert len(error.value.problems) == 1 and "seeds[2]: -1 is invalid" in str(error.value)

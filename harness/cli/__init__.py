@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.cli.listing import print_runs
 from harness.cli.parser import build_parser
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, SuiteError, UsageError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as error:  # SuiteError, PluginError, UnknownNameError: nothing has trained
-        print(f"error: {error}", file=sys.stderr)
+        for problem in error.problems if isinstance(error, SuiteError) else (str(error),):
+            print(f"error: {problem}", file=sys.stderr)  # a suite's problems: one line each, all of them
         return EXIT_USAGE
     except KeyboardInterrupt:  # before or after training (during it, ``_run`` reports and returns 130)
         print("interrupted", file=sys.stderr)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from harness import __version__
 from harness.cli.listing import SUMMARY_ENDS, SUMMARY_OVER
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmark sharpness-aware minimization variants.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train every run of a suite and write Parquet results")

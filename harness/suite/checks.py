@@ -1,14 +1,16 @@
 """The value checks of suite validation: each error names the file, the key path, the value and the rule.
 
 ``Checker`` formats every ``SuiteError`` the same way (``<file> (with --set ...): <key>: <value> is
-invalid; expected <rule>``); ``unique`` refuses a repeated grid-axis entry, which would give two runs
-the same run id. ``MISSING`` stands for a key the suite does not set.
+invalid; expected <rule>``); ``Problems`` gathers the problems of independent checks into one error, so
+a suite's every problem shows at once; ``unique`` refuses a repeated grid-axis entry, which would give
+two runs the same run id. ``MISSING`` stands for a key the suite does not set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from harness.errors import SHORT_REPR_CHARS, SuiteError, did_you_mean, short_repr
@@ -33,14 +35,18 @@ class Checker:
         return dict(value)
 
     def keys(self, key: str, value: Mapping[str, Any], allowed: Sequence[str], hints: str = "") -> None:
+        """Refuse every key of ``value`` not in ``allowed``: one problem per unknown key, all in one error."""
+        problems = []
         for name in value:
             if name not in allowed:
                 shown = str(name) if len(str(name)) <= SHORT_REPR_CHARS else short_repr(name)  # a 1 MiB key
                 where = f"{key}.{shown}" if key else shown
-                raise SuiteError(
+                problems.append(
                     f"{self.source}: {where}: unknown key{did_you_mean(shown, allowed)}; "
                     f"expected one of: {', '.join(allowed)}{hints}"
                 )
+        if problems:
+            raise SuiteError(*problems)
 
     def integer(self, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
@@ -82,6 +88,59 @@ class Checker:
         if not isinstance(value, list) or not value:
             raise self.fail(key, value, "a non-empty list")
         return value
+
+
+class Problems:
+    """The problems of independent checks, gathered so that one ``SuiteError`` lists them all.
+
+    A check whose input does not depend on another's result runs inside ``check()`` (or, for each entry
+    of a list, ``each``): its ``SuiteError`` is recorded and validation goes on. ``raise_any()`` then
+    raises one error with every problem (at most ``MAX_SHOWN``), before the checks that need the
+    earlier results valid. A user fixing a suite sees all its problems in one ``harness validate``.
+    """
+
+    #: Problems listed in one error; a generated axis of 20,000 bad seeds must not print 20,000 lines.
+    MAX_SHOWN = 20
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker = checker
+        self.found: list[str] = []
+
+    def add(self, error: SuiteError) -> None:
+        """Record every problem of ``error``."""
+        self.found.extend(error.problems)
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        """Record a ``SuiteError`` the block raises, and go on after the block."""
+        try:
+            yield
+        except SuiteError as error:
+            self.add(error)
+
+    def each(self, key: str, raw: Any, check: Callable[[str, Any], Any]) -> list[Any] | None:
+        """``check(f"{key}[i]", entry)`` for every entry of the list ``raw`` (``Checker.listed``), each entry's
+        problem recorded; the results, or None when the list or any entry is invalid."""
+        try:
+            entries = self.checker.listed(key, raw)
+        except SuiteError as error:
+            self.add(error)
+            return None
+        results: list[Any] = []
+        for i, entry in enumerate(entries):
+            with self.check():
+                results.append(check(f"{key}[{i}]", entry))
+        return results if len(results) == len(entries) else None
+
+    def raise_any(self) -> None:
+        """Raise one ``SuiteError`` listing every problem recorded so far, if there is one."""
+        if not self.found:
+            return
+        shown = self.found[: self.MAX_SHOWN]
+        left = len(self.found) - len(shown)
+        if left:
+            shown.append(f"{self.checker.source}: and {left} more problems; fix these and validate again")
+        raise SuiteError(*shown)
 
 
 def unique(checker: Checker, key: str, values: Sequence[Any], *, what: str, field: str = "") -> None:

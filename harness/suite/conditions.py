@@ -136,7 +136,9 @@ def _checked(checker: Checker, registry: Registry, defaults: Mapping[str, Any], 
     try:
         checked = run_settings(checker, {**defaults, head: {**current, entry: value} if entry else value})[head]
     except SuiteError as error:
-        raise SuiteError(str(error).replace("defaults.", key[: len(key) - len(name)], 1)) from None
+        raise SuiteError(
+            *(problem.replace("defaults.", key[: len(key) - len(name)], 1) for problem in error.problems)
+        ) from None
     return checked[entry] if entry else checked
 
 

@@ -1,12 +1,15 @@
 """Reading a suite: the file, its ``--set`` overrides, and the validation that turns it into a ``Suite``.
 
 ``load_suite`` reads the file (bounded, UTF-8, ``harness.suite.yaml_loader``), applies the overrides
-(``apply_overrides``) and validates the document top-down: the top-level keys and name, the run
-settings (``settings``), each axis (``methods`` for methods and components, ``checks.unique`` against
-repeats), the model x dataset pairs and the grid (``grid``), the settings that depend on the grid
-values (``conditions``), each preset's paper domain against the runs' stated extensions (``domains``),
-the references (``references``), the executor, the tuning studies (``tuning``), and last every factory
-path the runs use (``factories``).
+(``apply_overrides``) and validates the document in two rounds. First the checks that stand on their
+own: the top-level keys and name, each run setting (``settings``), each entry of each axis (``methods``
+for methods and components, ``checks.unique`` against repeats), the metrics and the executor; their
+problems are gathered (``checks.Problems``) and raised as one ``SuiteError``, so a suite shows all of
+them at once. Then, on those valid parts, the checks that combine them, the first problem stopping:
+the model x dataset pairs and the grid (``grid``), the references (``references``), the settings that
+depend on the grid values (``conditions``), each preset's paper domain against the runs' stated
+extensions (``domains``), the tuning studies (``tuning``), and last every factory path the runs use
+(``factories``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from harness.contract.run_spec import RUN_DEFAULTS
 from harness.errors import SuiteError, did_you_mean, short_repr
 from harness.plugins import Registry
 from harness.suite import yaml_loader
-from harness.suite.checks import MISSING, Checker, unique
+from harness.suite.checks import MISSING, Checker, Problems, unique
 from harness.suite.conditions import apply as apply_conditions
 from harness.suite.conditions import conditions
 from harness.suite.domains import check_domains
@@ -156,45 +159,119 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str], path: st
 def _validate(
     document: dict[str, Any], registry: Registry, checker: Checker, path: str, *, smoke: bool, pinned: Sequence[str]
 ) -> Suite:
-    checker.keys("", document, TOP_LEVEL_KEYS)
-    name = document.get("name", MISSING)
+    """The ``Suite`` of a document: first every check that stands on its own (the top-level keys, the name, each
+    run setting, each axis entry, the executor), their problems listed in one ``SuiteError``; then, on valid
+    parts, the checks that combine them (model x dataset, references, conditions, domains, tuning, factories)."""
+    problems = Problems(checker)
+    with problems.check():
+        checker.keys("", document, TOP_LEVEL_KEYS)
+    with problems.check():
+        _suite_name(checker, document.get("name", MISSING))
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        problems.add(checker.fail("description", description, "a string"))
+    settings = None
+    with problems.check():
+        settings = run_settings(checker, document.get("defaults") or {})
+    axes = _axes(problems, checker, registry, document, settings)
+    metrics = None
+    if document.get("metrics"):
+        metrics = problems.each(
+            "metrics", document["metrics"], lambda key, entry: component(checker, registry, "metric", key, entry)
+        )
+        if metrics is not None:
+            with problems.check():
+                unique(checker, "metrics", metrics, what="metric (same name and parameters)")
+    with problems.check():
+        executor = _executor(checker, registry, document.get("executor"))
+    problems.raise_any()
+    settings["metrics"] = tuple(metrics or ())
+    methods, models, seeds = axes["methods"], axes["models"], axes["seeds"]
+    check_combinations(checker, registry, models, axes["datasets"])
+    references = reference_blocks(checker, document.get("reference", []), path, methods, models)
+    name, runs = expand(path, registry, document["name"], settings, axes, smoke=smoke)
+    grid_values = {
+        "method": [m["name"] for m in methods],
+        "model": [m[0] for m in models],
+        "dataset": [d[0] for d in axes["datasets"]],
+        "noise_rate": axes["noise_rates"],
+        "batch_size": axes["batch_sizes"],
+        "seed": seeds,
+    }
+    found = conditions(checker, document.get("conditions"), registry, document.get("defaults") or {}, grid_values)
+    runs = tuple(apply_conditions(checker, registry, run, found, pinned=pinned, smoke=smoke) for run in runs)
+    check_domains(checker, registry, runs, methods)
+    runs = tuple(with_reference(run, references) for run in runs)
+    tuned = tuning(checker, registry, document.get("tuning"), runs, methods, seeds, smoke=smoke)
+    check_factories(path, registry, runs, check_source)
+    return Suite(name=name, description=description, path=path, runs=runs, executor=executor, tuning=tuned)
+
+
+def _suite_name(checker: Checker, name: Any) -> None:
     checker.path_name("name", name, "a suite name (it names the results folder)")
     if name in RESERVED_SUITE_NAMES:
         raise checker.fail(
             "name", name, f"a suite name other than {', '.join(RESERVED_SUITE_NAMES)} (folders the harness writes)"
         )
-    description = document.get("description", "")
-    if not isinstance(description, str):
-        raise checker.fail("description", description, "a string")
-    settings = run_settings(checker, document.get("defaults") or {})
+
+
+def _axes(
+    problems: Problems, checker: Checker, registry: Registry, document: dict[str, Any], settings: dict[str, Any] | None
+) -> dict[str, list[Any] | None]:
+    """The grid's axes in ``expand``'s order, each entry checked on its own (an axis with a problem is None),
+    then the rules within an axis (no repeats) and between two (label noise, batches split over ranks).
+
+    settings: the checked run settings; None when they have a problem: the methods' base optimizers are then
+    checked over the built-in one, and the batch sizes' split over ranks waits for valid settings.
+    """
     for key in ("methods", "models", "datasets"):
         if key not in document:
-            raise checker.fail(key, MISSING, f"a non-empty list of {key}")
-    methods = [
-        method(checker, registry, f"methods[{i}]", entry, settings["base_optimizer"])
-        for i, entry in enumerate(checker.listed("methods", document["methods"]))
-    ]
-    unique(checker, "methods", [m["name"] for m in methods], field=".name", what="method name")
-    models = [
-        component(checker, registry, "model", f"models[{i}]", entry)
-        for i, entry in enumerate(checker.listed("models", document["models"]))
-    ]
-    datasets = [
-        component(checker, registry, "dataset", f"datasets[{i}]", entry)
-        for i, entry in enumerate(checker.listed("datasets", document["datasets"]))
-    ]
-    unique(checker, "models", models, what="model (same name and parameters)")
-    unique(checker, "datasets", datasets, what="dataset (same name and parameters)")
-    seeds = [
-        checker.integer(f"seeds[{i}]", s, 0, MAX_SEED)
-        for i, s in enumerate(checker.listed("seeds", document.get("seeds", [0])))
-    ]
-    unique(checker, "seeds", seeds, what="seed")
-    noise_rates = [
-        checker.number(f"noise_rates[{i}]", r, 0.0, below=1.0)
-        for i, r in enumerate(checker.listed("noise_rates", document.get("noise_rates", [0.0])))
-    ]
-    unique(checker, "noise_rates", noise_rates, what="noise rate")
+            problems.add(checker.fail(key, MISSING, f"a non-empty list of {key}"))
+    base = (settings or RUN_DEFAULTS)["base_optimizer"]
+    checks = {  # each entry's check, and what a repeated entry is called
+        "methods": (lambda key, entry: method(checker, registry, key, entry, base), "method name"),
+        "models": (
+            lambda key, entry: component(checker, registry, "model", key, entry),
+            "model (same name and parameters)",
+        ),
+        "datasets": (
+            lambda key, entry: component(checker, registry, "dataset", key, entry),
+            "dataset (same name and parameters)",
+        ),
+        "noise_rates": (lambda key, rate: checker.number(key, rate, 0.0, below=1.0), "noise rate"),
+        "batch_sizes": (lambda key, size: checker.integer(key, size, 1), "batch size"),
+        "seeds": (lambda key, seed: checker.integer(key, seed, 0, MAX_SEED), "seed"),
+    }
+    given = {"noise_rates": [0.0], "batch_sizes": [(settings or RUN_DEFAULTS)["batch_size"]], "seeds": [0]}
+    given |= {key: document[key] for key in checks if key in document}
+    axes = {key: problems.each(key, given[key], check) if key in given else None for key, (check, _) in checks.items()}
+    for key, (_, what) in checks.items():
+        if axes[key] is None:
+            continue
+        with problems.check():
+            if key == "methods":
+                unique(checker, key, [m["name"] for m in axes[key]], field=".name", what=what)
+            else:
+                unique(checker, key, axes[key], what=what)
+    with problems.check():
+        _noise_supported(checker, registry, axes["datasets"] or [], axes["noise_rates"] or [])
+    if settings is not None:
+        for i, size in enumerate(axes["batch_sizes"] or []):
+            if size % settings["nproc"]:
+                problems.add(
+                    checker.fail(
+                        f"batch_sizes[{i}]",
+                        size,
+                        f"a multiple of defaults.nproc ({settings['nproc']}): ranks split it evenly",
+                    )
+                )
+    return axes
+
+
+def _noise_supported(
+    checker: Checker, registry: Registry, datasets: list[tuple[str, dict[str, Any]]], noise_rates: list[float]
+) -> None:
+    """Refuse a noise rate > 0 for a dataset that cannot add label noise (its defaults list no noise_rate)."""
     noisy = [i for i, rate in enumerate(noise_rates) if rate > 0]
     for i, (dataset, _) in enumerate(datasets):
         if noisy and "noise_rate" not in registry.get("dataset", dataset).defaults:
@@ -204,42 +281,6 @@ def _validate(
                 f"only 0.0: dataset {dataset!r} (datasets[{i}]) does not support label noise "
                 "(a dataset that does lists noise_rate in its defaults)",
             )
-    batch_sizes = [
-        checker.integer(f"batch_sizes[{i}]", b, 1)
-        for i, b in enumerate(checker.listed("batch_sizes", document.get("batch_sizes", [settings["batch_size"]])))
-    ]
-    unique(checker, "batch_sizes", batch_sizes, what="batch size")
-    for i, size in enumerate(batch_sizes):
-        if size % settings["nproc"]:
-            raise checker.fail(
-                f"batch_sizes[{i}]", size, f"a multiple of defaults.nproc ({settings['nproc']}): ranks split it evenly"
-            )
-    check_combinations(checker, registry, models, datasets)
-    settings["metrics"] = tuple(
-        component(checker, registry, "metric", f"metrics[{i}]", entry)
-        for i, entry in enumerate(document.get("metrics") or [])
-    )
-    unique(checker, "metrics", list(settings["metrics"]), what="metric (same name and parameters)")
-    references = reference_blocks(checker, document.get("reference", []), path, methods, models)
-    axes = {"methods": methods, "models": models, "datasets": datasets}
-    axes |= {"noise_rates": noise_rates, "batch_sizes": batch_sizes, "seeds": seeds}
-    name, runs = expand(path, registry, name, settings, axes, smoke=smoke)
-    grid_values = {
-        "method": [m["name"] for m in methods],
-        "model": [m[0] for m in models],
-        "dataset": [d[0] for d in datasets],
-        "noise_rate": noise_rates,
-        "batch_size": batch_sizes,
-        "seed": seeds,
-    }
-    found = conditions(checker, document.get("conditions"), registry, document.get("defaults") or {}, grid_values)
-    runs = tuple(apply_conditions(checker, registry, run, found, pinned=pinned, smoke=smoke) for run in runs)
-    check_domains(checker, registry, runs, methods)
-    runs = tuple(with_reference(run, references) for run in runs)
-    executor = _executor(checker, registry, document.get("executor"))
-    tuned = tuning(checker, registry, document.get("tuning"), runs, methods, seeds, smoke=smoke)
-    check_factories(path, registry, runs, check_source)
-    return Suite(name=name, description=description, path=path, runs=runs, executor=executor, tuning=tuned)
 
 
 def _executor(checker: Checker, registry: Registry, raw: Any) -> tuple[str, dict[str, Any]]:

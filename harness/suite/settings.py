@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.contract.run_spec import CHOICES, RUN_DEFAULTS
 from harness.errors import did_you_mean
-from harness.suite.checks import MISSING, Checker
+from harness.suite.checks import MISSING, Checker, Problems
 from harness.suite.lazy_check import declared_timm_optimizers
 
 BASE_OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "momentum", "betas", "eps", "filter_bias_and_bn")
@@ -34,21 +34,17 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 def run_settings(checker: Checker, raw: Any) -> dict[str, Any]:
+    """The ``defaults:`` block merged over ``RUN_DEFAULTS``, each setting checked. Raises one ``SuiteError``
+    listing every bad setting (each is checked on its own, ``Problems``), then refuses bad combinations."""
     defaults = checker.mapping("defaults", raw)
-    checker.keys("defaults", defaults, list(RUN_DEFAULTS))
+    problems = Problems(checker)
+    with problems.check():
+        checker.keys("defaults", defaults, list(RUN_DEFAULTS))
     settings = {**RUN_DEFAULTS, **defaults}
-    for key in ("epochs", "batch_size", "eval_batch_size", "metric_batches", "metric_batch_size"):
-        settings[key] = checker.integer(f"defaults.{key}", settings[key], 1)
-    settings["metric_every"] = checker.integer("defaults.metric_every", settings["metric_every"], 0)
-    settings["trace_every"] = checker.integer("defaults.trace_every", settings["trace_every"], 0)
-    settings["checkpoint_every"] = checker.integer("defaults.checkpoint_every", settings["checkpoint_every"], 0)
-    settings["nproc"] = checker.integer("defaults.nproc", settings["nproc"], 1)
-    for key, (allowed, expected) in CHOICES.items():
-        if settings[key] not in allowed:
-            raise checker.fail(f"defaults.{key}", settings[key], expected)
-    for key, default in RUN_DEFAULTS.items():
-        if isinstance(default, bool):
-            settings[key] = checker.boolean(f"defaults.{key}", settings[key])
+    for key, check in _setting_checks(checker).items():
+        with problems.check():
+            settings[key] = check(f"defaults.{key}", settings[key])
+    problems.raise_any()
     if settings["precision"] == "fp16" and settings["nproc"] > 1 and settings["perturbation_scope"] == "local":
         raise checker.fail(
             "defaults.precision",
@@ -56,27 +52,53 @@ def run_settings(checker: Checker, raw: Any) -> dict[str, Any]:
             "fp32 or bf16 with nproc > 1 and perturbation_scope: local (each rank would decide on its own whether "
             "its unsynchronized first pass overflowed, and the ranks would part ways)",
         )
-    if settings["grad_clip_norm"] is not None:
-        settings["grad_clip_norm"] = checker.number(
-            "defaults.grad_clip_norm", settings["grad_clip_norm"], 0.0, strict=True
-        )
-    settings["label_smoothing"] = checker.number(
-        "defaults.label_smoothing", settings["label_smoothing"], 0.0, below=1.0
-    )
-    settings["l2_in_loss"] = checker.number("defaults.l2_in_loss", settings["l2_in_loss"], 0.0)
-    if settings["target_acc"] is not None:
-        settings["target_acc"] = checker.number("defaults.target_acc", settings["target_acc"], 0.0, below=1.0 + 1e-9)
-    if not isinstance(settings["device"], str) or not _DEVICE.match(settings["device"]):
-        raise checker.fail("defaults.device", settings["device"], "auto, cpu, cuda, cuda:N or mps")
-    base = settings["base_optimizer"]
-    settings["base_optimizer"] = base_optimizer(
-        checker, "defaults.base_optimizer", base, _inherit(base, "base_optimizer")
-    )
-    lr_schedule = settings["lr_schedule"]
-    if isinstance(lr_schedule, Mapping):
-        lr_schedule = {**_inherit(lr_schedule, "lr_schedule"), **lr_schedule}
-    settings["lr_schedule"] = _lr_schedule(checker, "defaults.lr_schedule", lr_schedule)
     return settings
+
+
+def _setting_checks(checker: Checker) -> dict[str, Callable[[str, Any], Any]]:
+    """Each run setting's check, ``check(key path, value) -> checked value``, in the order errors list them."""
+
+    def counting(minimum: int) -> Callable[[str, Any], int]:
+        return lambda key, value: checker.integer(key, value, minimum)
+
+    def choice(allowed: tuple[Any, ...], expected: str) -> Callable[[str, Any], Any]:
+        def check(key: str, value: Any) -> Any:
+            if value not in allowed:
+                raise checker.fail(key, value, expected)
+            return value
+
+        return check
+
+    def device(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not _DEVICE.match(value):
+            raise checker.fail(key, value, "auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    def lr_schedule(key: str, value: Any) -> dict[str, Any]:
+        return _lr_schedule(
+            checker, key, {**_inherit(value, "lr_schedule"), **value} if isinstance(value, Mapping) else value
+        )
+
+    checks: dict[str, Callable[[str, Any], Any]] = {
+        key: counting(1) for key in ("epochs", "batch_size", "eval_batch_size", "metric_batches", "metric_batch_size")
+    }
+    checks |= {key: counting(0) for key in ("metric_every", "trace_every", "checkpoint_every")}
+    checks["nproc"] = counting(1)
+    checks |= {key: choice(allowed, expected) for key, (allowed, expected) in CHOICES.items()}
+    checks |= {key: checker.boolean for key, default in RUN_DEFAULTS.items() if isinstance(default, bool)}
+    checks["grad_clip_norm"] = _optional(lambda key, value: checker.number(key, value, 0.0, strict=True))
+    checks["label_smoothing"] = lambda key, value: checker.number(key, value, 0.0, below=1.0)
+    checks["l2_in_loss"] = lambda key, value: checker.number(key, value, 0.0)
+    checks["target_acc"] = _optional(lambda key, value: checker.number(key, value, 0.0, below=1.0 + 1e-9))
+    checks["device"] = device
+    checks["base_optimizer"] = lambda key, value: base_optimizer(checker, key, value, _inherit(value, "base_optimizer"))
+    checks["lr_schedule"] = lr_schedule
+    return checks
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """``check`` for a setting that may also be null (None: the setting is off)."""
+    return lambda key, value: None if value is None else check(key, value)
 
 
 def _inherit(value: Any, key: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """ERM: the base optimizer alone, through the sharpness-aware step protocol.
 
-One gradient evaluation per step and never a perturbation, whatever the scheduler says: this is
-the baseline every paper compares against (for example 003_dc502e6d0d8ca36d.txt, Sec. 3.1).
+One gradient evaluation per step and never a perturbation, whatever the scheduler says: the non-SAM
+baseline every paper compares against (shared/papers/, ``harness_sam.plugin.ERM_PAPER``). 001 (AE-SAM)
+names it ERM (Sec. 4.1, "Baselines: (i) ERM", Tables 1-3); 003 (SAM) calls it SGD, the standard training
+procedure, and gives it twice the epochs, reporting the better of 1x and 2x (Sec. 3.1, Table 1; label
+noise: Sec. 3.3, Table 4); 004 (GSAM) "Vanilla" (Sec. 6.1, Table 1, twice the epochs in Table 5);
+000 (LookSAM, Sec. 4.2, Table 1; App. A.3, Table 7) and 002 (nuSAM, Sec. 5.1, Tables 2-3) "AdamW".
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ from __future__ import annotations
 from harness import OptimizerSpec, PresetSpec, hookimpl
 
 SAM_PAPER = "003_dc502e6d0d8ca36d.txt (SAM), Alg. 1, eq. 2-3, App. C.5, Sec. 4.1"
+#: Where each paper describes its non-SAM baseline, the base optimizer alone (ERM): not SAM's algorithm.
+ERM_PAPER = (
+    "the non-SAM baseline of each paper: 003 (SAM) Sec. 3.1, Table 1 ('SGD', given twice the epochs, the better "
+    "of 1x and 2x reported) and Sec. 3.3, Table 4; 001 (AE-SAM) Sec. 4.1 ('Baselines: (i) ERM'), Tables 1-3; "
+    "004 (GSAM) Sec. 6.1, Table 1 ('Vanilla'); 000 (LookSAM) Sec. 4.2, Table 1 and App. A.3, Table 7 ('AdamW'); "
+    "002 (nuSAM) Sec. 5.1, Tables 2-3 ('AdamW')"
+)
 GSAM_PAPER = "004_c79f6670b818170d.txt (GSAM), Alg. 1, eq. 4-6, Table 4"
 LOOKSAM_PAPER = "000_821cd26b06e61c4d.txt (LookSAM), Alg. 1-3, eq. 4 and 7, Tables 10-11"
 AESAM_PAPER = "001_543051aac35e9f16.txt (AE-SAM), Alg. 1, eq. 4-5, Sec. 4"
@@ -59,6 +66,7 @@ def register_optimizers() -> list[OptimizerSpec]:
             name="erm",
             factory="harness_sam.erm:ERM",
             description="Empirical risk minimization: the base optimizer alone, one gradient evaluation per step",
+            paper=ERM_PAPER,
         ),
         OptimizerSpec(
             name="sam",
@@ -142,7 +150,7 @@ def _preset(
 @hookimpl
 def register_presets() -> list[PresetSpec]:
     return [
-        _preset("erm", "erm", "never", {}, "Baseline: the base optimizer, no perturbation", SAM_PAPER),
+        _preset("erm", "erm", "never", {}, "Baseline: the base optimizer, no perturbation", ERM_PAPER),
         _preset(
             "sam",
             "sam",
