@@ -41,6 +41,9 @@ _LAZY = {
     "Normalize": "harness.contract.data",
     "Registry": "harness.plugins",
     "get_plugin_manager": "harness.plugins",
+    "create_optimizer": "harness.run.create",
+    "BatchClosure": "harness.run.closure",
+    "batchnorm_modules": "harness.run.closure",
 }
 
 __all__ = [

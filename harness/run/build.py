@@ -57,7 +57,7 @@ def clip_before_each_step(base_optimizer: torch.optim.Optimizer, max_norm: float
     base_optimizer.register_step_pre_hook(clip)
 
 
-def build_base_optimizer(model: nn.Module, settings: dict[str, Any]) -> torch.optim.Optimizer:
+def build_base_optimizer(model: nn.Module | list[torch.Tensor], settings: dict[str, Any]) -> torch.optim.Optimizer:
     """The base optimizer from timm's factory (``momentum``, ``sgd`` (Nesterov), ``adamw``, ``lamb``...)."""
     from timm.optim import create_optimizer_v2
 
