@@ -64,6 +64,7 @@ def test_the_settings_and_their_defaults_are_the_fields_of_run_spec():
         "l2_in_loss": 0.0,
         "trace_every": 0,
         "checkpoint_every": 0,
+        "micro_batch_size": 0,
     }
     assert not set(LATER_SETTINGS) & set(minimal.config())  # at their defaults, later settings stay out
 

@@ -163,6 +163,9 @@ class RunSpec:
     #: write the run's checkpoint (``checkpoints/<run_id>.pt``, ``harness.run.checkpoint``) after every N-th
     #: epoch; 0 writes one only when the worker is asked to stop (SIGTERM, Slurm's preemption signal)
     checkpoint_every: int = setting(0, later=True)
+    #: gradient accumulation: every pass of the step's closure runs the batch in micro-batches of this many
+    #: examples and accumulates their gradients (``harness.run.closure``); 0 runs each pass on the whole batch
+    micro_batch_size: int = setting(0, later=True)
     bn_stats_pass: str = setting(
         "first",
         later=True,

@@ -157,6 +157,15 @@ class BatchClosure:
         ``bn_modules``), whose gradients each pass sets to None; without them each pass calls
         ``model.zero_grad``, which walks the module tree (milliseconds for a deep model, on the
         host, twice per SAM step: it shows on a GPU when the step is launch-bound).
+    micro_batch_size: gradient accumulation (the run setting ``micro_batch_size``): every pass runs the
+        batch in micro-batches of this many examples, each loss weighted by its share of the batch, and
+        accumulates their gradients, so each pass's gradient is the whole batch's (to rounding) at the
+        activation memory of one micro-batch. The perturbation is computed from the accumulated gradient, and
+        the second pass accumulates again at the perturbed weights. With DDP, gradients are synchronized on
+        the last micro-batch only (``no_sync`` before). BatchNorm normalizes each micro-batch with its own
+        statistics (as with smaller batches: the step then differs from the unsplit one), and the first pass
+        updates the running statistics once, to the mean over its micro-batches (``_SubBatchStatistics``,
+        as m-sharpness's chunks). 0: every pass on the whole batch.
     """
 
     def __init__(
@@ -169,8 +178,10 @@ class BatchClosure:
         first_pass: Callable[[], AbstractContextManager] | None = None,
         precision: Precision | None = None,
         params: Sequence[torch.Tensor] | None = None,
+        micro_batch_size: int = 0,
     ) -> None:
         self.model = model
+        self.micro_batch_size = micro_batch_size
         self.params = params
         self.loss_fn = loss_fn
         self.precision = precision
@@ -202,7 +213,8 @@ class BatchClosure:
 
         They share this closure's counters and RNG snapshot. Each chunk's first (clean) pass updates the
         BatchNorm running statistics from the step's starting values, and the statistics end as the mean
-        over chunks (``_SubBatchStatistics``); later passes leave them untouched.
+        over chunks (``_SubBatchStatistics``); later passes leave them untouched. A chunk runs whole
+        (no ``micro_batch_size``): m-sharpness's sub-batches are the small ones already.
         """
         statistics = _SubBatchStatistics(self.bn_modules)
         pieces = []
@@ -234,6 +246,7 @@ class BatchClosure:
             self.bn_modules,
             precision=self.precision,
             params=self.params,
+            micro_batch_size=self.micro_batch_size,
         )
         piece._rng, piece._parent = self._rng, self
         return piece
@@ -311,7 +324,7 @@ class BatchClosure:
                 loss = self._forward_backward()
         elif first:
             with self._first_pass() if self._first_pass is not None else nullcontext():
-                loss = self._forward_backward()
+                loss = self._forward_backward(update_statistics=True)
         else:
             with frozen_running_stats(self.bn_modules):
                 loss = self._forward_backward()
@@ -324,26 +337,53 @@ class BatchClosure:
         for p in self.params:
             p.grad = None
 
-    def _forward_backward(self) -> torch.Tensor:
-        precision = self.precision
-        if precision is None:
-            loss = self._loss(self.model(self.inputs))
-            loss.backward()
-            return loss.detach()
-        with precision.autocast():
-            loss = self._loss(self.model(self.inputs))
-        if precision.scaler is None:
-            loss.backward()
-        else:
-            precision.scaler.scale_loss(loss).backward()
-            self._unscale(precision)
+    def _forward_backward(self, *, update_statistics: bool = False) -> torch.Tensor:
+        """Forward and backward on the batch, in micro-batches when ``micro_batch_size`` splits it; the loss.
+
+        update_statistics: this is the step's first pass, whose micro-batches each update BatchNorm's running
+        statistics (kept as their mean: one update per step). Later passes run with them frozen already.
+        """
+        size = self.micro_batch_size
+        if not size or size >= self.batch_size:
+            loss = self._backward(self._loss_on(self.inputs, self.targets))
+            self._unscale_pass()
+            return loss
+        statistics = _SubBatchStatistics(self.bn_modules) if update_statistics and self.bn_modules else None
+        no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce once, on the last micro-batch
+        total, sample_losses = None, []
+        starts = range(0, self.batch_size, size)
+        for start in starts:
+            inputs, targets = self.inputs[start : start + size], self.targets[start : start + size]
+            share = inputs.shape[0] / self.batch_size
+            last = start == starts[-1]
+            with statistics.pass_of_one_chunk(inputs.shape[0]) if statistics is not None else nullcontext():
+                with no_sync() if no_sync is not None and not last else nullcontext():
+                    loss = self._backward(self._loss_on(inputs, targets) * share)
+            total = loss if total is None else total + loss
+            if self._keep_sample_losses:
+                sample_losses.append(self._sample_losses)
+        if self._keep_sample_losses:
+            self._sample_losses = torch.cat(sample_losses)
+        self._unscale_pass()
+        return total
+
+    def _loss_on(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss on ``inputs`` (under the precision's autocast); keeps per-example losses if asked."""
+        with self.precision.autocast() if self.precision is not None else nullcontext():
+            logits = self.model(inputs)
+            if self._keep_sample_losses:
+                self._sample_losses = self._per_example_fn()(_at_least_float32(logits.detach()), targets)
+            return self.loss_fn(logits, targets)
+
+    def _backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``loss`` (scaled first under fp16); return it detached."""
+        scaler = self.precision.scaler if self.precision is not None else None
+        (loss if scaler is None else scaler.scale_loss(loss)).backward()
         return loss.detach()
 
-    def _loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """The loss of this pass; under ``with_sample_losses`` each example's loss is kept as well."""
-        if self._keep_sample_losses:
-            self._sample_losses = self._per_example_fn()(_at_least_float32(logits.detach()), self.targets)
-        return self.loss_fn(logits, self.targets)
+    def _unscale_pass(self) -> None:
+        if self.precision is not None and self.precision.scaler is not None:
+            self._unscale(self.precision)
 
     def _unscale(self, precision: Precision) -> None:
         """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""

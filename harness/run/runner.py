@@ -211,6 +211,7 @@ def train_step(
         setup.first_pass,
         precision=setup.precision,
         params=setup.params,
+        micro_batch_size=run.micro_batch_size,
     )
     if timer is not None:
         timer.start()

@@ -82,7 +82,7 @@ def _setting_checks(checker: Checker) -> dict[str, Callable[[str, Any], Any]]:
     checks: dict[str, Callable[[str, Any], Any]] = {
         key: counting(1) for key in ("epochs", "batch_size", "eval_batch_size", "metric_batches", "metric_batch_size")
     }
-    checks |= {key: counting(0) for key in ("metric_every", "trace_every", "checkpoint_every")}
+    checks |= {key: counting(0) for key in ("metric_every", "trace_every", "checkpoint_every", "micro_batch_size")}
     checks["nproc"] = counting(1)
     checks |= {key: choice(allowed, expected) for key, (allowed, expected) in CHOICES.items()}
     checks |= {key: checker.boolean for key, default in RUN_DEFAULTS.items() if isinstance(default, bool)}
