@@ -38,7 +38,8 @@ def sides(tmp_path) -> tuple[Path, Path]:
 
 
 def compare_rows(out: str) -> dict[tuple[str, str], dict[str, str]]:
-    return {(r["method"], r["metric"]): r for r in markdown_rows(out, "| suite ")}
+    """The table's rows by (method, metric); an accuracy's metric cell says its unit: ``test_acc (%)``."""
+    return {(r["method"], r["metric"].removesuffix(" (%)")): r for r in markdown_rows(out, "| suite ")}
 
 
 def test_runs_match_across_provenance_and_the_table_shows_both_sides(sides, capsys):
@@ -48,11 +49,14 @@ def test_runs_match_across_provenance_and_the_table_shows_both_sides(sides, caps
     assert "10 matched by configuration" in out and "compare: ok" in out
     rows = compare_rows(out)
     sam = rows["sam", "test_acc"]
-    assert sam["seeds"] == "5" and sam["base"] == f"{SAM.mean():.6g}" and sam["new"] == f"{(SAM - 0.01).mean():.6g}"
-    assert sam["delta"] == "-0.01" and sam["delta %"] == f"{-0.01 / SAM.mean() * 100:+.2f}%"
+    assert sam["metric"] == "test_acc (%)" and sam["seeds"] == "5"
+    assert sam["base"] == f"{100 * SAM.mean():.2f}" and sam["new"] == f"{100 * (SAM - 0.01).mean():.2f}"
+    assert sam["delta"] == "-1.00" and sam["delta %"] == f"{-0.01 / SAM.mean() * 100:+.2f}%"  # points, then relative
     assert sam["p Welch"] == f"{stats.ttest_ind(SAM - 0.01, SAM, equal_var=False).pvalue:.4f}"
     erm = rows["erm", "test_acc"]
-    assert erm["delta"] == "+0" and erm["p Welch"] == "1.0000"  # the same accuracies on both sides
+    assert erm["delta"] == "+0.00" and erm["p Welch"] == "1.0000"  # the same accuracies on both sides
+    fraction = rows["sam", "sam_fraction"]
+    assert fraction["metric"] == "sam_fraction (%)" and fraction["base"] == "100.00"  # %SAM in percent, as the report
     time = rows["sam", "train_time_s"]
     assert time["base"] == f"{TIME['sam'] + 0.5:.6g}" and time["delta %"] == "+20.00%"
     assert ("sam", "grad_evals") in rows and ("sam", "optimizer_state_bytes") in rows
@@ -91,7 +95,7 @@ def test_failure_message_says_the_change_and_the_limit(sides, capsys):
     out = capsys.readouterr().out
     assert "train_time_s 20.5 -> 24.6, change +20% (fails above +10%)" in out
     assert main(["compare", str(base), str(new), "--fail-on", "test_acc:-0.005"]) == 1
-    assert "test_acc 0.946 -> 0.936, change -0.01 (fails below -0.005)" in capsys.readouterr().out
+    assert "test_acc 94.60% -> 93.60%, change -1 pt (fails below -0.5 pt)" in capsys.readouterr().out
 
 
 def test_a_run_that_now_fails_fails_the_comparison(tmp_path, capsys):
@@ -117,11 +121,37 @@ def test_bad_gates_and_missing_metrics_are_usage_errors(sides, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_nothing_matching_is_a_usage_error(tmp_path, capsys):
+def test_nothing_matching_is_a_usage_error_naming_the_settings_that_differ(tmp_path, capsys):
     base = write_side(tmp_path / "base")
-    write_run(tmp_path / "new", SUITE, run_row("sam", 0.0, 0, 0.9, config_changes={"epochs": 1}), [])
+    changed = {"epochs": 1, "optimizer": {"name": "sam", "rho": 0.1}}
+    write_run(tmp_path / "new", SUITE, run_row("sam", 0.0, 0, 0.9, config_changes=changed), [])
     assert main(["compare", str(base), str(tmp_path / "new" / SUITE)]) == 2
-    assert "matches a run of" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "matches a run of" in err
+    assert "settings that differ: epochs: 200 in BASE_DIR, 1 in NEW_DIR; method: " in err
+    assert '"erm", "sam" in BASE_DIR, "sam" in NEW_DIR' in err  # BASE ran erm too: a value set, not one run
+    assert "optimizer.rho: 0.05, null in BASE_DIR, 0.1 in NEW_DIR" in err
+    assert "noise_rate" not in err and "seed" not in err  # settings alike on both sides are not named
+
+
+def test_nothing_matching_with_the_same_settings_names_the_seeds(tmp_path, capsys):
+    write_run(tmp_path / "base", SUITE, run_row("sam", 0.0, 0, 0.9), [])
+    write_run(tmp_path / "new", SUITE, run_row("sam", 0.0, 3, 0.9), [])
+    assert main(["compare", str(tmp_path / "base" / SUITE), str(tmp_path / "new" / SUITE)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the same settings, but no seed in common (seeds 0 in BASE_DIR, 3 in NEW_DIR)" in err
+
+
+def test_compare_and_report_show_an_accuracy_the_same_way(sides, tmp_path, capsys):
+    base, new = sides
+    assert main(["report", str(base), "-o", str(tmp_path / "report")]) == 0
+    (report,) = [r for r in markdown_rows((tmp_path / "report" / "report.md").read_text(), "| dataset ")
+                 if r["method"] == "sam"]  # fmt: skip
+    capsys.readouterr()
+    assert main(["compare", str(base), str(new)]) == 0
+    compared = compare_rows(capsys.readouterr().out)["sam", "test_acc"]
+    shown = report["test acc % (mean +- std)"].strip("*").split(" +- ")[0]  # sam is the best here: bold
+    assert shown == compared["base"] == f"{100 * SAM.mean():.2f}"
 
 
 def test_gate_parsing():

@@ -106,6 +106,7 @@ LAYERS = (
     ("harness.suite",),
     ("harness.tune",),
     ("harness.run",),
+    ("harness.integrations",),
     ("harness.execution",),
     ("harness.report",),
     ("harness.bench",),

@@ -3,9 +3,11 @@ statistics against scipy, the paper column, failed runs, the figures, summary.pa
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,18 +129,27 @@ def fmt_p(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def markdown_rows(markdown: str, header_start: str) -> list[dict[str, str]]:
-    """The rows of the first pipe table whose header starts with ``header_start``, as dicts."""
+def markdown_rows(markdown: str, header_start: str, after: str = "") -> list[dict[str, str]]:
+    """The rows of the first pipe table whose header starts with ``header_start`` (after the line ``after``, when
+    given), as dicts."""
+    return markdown_tables(markdown, header_start, after)[0]
+
+
+def markdown_tables(markdown: str, header_start: str, after: str = "") -> list[list[dict[str, str]]]:
+    """The rows of every pipe table whose header starts with ``header_start`` (after the line ``after``)."""
     lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    split = [c.strip() for c in lines[start].strip("|").split(" | ")]
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        rows.append(dict(zip(split, cells, strict=True)))
-    return rows
+    first = lines.index(after) if after else 0
+    tables = []
+    for start in (i for i, line in enumerate(lines) if i >= first and line.startswith(header_start)):
+        split = [c.strip() for c in lines[start].strip("|").split(" | ")]
+        rows = []
+        for line in lines[start + 2 :]:
+            if not line.startswith("|"):
+                break
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows.append(dict(zip(split, cells, strict=True)))
+        tables.append(rows)
+    return tables
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +163,14 @@ def report(tmp_path_factory) -> tuple[Path, Path, str]:
 
 @pytest.fixture(scope="module")
 def rows(report) -> dict[tuple[float, str], dict[str, str]]:
-    table = markdown_rows(report[2], "| dataset ")
-    return {(float(r["noise"]), r["method"]): r for r in table}
+    """Each condition and method's cells of the summary's tables (accuracy, cost, sharpness) together."""
+    merged: dict[tuple[float, str], dict[str, str]] = {}
+    tables = markdown_tables(report[2], "| dataset ")
+    assert [len(table) for table in tables] == [6, 6, 6]  # one row per condition and method in each
+    for table in tables:
+        for r in table:
+            merged.setdefault((float(r["noise"]), r["method"]), {}).update(r)
+    return merged
 
 
 def expected_ci(values: np.ndarray) -> str:
@@ -240,7 +257,7 @@ def test_sharpness_metric_columns_without_their_budgets(rows):
 def test_failed_and_diverged_runs_are_listed_with_their_errors(report):
     markdown = report[2]
     assert "## Failed and diverged runs (5)" in markdown
-    failed = markdown_rows(markdown, "| suite ")
+    failed = markdown_rows(markdown, "| suite ", after="## Failed and diverged runs (5)")
     assert sorted((r["method"], float(r["noise"]), int(r["seed"]), r["status"]) for r in failed) == [
         ("asam", 0.0, 3, "failed"),
         *(("asam", 0.4, seed, "diverged") for seed in (1, 2, 3, 4)),
@@ -284,7 +301,7 @@ def test_summary_parquet_is_one_tidy_row_per_condition_and_method(report):
     assert summary.loc[(0.0, "asam"), "hessian_max_eig_mean"] == pytest.approx(16.0)
 
 
-def test_figures_are_written_as_valid_pngs_and_linked(report):
+def test_figures_are_written_as_png_and_pdf_linked_and_embedded_as_svg(report):
     _, out, markdown = report
     names = sorted(p.name for p in out.glob("*.png"))
     expected = [
@@ -302,8 +319,16 @@ def test_figures_are_written_as_valid_pngs_and_linked(report):
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert width > 300 and height > 200
         assert f"]({name})" in markdown
+        pdf = (out / name.replace(".png", ".pdf")).read_bytes()  # vector, beside the PNG
+        assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and len(pdf) > 2000
+    assert sorted(p.name for p in out.glob("*.pdf")) == sorted(name.replace(".png", ".pdf") for name in expected)
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(expected) and '<table id="summary">' in html
+    embedded = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
+    assert len(embedded) == len(expected) and "data:image/png" not in html
+    assert all(base64.b64decode(data).lstrip().startswith(b"<?xml") and b"<svg" in base64.b64decode(data)
+               for data in embedded)  # fmt: skip
+    assert all(f'<a href="{name.replace(".png", ".pdf")}">PDF</a>' in html for name in expected)
+    assert '<table id="summary-accuracy" class="summary">' in html and 'id="summary-cost"' in html
 
 
 def test_stdout_prints_the_markdown_and_a_parent_folder_finds_its_suites(report, tmp_path, capsys):
@@ -312,7 +337,7 @@ def test_stdout_prints_the_markdown_and_a_parent_folder_finds_its_suites(report,
     assert main(["report", str(folder.parent), "-o", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "## Suite synth" in out and "| erm " in out and "%SAM" in out
-    assert f"wrote 10 files to {tmp_path / 'r'}" in out
+    assert f"wrote 16 files to {tmp_path / 'r'}" in out  # 4, and 6 figures as PNG and PDF
 
 
 def test_default_output_folder_is_skipped_when_reading_the_parent(tmp_path):

@@ -81,13 +81,13 @@ def test_each_study_shows_its_choice_budget_trials_and_final_interval(report):
     mean = sum(finals) / 2
     half = stats.t.ppf(0.975, 1) * stats.tstd(finals) / math.sqrt(2)
     assert cells[6] == f"{100 * mean:.2f}"
-    assert cells[7] == f"[{100 * (mean - half):.2f}, {100 * (mean + half):.2f}]"
+    assert cells[7] == f"[{100 * (mean - half):.2f}, {100 * (mean + half):.2f}] (n=2: wide)"  # two final seeds
     assert _row(markdown, "| erm \\| mlp digits noise 0 batch 32")[1:3] == ["preset values", "0"]
 
 
 def test_the_summary_puts_tuned_finals_beside_the_fixed_settings_and_no_trial(report):
     out, markdown = report
-    table = markdown.split("## Suite tuned")[1].split("##")[0]
+    table = markdown.split("## Suite tuned")[1].split("\n## ")[0]  # its accuracy, cost and sharpness tables
     assert "| sam (tuned) " in table and "| sam " in table and "| looksam (tuned) " in table
     summary = pd.read_parquet(out / "summary.parquet")
     tuned = summary.set_index(["noise_rate", "method"])

@@ -1,10 +1,13 @@
-"""``harness report``: results folders -> report.md, report.html, the figures as PNG, summary.parquet.
+"""``harness report``: results folders -> report.md, report.html, the figures as PNG and PDF, summary.parquet.
 
 The report reads one or more results folders (``harness.report.gather``), refuses to average runs whose
 configurations differ in more than the seed, summarizes each condition and method over seeds with
 significance tests against a reference method (``harness.report.summary``), lists every failed or
 diverged run with its error, and draws the figures (``harness.report.figures``). The Markdown and the
-HTML show the same tables (``harness.report.tables``); ``summary.parquet`` holds the numbers
+HTML show the same tables (``harness.report.tables``), with what was run (``harness.report.run_settings``) and
+where (``harness.report.provenance``); each figure is written as a PNG (linked from the Markdown) and a PDF
+beside it, and embedded in the HTML as SVG, so a paper can take it as vector graphics. ``summary.parquet``
+holds the numbers
 behind them, one tidy row per condition and method, and ``claims.parquet`` the verdict on each paper's
 claim the results cover (``harness.report.claims``: one row per claim, condition and kind of runs; a
 Parquet file holds one table, so the verdicts have their own beside the summary's).
@@ -29,8 +32,10 @@ from harness.report.costs import cost_figure, cost_frame, cost_table
 from harness.report.figures import method_colors, suite_figures
 from harness.report.gather import REPORT_MARKER, Results, check_averageable, load
 from harness.report.html import Picture, page
+from harness.report.provenance import provenance_table
+from harness.report.run_settings import hyperparameter_table, run_settings_table
 from harness.report.summary import SAM, failures, summarize, warnings_for
-from harness.report.tables import Table, failures_table, markdown, summary_table
+from harness.report.tables import Table, failures_table, markdown, summary_tables
 from harness.report.training_figures import training_figures
 from harness.results.read import Skipped
 from harness.suite.claims import Claim, all_claims
@@ -91,7 +96,12 @@ def build(
     claims = all_claims(Registry.from_plugins()) if claims is None else claims
     verdicts, uncovered = claim_verdicts.judge(runs, claims)
     costs = cost_frame(runs)
-    sections = [*_claim_sections(verdicts, uncovered), *_cost_sections(costs), *_tuning_sections(parts, summary)]
+    sections = [
+        *_run_sections(runs),
+        *_claim_sections(verdicts, uncovered),
+        *_cost_sections(costs),
+        *_tuning_sections(parts, summary),
+    ]
     pictures = _draw(summary, results, runs, costs, out)
     if studies.has_studies(parts):
         pictures += _saved(studies.figures(parts, summary, method_colors(runs["method"].dropna())), out)
@@ -103,15 +113,16 @@ def build(
         page(
             title="SAM harness report",
             intro=[*_intro(results, reference), *_all_suite_notes(summary)],
-            summary=summary_table(summary, with_suite=True),
+            summary=summary_tables(summary, with_suite=True),
             warnings=notes,
             failures=failures_table(failed),
             errors=_full_errors(failed),
             pictures=pictures,
-            sections=[(title, data) for title, data, _ in sections],
+            sections=sections,
         )
     )
-    files = (markdown_path, html_path, summary_path, out / "claims.parquet", *(out / p.name for p in pictures))
+    figures = [out / name for p in pictures for name in (p.name, p.pdf)]
+    files = (markdown_path, html_path, summary_path, out / "claims.parquet", *figures)
     return Report(markdown, out, files, summary)
 
 
@@ -142,7 +153,7 @@ def check_out(out: Path, paths: Sequence[str | Path], results: Results) -> None:
 def _draw(
     summary: pd.DataFrame, results: Results, averaged: pd.DataFrame, costs: pd.DataFrame, out: Path
 ) -> list[Picture]:
-    """Every suite's figures (over the averaged runs: no tuning trial), saved as PNG in ``out``."""
+    """Every suite's figures (over the averaged runs: no tuning trial), saved in ``out`` (``_saved``)."""
     colors = method_colors(averaged["method"].dropna())
     plots = []
     for suite, rows in summary.groupby("suite", sort=True):
@@ -157,15 +168,44 @@ def _draw(
 
 
 def _saved(plots, out: Path) -> list[Picture]:
-    """``plots`` saved as PNG in ``out``; returned with their bytes for the HTML."""
+    """``plots`` saved in ``out`` as PNG and as PDF beside it; returned with their SVG for the HTML."""
     pictures = []
     for plot in plots:
-        buffer = io.BytesIO()
-        plot.figure.savefig(buffer, format="png", dpi=DPI)
+        svg = io.BytesIO()
+        plot.figure.savefig(svg, format="svg")
+        picture = Picture(plot.name, plot.caption, svg.getvalue())
+        plot.figure.savefig(out / picture.name, format="png", dpi=DPI)
+        plot.figure.savefig(out / picture.pdf, format="pdf")
         plt.close(plot.figure)
-        (out / plot.name).write_bytes(buffer.getvalue())
-        pictures.append(Picture(plot.name, plot.caption, buffer.getvalue()))
+        pictures.append(picture)
     return pictures
+
+
+def _run_sections(runs: pd.DataFrame) -> list[tuple[str, Table, str]]:
+    """(title, table, explanation) of what was run and where: hyperparameters, run settings, provenance."""
+    hyperparameters, settings = hyperparameter_table(runs), run_settings_table(runs)
+    sections = []
+    if hyperparameters is not None:
+        sections.append(
+            (
+                "Hyperparameters",
+                hyperparameters,
+                "Each method's resolved hyperparameters, read from its runs' configurations (what ran, defaults "
+                "included): the perturbation radius (rho; GSAM's rho_max and rho_min), alpha, k (a perturbed step "
+                "every k steps), the base optimizer and its learning rate, epochs and batch size, then every other "
+                "entry of its optimizer, scheduler, base optimizer and lr schedule. Values that differ between a "
+                "method's conditions are each listed, ' | '-separated.",
+            )
+        )
+    if settings is not None:
+        sections.append(
+            ("Run settings", settings, "Every other setting of each suite's runs (dataset, model, evaluation, ...).")
+        )
+    explanation = (
+        "Where and with what the runs were made, per suite and results folder: the first start and the last "
+        "finish, hosts, devices, and the torch, harness and plugin distributions' versions the run files record."
+    )
+    return [*sections, ("Provenance", provenance_table(runs), explanation)]
 
 
 def _claim_sections(verdicts, uncovered) -> list[tuple[str, Table, str]]:
@@ -256,12 +296,14 @@ def _intro(results: Results, reference: str) -> list[str]:
     return [
         f"Results read from {read}.",
         "Statistics over seeds, ok runs only: mean +- sample standard deviation (accuracies in %), and the 95% "
-        "confidence interval of the mean (Student's t with n - 1 degrees of freedom).",
+        "confidence interval of the mean (Student's t with n - 1 degrees of freedom), clipped to [0, 100]; "
+        '"n=2: wide" marks an interval from two seeds (t = 12.7 standard errors), which says little.',
         f"Significance against {reference}: two-sided Welch's t-test and Mann-Whitney U test on the final test "
         "accuracy; p-values Holm-adjusted within each condition (raw values in summary.parquet); "
         '"n too small" when either side has fewer than 2 ok seeds.',
-        "The best mean test accuracy of each condition is in bold. x ERM and x SAM: mean train time over that of "
-        "erm and of sam in the same condition. not ok: failed and diverged runs, listed below with their errors.",
+        "The best mean test accuracy of each condition is in bold (each of equal best means). x ERM and x SAM: mean "
+        "train time over that of erm and of sam in the same condition. not ok: failed and diverged runs, listed "
+        "below with their errors.",
     ]
 
 
@@ -306,7 +348,9 @@ def _markdown(
 ) -> str:
     parts = ["# SAM harness report", *_intro(results, reference)]
     for suite, rows in summary.groupby("suite", sort=True):
-        parts += [f"## Suite {suite}", markdown(summary_table(rows))]
+        parts.append(f"## Suite {suite}")
+        for title, table in summary_tables(rows):
+            parts += [f"### {title}", markdown(table)]
         parts += _suite_notes(rows)
     for title, data, explanation in sections:
         parts += [f"## {title}", explanation, markdown(data)]

@@ -21,6 +21,7 @@ margin) or where BASE reproduced it and NEW no longer does.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -33,16 +34,19 @@ import pandas as pd
 from harness.errors import UsageError, did_you_mean
 from harness.report import claims as judged_claims
 from harness.report.claims import ClaimGate
-from harness.report.gather import GROUP, check_averageable, configuration_keys, group_label, load
+from harness.report.gather import GROUP, check_averageable, configuration, configuration_keys, group_label, load
 from harness.report.seed_statistics import two_sample
 from harness.report.studies import split
-from harness.report.tables import GROUP_COLUMNS, Table, first_line, group_cells, markdown
+from harness.report.summary import PERCENT_DECIMALS
+from harness.report.tables import GROUP_COLUMNS, PERCENT, Table, first_line, group_cells, markdown
 from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.read import Skipped
 from harness.suite.claims import Claim
 
 #: Metrics shown for every group (those present on both sides), before the gated ones.
 SHOWN = ("test_acc", "train_time_s", "sam_fraction", "grad_evals", "optimizer_state_bytes", "peak_device_bytes")
+#: Settings that differ between the folders named in the no-match message before "and N more".
+DIFFERING_SHOWN = 8
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,9 @@ class Gate:
         return abs(change) > abs(self.threshold)
 
     def describe(self, base: float, new: float) -> str:
-        """``change -1.2 (limit: below -0.5)`` in the gate's units (percent for a relative gate)."""
-        scale, unit = (100, "%") if self.relative else (1, "")
+        """``change -1.2 (fails below -0.5)`` in the gate's units: percent for a relative gate, percentage points
+        for an absolute one on an accuracy (``PERCENT``), else the metric's own."""
+        scale, unit = (100, "%") if self.relative else (100, " pt") if self.metric in PERCENT else (1, "")
         if self.direction == 0:
             bound = f"beyond +-{abs(scale * self.threshold):g}{unit}"
         else:
@@ -165,8 +170,8 @@ def compare(
     matched = base.merge(new, on="key", suffixes=("_base", "_new"))
     if matched.empty:
         raise UsageError(
-            f"no run of {new_dir} matches a run of {base_dir} by configuration (provenance ignored); "
-            "were they made from the same suite and settings?"
+            f"no run of {new_dir} matches a run of {base_dir} by configuration (provenance ignored): "
+            f"{_differences(base, new)}"
         )
     metrics = list(dict.fromkeys([*(m for m in SHOWN if m in base and m in new), *(g.metric for g in gates)]))
     failures = _status_regressions(matched) + _unread_in_new(base, matched, new_skipped)
@@ -193,7 +198,8 @@ def compare(
                 if gate.fails(base_mean, new_mean):
                     verdicts.append(f"FAIL {gate.text}")
                     failures.append(
-                        f"{gate.text}: {group_label(group)}: {metric} {base_mean:.6g} -> {new_mean:.6g}, "
+                        f"{gate.text}: {group_label(group)}: {metric} {_value(metric, base_mean)} -> "
+                        f"{_value(metric, new_mean)}, "
                         f"{gate.describe(base_mean, new_mean)}"
                     )
                 else:
@@ -253,11 +259,60 @@ def _unread_in_new(base: pd.DataFrame, matched: pd.DataFrame, skipped: Sequence[
     return failures
 
 
+def _differences(base: pd.DataFrame, new: pd.DataFrame) -> str:
+    """What keeps two folders' runs from matching: each setting whose values differ between them
+    (``epochs: 200 in BASE_DIR, 1 in NEW_DIR``), or, when none does, the seeds."""
+    sides = [_setting_values(runs) for runs in (base, new)]
+    keys = sorted(set(sides[0]) | set(sides[1]))
+    differing = [
+        f"{key}: {', '.join(sorted(sides[0].get(key, {'absent'})))} in BASE_DIR, "
+        f"{', '.join(sorted(sides[1].get(key, {'absent'})))} in NEW_DIR"
+        for key in keys
+        if sides[0].get(key) != sides[1].get(key)
+    ]
+    if differing:
+        more = len(differing) - DIFFERING_SHOWN
+        return (
+            "settings that differ: "
+            + "; ".join(differing[:DIFFERING_SHOWN])
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    seeds = [", ".join(map(str, sorted(set(runs["seed"].dropna().astype(int))))) for runs in (base, new)]
+    return f"the same settings, but no seed in common (seeds {seeds[0]} in BASE_DIR, {seeds[1]} in NEW_DIR)"
+
+
+def _setting_values(runs: pd.DataFrame) -> dict[str, set[str]]:
+    """Every setting of ``runs``' configurations but the seed, with the set of its values (as JSON)."""
+    values: dict[str, set[str]] = {}
+    for text in dict.fromkeys(runs["config"]):
+        for key, value in configuration(text, drop=("seed",)).items():
+            values.setdefault(key, set()).add(json.dumps(value, default=str))
+    return values
+
+
+def _value(metric: str, value: float) -> str:
+    """A metric's mean as shown: ``94.60%`` for an accuracy or %SAM (``PERCENT``), else ``.6g``."""
+    return f"{100 * value:.{PERCENT_DECIMALS}f}%" if metric in PERCENT else f"{value:.6g}"
+
+
 def _number(value: float, fmt: str) -> str:
     """``value`` in ``fmt``; whole numbers (bytes, counts) in full."""
     if not (isinstance(value, numbers.Real) and math.isfinite(value)):
         return "-"
     return f"{int(value):{'+' if '+' in fmt else ''}d}" if float(value).is_integer() else format(value, fmt)
+
+
+def _shown_metric(row: pd.Series) -> list[str]:
+    """The metric, seeds, base, new and delta cells of a table row: an accuracy or %SAM (``PERCENT``) in percent
+    and its delta in percentage points, another metric in its own units (whole numbers in full)."""
+    metric = row["metric"]
+    if metric in PERCENT:
+        base, new, delta = (
+            f"{100 * row[c]:{sign}.{PERCENT_DECIMALS}f}" for c, sign in (("base", ""), ("new", ""), ("delta", "+"))
+        )
+        return [f"{metric} (%)", str(row["seeds"]), base, new, delta]
+    shown = [_number(row["base"], ".6g"), _number(row["new"], ".6g"), _number(row["delta"], "+.4g")]
+    return [metric, str(row["seeds"]), *shown]
 
 
 def _markdown(
@@ -273,18 +328,15 @@ def _markdown(
     parts = [
         "# harness compare",
         f"BASE {base_dir}: {len(base)} runs; NEW {new_dir}: {len(new)} runs; {len(matched)} matched by "
-        "configuration (provenance ignored). Means over the seeds ok on both sides; p: Welch's t-test, two-sided.",
+        "configuration (provenance ignored). Means over the seeds ok on both sides (accuracies and %SAM in %, their "
+        "delta in percentage points); p: Welch's t-test, two-sided.",
     ]
     if not table.empty:
         columns = [*GROUP_COLUMNS, "metric", "seeds", "base", "new", "delta", "delta %", "p Welch", "gate"]
         rows = [
             [
                 *group_cells(r),
-                r["metric"],
-                str(r["seeds"]),
-                _number(r["base"], ".6g"),
-                _number(r["new"], ".6g"),
-                _number(r["delta"], "+.4g"),
+                *_shown_metric(r),
                 f"{100 * r['delta_rel']:+.2f}%" if math.isfinite(r["delta_rel"]) else "-",
                 f"{r['welch_p']:.4f}" if math.isfinite(r["welch_p"]) else r["test_note"] or "-",
                 r["gate"],

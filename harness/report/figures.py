@@ -2,17 +2,22 @@
 
 - accuracy against train time per condition, the Pareto front (fastest for its accuracy) marked;
 - accuracy against noise rate per method, per dataset and model (when the suite has several rates);
-- learning curves per condition: test accuracy, and train accuracy on the noisy-labelled samples
-  against the given (wrong) labels and against the true ones, by epoch, per method;
+- learning curves per condition: train and test loss (log scale), test accuracy, and train accuracy on the
+  noisy-labelled samples against the given (wrong) labels and against the true ones, by epoch, per method; the
+  y axis spans the last half of training (``LATE``), so the final differences show instead of the first
+  epochs' climb;
 - %SAM against accuracy per condition;
-- memory bars: optimizer-state bytes and peak device memory per method;
+- memory bars: optimizer-state bytes, and peak device memory (peak RSS of the process where there is none:
+  on CPU), per method, a panel each in its own unit;
 - accuracy against the optimizer state beyond the base optimizer's (nuSAM's comparison, 002 Table 2), when
   the runs recorded it.
 
 The per-step and per-epoch diagnostics (AE-SAM's threshold, GSAM's surrogate gap, %SAM per epoch) are
 ``harness.report.training_figures``; the cost per k is ``harness.report.costs``.
 
-Means over the ok seeds with one standard deviation as error bars or bands. Figures are built with
+Means over the ok seeds with one standard deviation as error bars or bands (none from one seed), clipped to
+what the quantity can be (``bounded_error``: an accuracy in [0, 100] %, a time or a loss not below 0). Each
+figure's one legend sits outside its panels, so it covers no title or data. Figures are built with
 ``matplotlib.figure.Figure`` (no pyplot, no global state) and drawn by the Agg canvas.
 """
 
@@ -28,16 +33,25 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from harness.report.gather import CONDITION
 
-CURVES = (  # history column, panel title
-    ("test_acc", "test accuracy"),
-    ("train_acc_noisy_given", "noisy-labelled train samples,\naccuracy against the given labels (memorization)"),
-    ("train_acc_noisy_true", "noisy-labelled train samples,\naccuracy against the true labels"),
+CURVES = (  # history column, panel title, y label
+    ("train_loss", "train loss", "loss"),
+    ("test_loss", "test loss", "loss"),
+    ("test_acc", "test accuracy", "accuracy %"),
+    (
+        "train_acc_noisy_given",
+        "noisy-labelled train samples,\naccuracy against the given labels (memorization)",
+        "accuracy %",
+    ),
+    ("train_acc_noisy_true", "noisy-labelled train samples,\naccuracy against the true labels", "accuracy %"),
 )
+#: The share of the epochs, the last ones, whose values a learning curve's y axis spans.
+LATE = 0.5
+PERCENT_RANGE = (0.0, 100.0)
+NON_NEGATIVE = (0.0, math.inf)
 COLUMNS = 3
 PANEL = (4.6, 3.4)
 UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
@@ -56,6 +70,15 @@ def slug(*parts: object) -> str:
     """A file-name-safe ``a-b-c`` from the parts."""
     text = "-".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def bounded_error(mean: object, spread: object, bounds: tuple[float, float]) -> np.ndarray:
+    """Error bars ``mean +- spread`` as matplotlib's (2, n) lower and upper lengths, the ends clipped to
+    ``bounds``: no accuracy bar above 100 %, no time below 0. A NaN spread (one seed) stays NaN: no bar, no cap."""
+    mean = np.atleast_1d(np.asarray(mean, dtype=float))
+    spread = np.atleast_1d(np.asarray(spread, dtype=float))
+    low, high = np.clip(mean - spread, *bounds), np.clip(mean + spread, *bounds)
+    return np.vstack([mean - low, high - mean])
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
@@ -78,7 +101,9 @@ def suite_figures(summary: pd.DataFrame, runs: pd.DataFrame, history: pd.DataFra
             f"sam_fraction_vs_accuracy-{slug(suite)}.png", f"{suite}: test accuracy against %SAM"
         ),
         _memory(summary, colors).named(
-            f"memory-{slug(suite)}.png", f"{suite}: optimizer state and peak device memory per method (mean)"
+            f"memory-{slug(suite)}.png",
+            f"{suite}: optimizer state and peak memory per method (mean over seeds): the device's, or the process's "
+            "peak RSS where the device has none (CPU)",
         ),
     ]
     if _extra_memory_known(summary):
@@ -142,12 +167,12 @@ def _condition_scatter(
     for ax, (condition, rows) in zip(axes, conditions, strict=True):
         rows = rows[rows["test_acc_mean"].notna() & rows[x].notna()]
         for _, r in rows.iterrows():
-            xerr = r["train_time_s_std"] if x == "train_time_s_mean" else None
+            timed = x == "train_time_s_mean"
             ax.errorbar(
                 r[x] * scale,
                 100 * r["test_acc_mean"],
-                yerr=100 * r["test_acc_std"] if math.isfinite(r["test_acc_std"]) else None,
-                xerr=xerr if xerr is not None and math.isfinite(xerr) else None,
+                yerr=bounded_error(100 * r["test_acc_mean"], 100 * r["test_acc_std"], PERCENT_RANGE),
+                xerr=bounded_error(r[x], r["train_time_s_std"], NON_NEGATIVE) if timed else None,
                 fmt="o",
                 color=colors[r["method"]],
                 capsize=3,
@@ -194,7 +219,7 @@ def _extra_memory(summary: pd.DataFrame, colors: dict) -> _Draft:
             ax.errorbar(
                 r[column] / scale,
                 100 * r["test_acc_mean"],
-                yerr=100 * r["test_acc_std"] if math.isfinite(r["test_acc_std"]) else None,
+                yerr=bounded_error(100 * r["test_acc_mean"], 100 * r["test_acc_std"], PERCENT_RANGE),
                 fmt="o",
                 color=colors[r["method"]],
                 capsize=3,
@@ -224,7 +249,7 @@ def _accuracy_vs_noise(summary: pd.DataFrame, colors: dict) -> _Draft:
             ax.errorbar(
                 100 * line["noise_rate"],
                 100 * line["test_acc_mean"],
-                yerr=100 * line["test_acc_std"].fillna(0),
+                yerr=bounded_error(100 * line["test_acc_mean"], 100 * line["test_acc_std"], PERCENT_RANGE),
                 marker="o",
                 color=colors[method],
                 capsize=3,
@@ -238,33 +263,37 @@ def _accuracy_vs_noise(summary: pd.DataFrame, colors: dict) -> _Draft:
 
 
 def _memory(summary: pd.DataFrame, colors: dict) -> _Draft:
-    pairs = list(summary.groupby(["dataset", "model"], sort=True))
-    kinds = [("optimizer_state_bytes_mean", "optimizer state", ""), ("peak_device_bytes_mean", "peak device", "//")]
-    largest = summary[[k for k, _, _ in kinds]].max().max()
-    unit, scale = next(((u, s) for u, s in UNITS if largest >= s), UNITS[-1])
-    figure, axes = grid(len(pairs), f"{summary['suite'].iloc[0]}: memory per method ({unit})")
-    for ax, ((dataset, model), rows) in zip(axes, pairs, strict=True):
-        means = rows.groupby("method", sort=True)[[k for k, _, _ in kinds]].mean()
-        shown = [(k, label, hatch) for k, label, hatch in kinds if means[k].notna().any()]
-        height = 0.8 / max(len(shown), 1)
+    """A panel per dataset, model and kind of memory (``_memory_kinds``), each in its own unit: optimizer state
+    is MiB where the process peak is GiB, and one axis would hide it."""
+    panels = [
+        (dataset, model, column, label)
+        for (dataset, model), rows in summary.groupby(["dataset", "model"], sort=True)
+        for column, label in _memory_kinds(rows)
+    ]
+    figure, axes = grid(len(panels), f"{summary['suite'].iloc[0]}: memory per method (mean over seeds)")
+    for ax, (dataset, model, column, label) in zip(axes, panels, strict=True):
+        rows = summary[(summary["dataset"] == dataset) & (summary["model"] == model)]
+        means = rows.groupby("method", sort=True)[column].mean()
+        unit, scale = next(((u, s) for u, s in UNITS if means.max() >= s), UNITS[-1])
         positions = np.arange(len(means))
-        for offset, (column, _, hatch) in enumerate(shown):
-            ax.barh(
-                positions + offset * height,
-                means[column].fillna(0) / scale,
-                height=height,
-                color=[colors[m] for m in means.index],
-                hatch=hatch,
-                edgecolor="k",
-            )
-        ax.set_yticks(positions + height * (len(shown) - 1) / 2, means.index)
+        ax.barh(positions, means.fillna(0) / scale, color=[colors[m] for m in means.index], edgecolor="k")
+        ax.set_yticks(positions, means.index)
         ax.invert_yaxis()  # methods top to bottom in alphabetical order
-        ax.set_xlabel(unit)
-        ax.set_title(f"{dataset} / {model}" + ("" if len(shown) > 1 else " (no device memory: CPU)"), fontsize=10)
-        keys = [Patch(facecolor="white", edgecolor="k", hatch=hatch, label=label) for _, label, hatch in shown]
-        ax.legend(handles=keys, fontsize=8)
+        ax.set(xlabel=unit, title=f"{dataset} / {model}: {label}")
+        ax.title.set_fontsize(10)
         ax.grid(alpha=0.3, axis="x")
     return _Draft(figure)
+
+
+def _memory_kinds(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(summary column, title) of the memory a condition's runs measured: optimizer state, and peak device memory
+    or, where the device has none (CPU: ``peak_device_bytes`` is null), the process's peak RSS."""
+    kinds = [("optimizer_state_bytes_mean", "optimizer state")]
+    if rows["peak_device_bytes_mean"].notna().any():
+        kinds.append(("peak_device_bytes_mean", "peak device memory"))
+    elif "peak_rss_bytes_mean" in rows and rows["peak_rss_bytes_mean"].notna().any():
+        kinds.append(("peak_rss_bytes_mean", "peak RSS (no device memory: CPU)"))
+    return [(column, label) for column, label in kinds if rows[column].notna().any()]
 
 
 def _learning_curves(suite: str, runs: pd.DataFrame, history: pd.DataFrame, colors: dict) -> list[Plot]:
@@ -275,34 +304,65 @@ def _learning_curves(suite: str, runs: pd.DataFrame, history: pd.DataFrame, colo
     joined = history.merge(ok, on=["source", "run_id"], how="inner")
     plots = []
     for condition, rows in joined.groupby(list(CONDITION), sort=True, dropna=False):
-        curves = [(c, label) for c, label in CURVES if c in rows and rows[c].notna().any()]
+        curves = [curve for curve in CURVES if curve[0] in rows and rows[curve[0]].notna().any()]
         if not curves:
             continue
         where = condition_title(*condition)
         figure, axes = grid(len(curves), f"{suite}: learning curves, {where}")
-        for ax, (column, label) in zip(axes, curves, strict=True):
-            _mean_band(ax, rows, column, colors)
-            ax.set_title(label, fontsize=10)
+        for ax, (column, title, label) in zip(axes, curves, strict=True):
+            percent = label.startswith("accuracy")
+            bounds = PERCENT_RANGE if percent else NON_NEGATIVE
+            late = _mean_band(ax, rows, column, colors, 100 if percent else 1, bounds)
+            log = not percent and late.size > 0 and late.min() > 0
+            if log:
+                ax.set_yscale("log")
+            _zoom(ax, late, bounds, log=log)
+            ax.set_title(title, fontsize=10)
             ax.set_xlabel("epoch")
-            ax.set_ylabel("accuracy %")
+            ax.set_ylabel(label)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         legend(figure, colors, rows["method"])
         plots.append(
             Plot(
                 f"learning_curves-{slug(suite, *condition)}.png",
-                f"{suite}, {where}: learning curves (mean over seeds, band = one standard deviation)",
+                f"{suite}, {where}: learning curves (mean over seeds, band = one standard deviation; the y axis spans "
+                "the last half of the epochs, so the final differences show; losses on a log scale)",
                 figure,
             )
         )
     return plots
 
 
-def _mean_band(ax: Axes, rows: pd.DataFrame, column: str, colors: dict) -> None:
+def _mean_band(
+    ax: Axes, rows: pd.DataFrame, column: str, colors: dict, scale: float, bounds: tuple[float, float]
+) -> np.ndarray:
+    """Each method's mean of ``column`` by epoch (times ``scale``) with a one-std band clipped to ``bounds``;
+    returns the means and the band's finite ends over the last ``LATE`` of the epochs, what the y axis must show."""
+    late = []
+    last = rows["epoch"].max()
     for method, curve in rows.groupby("method", sort=True):
         by_epoch = curve.groupby("epoch")[column].agg(["mean", "std"]).dropna(subset=["mean"])
         if by_epoch.empty:
             continue
-        epochs, mean, std = by_epoch.index.to_numpy(), 100 * by_epoch["mean"], 100 * by_epoch["std"].fillna(0)
+        epochs, mean = by_epoch.index.to_numpy(), scale * by_epoch["mean"].to_numpy()
+        error = bounded_error(mean, scale * by_epoch["std"].to_numpy(), bounds)
+        lower, upper = mean - error[0], mean + error[1]
         ax.plot(epochs, mean, color=colors[method], marker="." if len(epochs) < 30 else None)
-        ax.fill_between(epochs, mean - std, mean + std, color=colors[method], alpha=0.2)
+        ax.fill_between(epochs, lower, upper, color=colors[method], alpha=0.2)
+        kept = epochs >= last - LATE * (last - rows["epoch"].min())
+        late += [mean[kept], lower[kept], upper[kept]]
+    values = np.concatenate(late) if late else np.array([])
+    return values[np.isfinite(values)]
+
+
+def _zoom(ax: Axes, values: np.ndarray, bounds: tuple[float, float], *, log: bool) -> None:
+    """Y limits around ``values`` with a margin, within ``bounds`` (a log axis: a margin by factor)."""
+    if not values.size:
+        return
+    low, high = float(values.min()), float(values.max())
+    if log:
+        ax.set_ylim(low / 1.25, high * 1.25)
+        return
+    margin = 0.15 * (high - low) or max(abs(high) * 0.01, 0.5)
+    ax.set_ylim(max(low - margin, bounds[0]), min(high + margin, bounds[1]))

@@ -3,6 +3,9 @@
 Following asv (``asv/_stats.py``): the raw samples stay available, a comparison is a significance
 test rather than a bare difference of means, and too few samples is said plainly ("n too small")
 instead of producing a number that looks meaningful. shared/DESIGN.md section 7.
+
+An interval is clipped to what its quantity can be (``describe(values, bounds=ACCURACY_BOUNDS)``): the t
+interval of two seeds near 100% reaches past 100% (t.ppf(0.975, 1) = 12.7), and no accuracy can.
 """
 
 from __future__ import annotations
@@ -18,41 +21,51 @@ from scipy import stats
 #: Fewest samples per side for a confidence interval or a two-sample test.
 MIN_SAMPLES = 2
 N_TOO_SMALL = "n too small"
+#: Fewest samples for a t interval that says much: with 2, t.ppf(0.975, 1) = 12.7 times the standard error.
+FEW_SAMPLES = 3
+#: What an accuracy (a fraction) can be.
+ACCURACY_BOUNDS = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """Summary of one sample (one value per seed): ``std`` and the interval are NaN when n < 2."""
+    """Summary of one sample (one value per seed): ``std`` and the interval are NaN when n < 2.
+
+    ``ci95`` is the half-width of the 95% interval of the mean (Student's t, n - 1 degrees of freedom);
+    ``ci95_low`` and ``ci95_high`` are its ends clipped to ``bounds``, what the quantity can be.
+    """
 
     n: int
     mean: float
     std: float
     median: float
-    ci95: float  # half-width of the 95% interval of the mean (Student's t, n - 1 degrees of freedom)
+    ci95: float
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def ci95_low(self) -> float:
-        return self.mean - self.ci95
+        return max(self.mean - self.ci95, self.bounds[0])
 
     @property
     def ci95_high(self) -> float:
-        return self.mean + self.ci95
+        return min(self.mean + self.ci95, self.bounds[1])
 
 
-def describe(values: Sequence[float]) -> Sample:
+def describe(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> Sample:
     """Mean, sample standard deviation (ddof=1), median and the 95% CI half-width of ``values``.
 
-    The interval is ``t.ppf(0.975, n - 1) * std / sqrt(n)``; NaN values are dropped first.
+    The interval is ``t.ppf(0.975, n - 1) * std / sqrt(n)``, its ends clipped to ``bounds``; NaN values are
+    dropped first.
     """
     data = _finite(values)
     n = len(data)
     if n == 0:
-        return Sample(0, math.nan, math.nan, math.nan, math.nan)
+        return Sample(0, math.nan, math.nan, math.nan, math.nan, bounds)
     mean, median = float(np.mean(data)), float(np.median(data))
     if n < MIN_SAMPLES:
-        return Sample(n, mean, math.nan, median, math.nan)
+        return Sample(n, mean, math.nan, median, math.nan, bounds)
     std = float(np.std(data, ddof=1))
-    return Sample(n, mean, std, median, float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)))
+    return Sample(n, mean, std, median, float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)), bounds)
 
 
 @dataclass(frozen=True)

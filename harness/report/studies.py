@@ -31,9 +31,9 @@ import pandas as pd
 
 from harness.report import gather
 from harness.report.figures import Plot, slug
-from harness.report.seed_statistics import describe
+from harness.report.seed_statistics import ACCURACY_BOUNDS, describe
 from harness.report.summary import TUNED
-from harness.report.tables import Table
+from harness.report.tables import Table, interval
 
 CONDITION = ["suite", *gather.CONDITION]
 #: The accuracy gaps (percentage points) and cost ratios the profile table shows.
@@ -86,7 +86,7 @@ def studies_table(parts: Split) -> Table:
         scored = "; ".join(
             f"{_setting(t.tuned)}: {_trial_outcome(t, objective)}" for t in trials.sort_values("tuned").itertuples()
         )
-        sample = describe(list(finals["test_acc"]))
+        sample = describe(list(finals["test_acc"]), ACCURACY_BOUNDS)
         pruned = int((trials["status"] == "pruned").sum())
         rules = trials["pruner"].dropna() if "pruner" in trials else pd.Series([], dtype=str)
         rule = next((text for text in rules if text), "")
@@ -99,7 +99,7 @@ def studies_table(parts: Split) -> Table:
                 f"{trials['train_time_s'].sum():.1f}",
                 scored or "not tuned",
                 _percent(sample.mean),
-                f"[{_percent(sample.ci95_low)}, {_percent(sample.ci95_high)}]" if sample.n > 1 else "-",
+                interval(sample.ci95_low, sample.ci95_high, sample.n),
                 str(sample.n),
             ]
         )

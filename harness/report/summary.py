@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness.report.gather import CONDITION, GROUP
 from harness.report.published import published
-from harness.report.seed_statistics import describe, holm, two_sample
+from harness.report.seed_statistics import ACCURACY_BOUNDS, describe, holm, two_sample
 from harness.results.hyperparameters import PREFIX as HYPERPARAMETER_PREFIX
 from harness.results.store import RUN_SCHEMA
 
@@ -41,10 +41,15 @@ MEANS = (
 )
 #: Suffixes of metric columns that record a budget or a diagnostic rather than a value.
 BUDGET_SUFFIXES = ("_batches", "_samples", "_hvps", "_steps", "_iterations", "_converged", "_stderr")
+#: Numeric columns of folders written before the ``references`` column: a published number
+#: (``harness.report.published`` reads it), not a metric.
+LEGACY = ("reference_test_acc",)
 ERM, SAM = "erm", "sam"
 #: What the report appends to a tuning study's finals' method name (``harness.report.studies.split``).
 TUNED = " (tuned)"
 NOT_OK = ("failed", "diverged")
+#: Decimals an accuracy is shown with, in percent: means equal at this precision are a tie for the best.
+PERCENT_DECIMALS = 2
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
@@ -54,7 +59,7 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
         column
         for column in runs.columns
         if column not in RUN_SCHEMA.names
-        and column != "source"
+        and column not in ("source", *LEGACY)
         and not column.startswith(HYPERPARAMETER_PREFIX)
         and pd.api.types.is_numeric_dtype(runs[column])
         and not column.endswith(BUDGET_SUFFIXES)
@@ -79,7 +84,7 @@ def summarize(runs: pd.DataFrame, reference: str = SAM) -> pd.DataFrame:
     for group, rows in runs.groupby(list(GROUP), sort=True, dropna=False):
         ok = rows[rows["status"] == "ok"]
         seeds = sorted(ok["seed"].dropna().astype(int))
-        accuracy = describe(ok["test_acc"])
+        accuracy = describe(ok["test_acc"], ACCURACY_BOUNDS)
         record = dict(zip(GROUP, group, strict=True))
         kind = (record["suite"], role[rows.index[0]])
         record.update(
@@ -169,9 +174,12 @@ def _significance(summary: pd.DataFrame, runs: pd.DataFrame, reference: str) -> 
 
 
 def _best(summary: pd.DataFrame) -> pd.Series:
-    """True for the method(s) with the highest mean test accuracy of their condition."""
-    top = summary.groupby(["suite", *CONDITION], dropna=False)["test_acc_mean"].transform("max")
-    return summary["test_acc_mean"].notna() & (summary["test_acc_mean"] == top)
+    """True for every method whose mean test accuracy, as shown (percent, ``PERCENT_DECIMALS``), is the highest
+    of its condition: two means a reader sees as equal are both marked, never one of them by a last-bit
+    difference of floating-point sums."""
+    shown = (100 * summary["test_acc_mean"]).map(lambda value: float(f"{value:.{PERCENT_DECIMALS}f}"))
+    top = shown.groupby([summary[k] for k in ("suite", *CONDITION)], dropna=False).transform("max")
+    return shown.notna() & (shown == top)
 
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The summary and the failed runs as tables of display strings, rendered by both the Markdown and the HTML report.
 
-Accuracies are shown as percentages with two decimals, times in seconds, memory in binary units,
+Accuracies are shown as percentages with two decimals (``PERCENT``: the fraction columns every report and
+``harness compare`` show so), times in seconds, memory in binary units,
 p-values with four decimals (scientific notation below 0.0001). A value that cannot be computed is
 "-", and a statistic that needs more seeds says "n too small".
 """
@@ -15,10 +16,22 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tabulate import tabulate
 
-from harness.report.seed_statistics import N_TOO_SMALL
-from harness.report.summary import ERM, SAM, metric_names
+from harness.report.seed_statistics import FEW_SAMPLES, MIN_SAMPLES, N_TOO_SMALL
+from harness.report.summary import ERM, PERCENT_DECIMALS, SAM, metric_names
 
 ACCURACY = "test acc % (mean +- std)"
+#: Result columns holding a fraction that is shown as a percentage (accuracies, %SAM).
+PERCENT = (
+    "test_acc",
+    "best_test_acc",
+    "train_acc",
+    "train_acc_clean",
+    "train_acc_noisy_given",
+    "train_acc_noisy_true",
+    "val_acc",
+    "best_val_acc",
+    "sam_fraction",
+)
 GROUP_COLUMNS = ["suite", "dataset", "model", "noise", "method"]
 
 
@@ -34,15 +47,19 @@ class Table:
 
 
 def accuracy(mean: float, std: float) -> str:
+    """``94.60 +- 0.34`` (percent, ``PERCENT_DECIMALS``); the mean alone without a spread."""
     if not _finite(mean):
         return "-"
-    return f"{100 * mean:.2f} +- {100 * std:.2f}" if _finite(std) else f"{100 * mean:.2f}"
+    shown = f"{100 * mean:.{PERCENT_DECIMALS}f}"
+    return f"{shown} +- {100 * std:.{PERCENT_DECIMALS}f}" if _finite(std) else shown
 
 
 def interval(low: float, high: float, n: int) -> str:
-    if n < 2:
+    """``[94.18, 95.02]`` (percent); ``(n=2: wide)`` after it when fewer than ``FEW_SAMPLES`` seeds made it."""
+    if n < MIN_SAMPLES:
         return N_TOO_SMALL
-    return f"[{100 * low:.2f}, {100 * high:.2f}]"
+    shown = f"[{100 * low:.{PERCENT_DECIMALS}f}, {100 * high:.{PERCENT_DECIMALS}f}]"
+    return shown if n >= FEW_SAMPLES else f"{shown} (n={n}: wide)"
 
 
 def p_value(p: float, note: str) -> str:
@@ -104,29 +121,47 @@ def group_cells(row: pd.Series) -> list[str]:
     return [row["suite"], row["dataset"], row["model"], f"{row['noise_rate']:g}", row["method"]]
 
 
-def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
-    """One row per condition and method; the best test accuracy of each condition in bold."""
+def summary_tables(summary: pd.DataFrame, *, with_suite: bool = False) -> list[tuple[str, Table]]:
+    """The summary as (title, table) pairs, one row per condition and method in each, narrow enough to read
+    and print whole: accuracy and significance; cost (%SAM, time, memory); sharpness, when a metric ran. The
+    best test accuracy of each condition is in bold (every one of a tie)."""
+    groups = GROUP_COLUMNS[0 if with_suite else 1 :]
     reference = summary["reference_method"].iloc[0] if len(summary) else SAM
     metrics = metric_names(summary)
     with_paper = summary["reference_test_acc"].notna().any()
-    columns = [
-        *GROUP_COLUMNS[0 if with_suite else 1 :],
-        ACCURACY,
-        "95% CI %",
-        "seeds",
-        "not ok",
-        f"p Welch vs {reference} (Holm)",
-        f"p MWU vs {reference} (Holm)",
-        *(["paper / measured %"] if with_paper else []),
-        "%SAM",
-        "grad evals",
-        "train time s",
-        f"x {ERM.upper()}",
-        f"x {SAM.upper()}",
-        "peak device mem",
-        "optimizer state",
-        *metrics,
-    ]
+    parts = {
+        "Accuracy": {
+            ACCURACY: lambda r: accuracy(r["test_acc_mean"], r["test_acc_std"]),
+            "95% CI %": lambda r: interval(r["test_acc_ci95_low"], r["test_acc_ci95_high"], r["n"]),
+            "seeds": lambda r: seeds(r["n"], r["missing_seeds"]),
+            "not ok": lambda r: str(r["failed"] + r["diverged"]),
+            f"p Welch vs {reference} (Holm)": lambda r: p_value(r["welch_p_holm"], r["test_note"]),
+            f"p MWU vs {reference} (Holm)": lambda r: p_value(r["mannwhitney_p_holm"], r["test_note"]),
+            **({"paper / measured %": lambda r: published(r["paper_cells"])} if with_paper else {}),
+        },
+        "Cost": {
+            "%SAM": lambda r: number(100 * r["sam_fraction_mean"], 1),
+            "grad evals": lambda r: number(r["grad_evals_mean"], 0),
+            "train time s": lambda r: number(r["train_time_s_mean"], 2),
+            f"x {ERM.upper()}": lambda r: number(r["train_time_vs_erm"], 2),
+            f"x {SAM.upper()}": lambda r: number(r["train_time_vs_sam"], 2),
+            "peak device mem": lambda r: size(r["peak_device_bytes_mean"]),
+            "peak RSS": lambda r: size(r["peak_rss_bytes_mean"]),
+            "optimizer state": lambda r: size(r["optimizer_state_bytes_mean"]),
+        },
+        "Sharpness": {m: (lambda r, m=m: metric(r[f"{m}_mean"], r[f"{m}_std"])) for m in metrics},
+    }
+    return [(title, _per_method(summary, groups, cells)) for title, cells in parts.items() if cells]
+
+
+def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
+    """The main table: accuracy and significance, the first of ``summary_tables``."""
+    return summary_tables(summary, with_suite=with_suite)[0][1]
+
+
+def _per_method(summary: pd.DataFrame, groups: list[str], cells: dict) -> Table:
+    """A table of the ``groups`` columns and one column per entry of ``cells`` (title -> row -> text)."""
+    columns = [*groups, *cells]
     rows, bold, breaks = [], set(), []
     previous = None
     for _, r in summary.iterrows():
@@ -137,27 +172,9 @@ def summary_table(summary: pd.DataFrame, *, with_suite: bool = False) -> Table:
         group = group_cells(r)
         if r.get("extension"):  # never shown as the paper's method (the texts follow the table)
             group[-1] += " (extension)"
-        cells = [
-            *group[0 if with_suite else 1 :],
-            accuracy(r["test_acc_mean"], r["test_acc_std"]),
-            interval(r["test_acc_ci95_low"], r["test_acc_ci95_high"], r["n"]),
-            seeds(r["n"], r["missing_seeds"]),
-            str(r["failed"] + r["diverged"]),
-            p_value(r["welch_p_holm"], r["test_note"]),
-            p_value(r["mannwhitney_p_holm"], r["test_note"]),
-            *([published(r["paper_cells"])] if with_paper else []),
-            number(100 * r["sam_fraction_mean"], 1),
-            number(r["grad_evals_mean"], 0),
-            number(r["train_time_s_mean"], 2),
-            number(r["train_time_vs_erm"], 2),
-            number(r["train_time_vs_sam"], 2),
-            size(r["peak_device_bytes_mean"]),
-            size(r["optimizer_state_bytes_mean"]),
-            *(metric(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics),
-        ]
-        if r["best"]:
+        if r["best"] and ACCURACY in cells:
             bold.add((len(rows), columns.index(ACCURACY)))
-        rows.append(cells)
+        rows.append([*group[len(GROUP_COLUMNS) - len(groups) :], *(cell(r) for cell in cells.values())])
     return Table(columns, rows, bold, breaks)
 
 
