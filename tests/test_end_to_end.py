@@ -227,6 +227,9 @@ def test_every_preset_runs_and_reports_its_sam_fraction(tmp_path):
         "look-layersam": every_fifth,
         "nusam": 1 - math.ceil(0.1 * steps) / steps,
         "sam-on": 1.0,
+        "fsam": 1.0,
+        "vasso": 1.0,
+        "msam": 0.0,  # one pass a step, at the momentum-perturbed weights: no second pass
     }
     for method, fraction in exact.items():
         assert runs.loc[method, "sam_fraction"] == pytest.approx(fraction), method

@@ -114,7 +114,9 @@ class Bench:
             optimizer_name=run.optimizer,
             scheduler_name=run.scheduler,
             base_settings=settings,
-            expected_fraction=scheduler.expected_perturbed_fraction(total_steps),
+            expected_fraction=scheduler.expected_perturbed_fraction(total_steps)
+            if getattr(setup.optimizer, "second_pass", True)
+            else 0.0,
             warmup=max(self.config.warmup, scheduler.warmup_steps(total_steps)),
             state=state,
         )

@@ -186,6 +186,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     #: The largest weight difference a restore may leave (the contract kit checks it): 0, bit for bit, for variants
     #: that restore from a copy; one that subtracts its perturbation declares its rounding allowance (nuSAM: 1e-6).
     restore_tolerance: float = 0.0
+    #: Whether a step the scheduler perturbs runs a second pass (False for one-pass variants such as Momentum-SAM,
+    #: whose %SAM and second-pass cost are then 0 whatever the scheduler says: ``harness bench``'s theory reads it).
+    second_pass: bool = True
 
     #: Set by the runner under DDP's ``perturbation_scope: local`` (``harness.run.distributed.mean_over_ranks_``):
     #: the clean gradient of pass 1 is then this rank's own (the perturbation is computed from it), and

@@ -32,6 +32,21 @@ SAMON_PAPER = (
     "NeurIPS 2023 (arXiv 2306.04226); as the baseline of 002 (nuSAM), Sec. 5, 5.1.1, Tables 2-4 and 12"
 )
 
+FSAM_PAPER = (
+    "Li, Zhou, He, Cheng, Huang, Friendly Sharpness-Aware Minimization, CVPR 2024 (arXiv 2403.12350), Algorithm 1 "
+    "(m_t, d_t = g_t - sigma m_t); reference code github.com/nblt/F-SAM (utils.py FriendlySAM, run.sh)"
+)
+MSAM_PAPER = (
+    "Becker, Altrock, Risse, Momentum-SAM: Sharpness Aware Minimization without Computational Overhead, 2024 "
+    "(arXiv 2401.12033); reference code github.com/MarlonBecker/MSAM (optimizer/msam.py, adamW_msam.py, "
+    "configs/default.ini: rho = 3)"
+)
+VASSO_PAPER = (
+    "Li, Giannakis, Enhancing Sharpness-Aware Optimization Through Variance Suppression, NeurIPS 2023 "
+    "(arXiv 2309.15639), Algorithm 1 (d_t = (1 - theta) d_{t-1} + theta g_t); reference code "
+    "github.com/BingcongLi/VaSSO (solver/vasso.py, configs/defaulf_cfg.py: theta = 0.9)"
+)
+
 SAM_OPTIONS = {
     "norm": "l2",
     "adaptive": False,
@@ -103,6 +118,33 @@ def register_optimizers() -> list[OptimizerSpec]:
             description="ESAM: SAM perturbing each tensor with probability beta (scaled 1/beta), its second "
             "pass on the gamma fraction of the batch whose loss rises most",
             paper=ESAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="fsam",
+            factory="harness_sam.fsam:FriendlySAM",
+            defaults={"sigma": 1.0, "lmbda": 0.95, "form": "paper", "eps": 1e-12},
+            choices={"form": ("paper", "code")},
+            description="Friendly SAM: perturb along g - sigma m, the batch gradient minus its EMA m (the "
+            "full-gradient estimate), normalized to rho",
+            paper=FSAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="msam",
+            factory="harness_sam.momentum_sam:MomentumSAM",
+            defaults={"buffer": "auto", "eps": 1e-12},
+            choices={"buffer": ("auto", "momentum_buffer", "exp_avg")},
+            description="Momentum-SAM: the step's one gradient at w - rho v / ||v||, v the base optimizer's "
+            "momentum; no second pass (StepInfo.perturbed is false)",
+            paper=MSAM_PAPER,
+        ),
+        OptimizerSpec(
+            name="vasso",
+            factory="harness_sam.vasso:VaSSO",
+            defaults={"theta": 0.9, "init": "gradient", "eps": 1e-12},
+            choices={"init": ("gradient", "zero")},
+            description="VaSSO: perturb along d = (1 - theta) d + theta g, a variance-suppressed gradient EMA, "
+            "normalized to rho",
+            paper=VASSO_PAPER,
         ),
         OptimizerSpec(
             name="nusam",
@@ -289,6 +331,35 @@ def register_presets() -> list[PresetSpec]:
             "ESAM: SWP beta=0.6, SDS gamma=0.5, rho=0.05 every step (the reference code's CIFAR commands; "
             "AE-SAM, which reports it, states no settings)",
             ESAM_PAPER,
+        ),
+        _preset(
+            "fsam",
+            "fsam",
+            "constant",
+            {"rho": 0.05},
+            "F-SAM: SAM along the batch gradient minus its EMA, sigma=1, lambda=0.95 (the reference code's "
+            "command line); rho=0.05, SAM's (the code runs SAM and F-SAM at one rho)",
+            FSAM_PAPER,
+            optimizer_params={"sigma": 1.0, "lmbda": 0.95},
+        ),
+        _preset(
+            "msam",
+            "msam",
+            "constant",
+            {"rho": 3.0},
+            "Momentum-SAM: one gradient per step at w - rho v/||v||, rho=3 (the reference code's SGD and AdamW "
+            "commands)",
+            MSAM_PAPER,
+        ),
+        _preset(
+            "vasso",
+            "vasso",
+            "constant",
+            {"rho": 0.05},
+            "VaSSO: SAM along d = 0.1 d + 0.9 g (theta=0.9, the reference code's default), rho=0.05 (its "
+            "CIFAR-10 command's default)",
+            VASSO_PAPER,
+            optimizer_params={"theta": 0.9},
         ),
         _preset(
             "sam-on",
