@@ -172,7 +172,7 @@ def figures(parts: Split, summary: pd.DataFrame, colors: dict) -> list[Plot]:
         objective = rows["objective"].iloc[0]
         where = f"{condition[0]}, {condition[1]} / {condition[2]} / noise {condition[3]:g}"
         for key in sorted({k for text in rows["tuned"] for k in json.loads(text)}):
-            figure, ax = plt.subplots(figsize=(6, 4))
+            figure, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
             numeric = True
             for method, group in rows.groupby("method", sort=True):
                 settings = [json.loads(text) for text in group["tuned"]]
@@ -184,7 +184,7 @@ def figures(parts: Split, summary: pd.DataFrame, colors: dict) -> list[Plot]:
             ax.set(xlabel=key, ylabel=f"{objective} (trial seed; best over other keys)", title=where)
             if numeric:
                 ax.set_xscale("log")
-            ax.legend(fontsize=7)
+            figure.legend(loc="outside right center", fontsize=7, title="method")  # beside the panel: covers nothing
             name = slug("sensitivity", *condition, key) + ".png"
             plots.append(Plot(name, f"Sensitivity: {objective} against {key}, one line per method; {where}", figure))
     if summary["method"].str.endswith(TUNED).any():
@@ -195,7 +195,7 @@ def figures(parts: Split, summary: pd.DataFrame, colors: dict) -> list[Plot]:
 def _profile_figure(summary: pd.DataFrame, colors: dict) -> Plot:
     """Both profiles as curves over a fine grid of tau."""
     gap, ratio = distances(summary)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure, axes = plt.subplots(1, 2, figsize=(11.5, 4), layout="constrained")
     panels = (
         (gap, np.linspace(0.0, max(5.0, float(np.nanmax(gap.to_numpy()))), 200), "accuracy gap to the best (points)"),
         (
@@ -208,7 +208,7 @@ def _profile_figure(summary: pd.DataFrame, colors: dict) -> Plot:
         for method, row in profile(distance, taus).iterrows():
             ax.step(taus, list(row), where="post", label=method, color=colors.get(method))
         ax.set(xlabel=f"tau: {label}", ylabel="fraction of conditions within tau", ylim=(0, 1.05))
-    axes[0].legend(fontsize=6)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=7, title="method")
     caption = "Performance profiles of the tuned methods across conditions: accuracy (left) and cost (right)"
     return Plot("performance_profiles.png", caption, figure)
 

@@ -117,7 +117,7 @@ def _threshold_panel(ax: Axes, rows: pd.DataFrame, color: tuple) -> None:
     if len(norms) and np.nanmin(norms) > 0:
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="||g||^2")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")  # inside the panel, below its title: placed where it covers least data
     ax.grid(alpha=0.3)
 
 
