@@ -27,7 +27,11 @@ OTHER_VALUE = {
     "lr_schedule": {"name": "constant"},
     "target_acc": 0.5,
     "grad_clip_norm": 1.0,
+    "swa_start": 0.5,
+    "swa_lr": 0.01,
 }
+#: settings that are valid only beside another one: the other's value, set on both sides of the comparison
+NEEDS = {"swa_lr": ["swa_start=0.5"]}
 
 
 def _other_value(key: str):
@@ -65,6 +69,8 @@ def test_the_settings_and_their_defaults_are_the_fields_of_run_spec():
         "trace_every": 0,
         "checkpoint_every": 0,
         "micro_batch_size": 0,
+        "swa_start": None,
+        "swa_lr": None,
     }
     assert not set(LATER_SETTINGS) & set(minimal.config())  # at their defaults, later settings stay out
 
@@ -73,9 +79,11 @@ def test_the_settings_and_their_defaults_are_the_fields_of_run_spec():
 def test_every_setting_reaches_the_run_and_its_id_when_set(key):
     """A setting set under ``defaults:`` is the run's, and is in its config: the parser copies every
     declared setting (no per-setting keyword list to forget one in)."""
-    value = _other_value(key)
-    plain = load_suite(QUICKSTART, harness.Registry.from_plugins(), ["seeds=[0]"]).runs[0]
-    changed = load_suite(QUICKSTART, harness.Registry.from_plugins(), ["seeds=[0]", f"{key}={_yaml(value)}"]).runs[0]
+    value, needs = _other_value(key), NEEDS.get(key, [])
+    plain = load_suite(QUICKSTART, harness.Registry.from_plugins(), ["seeds=[0]", *needs]).runs[0]
+    changed = load_suite(
+        QUICKSTART, harness.Registry.from_plugins(), ["seeds=[0]", *needs, f"{key}={_yaml(value)}"]
+    ).runs[0]
     assert getattr(changed, key) == value and changed.config()[key] == value
     assert changed.run_id != plain.run_id
 

@@ -166,6 +166,11 @@ class RunSpec:
     #: gradient accumulation: every pass of the step's closure runs the batch in micro-batches of this many
     #: examples and accumulates their gradients (``harness.run.closure``); 0 runs each pass on the whole batch
     micro_batch_size: int = setting(0, later=True)
+    #: stochastic weight averaging (``harness.run.swa``): average the epoch-end weights from epoch
+    #: floor(swa_start * epochs) + 1 on and evaluate the average; None: no averaging
+    swa_start: float | None = setting(None, later=True)
+    #: SWA's constant learning rate while it averages; None: the run's schedule goes on
+    swa_lr: float | None = setting(None, later=True)
     bn_stats_pass: str = setting(
         "first",
         later=True,

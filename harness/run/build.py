@@ -25,6 +25,7 @@ from harness.run import distributed
 from harness.run.closure import LossFn, batchnorm_modules
 from harness.run.metrics import Batch, Metric, metric_batches
 from harness.run.precision import Precision, prepare_model
+from harness.run.swa import HeldLearningRate, WeightAverage
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +133,7 @@ class Setup:
     metrics: list[tuple[str, Metric]]
     metric_batches: list[Batch]
     steps_per_epoch: int
+    averaged: WeightAverage | None = None  # SWA (``swa_start``): the average of the epoch-end weights
 
 
 def build(run: RunSpec, registry: Registry, data: ClassificationData | None = None) -> Setup:
@@ -177,6 +179,13 @@ def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) ->
     optimizer.lr_range = (float(run.lr_schedule.get("min_lr", 0.0)), float(run.base_optimizer["lr"]))
     metrics = [(name, registry.create("metric", name, **params)) for name, params in run.metrics]
     wrapped = distributed.wrap(model, device)
+    lr_scheduler = build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch)
+    averaged = WeightAverage(model, swa_start=run.swa_start, epochs=run.epochs) if run.swa_start is not None else None
+    if averaged is not None and run.swa_lr is not None:
+        first_update = (averaged.first_epoch - 1) * steps_per_epoch
+        lr_scheduler = HeldLearningRate(lr_scheduler, base_optimizer, lr=run.swa_lr, from_update=first_update)
+        if first_update == 0:  # averaging from the first epoch: its first step already takes the held rate
+            lr_scheduler.step_update(0)
     return Setup(
         device=device,
         data=data,
@@ -185,7 +194,7 @@ def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) ->
         first_pass=distributed.first_pass_context(wrapped, run.perturbation_scope),
         base_optimizer=base_optimizer,
         optimizer=optimizer,
-        lr_scheduler=build_lr_scheduler(base_optimizer, dict(run.lr_schedule), run.epochs, steps_per_epoch),
+        lr_scheduler=lr_scheduler,
         # the layers the closure keeps from updating twice; none with bn_stats_pass: every (every pass updates)
         bn_modules=batchnorm_modules(model) if run.bn_stats_pass == "first" else [],
         params=list(model.parameters()),
@@ -199,4 +208,5 @@ def _build(run: RunSpec, registry: Registry, data: ClassificationData | None) ->
         if metrics
         else [],
         steps_per_epoch=steps_per_epoch,
+        averaged=averaged,
     )

@@ -119,6 +119,7 @@ class Checkpoint:
             "model": setup.model.state_dict(),
             "optimizer": setup.optimizer.state_dict(),
             "lr_scheduler": setup.lr_scheduler.state_dict(),
+            "swa": setup.averaged.state_dict() if setup.averaged is not None else None,
             "loss_scale": scaler.state_dict() if scaler is not None else None,
             "rng": _rng_states(setup, shuffle),
             "state": dataclasses.asdict(state),
@@ -150,6 +151,8 @@ class Checkpoint:
         setup.model.load_state_dict(blob["model"])
         setup.optimizer.load_state_dict(blob["optimizer"])
         setup.lr_scheduler.load_state_dict(blob["lr_scheduler"])
+        if setup.averaged is not None:
+            setup.averaged.load_state_dict(blob["swa"])
         if setup.precision.scaler is not None:
             setup.precision.scaler.load_state_dict(blob["loss_scale"])
         _set_rng_states(setup, blob["rng"])

@@ -109,6 +109,8 @@ def _train_epochs(
             state.peak_device_bytes = max(peak, state.peak_device_bytes or 0)
         if not math.isfinite(state.train_loss):
             raise Diverged(f"the training loss became non-finite ({state.train_loss}) in epoch {epoch}")
+        if setup.averaged is not None and setup.averaged.due(epoch):
+            _average(run, setup, state, epoch)
         row = _evaluate_epoch(run, setup, state, epoch)
         state.history.append(
             {
@@ -132,6 +134,16 @@ def _train_epochs(
             checkpoint.save(setup, state, timer, trace, Position(epoch + 1), setup.shuffle.get_state())
         if signum is not None and epoch < run.epochs:
             raise StopRequested(signum)
+
+
+def _average(run: RunSpec, setup: Setup, state: RunState, epoch: int) -> None:
+    """SWA (``harness.run.swa``): add the epoch's weights to the average; after the last epoch, put the average
+    into the model and recompute its BatchNorm statistics (train time: SWA's own cost)."""
+    with Stopwatch(setup.device) as clock:
+        setup.averaged.update(setup.model)
+        if epoch == run.epochs:
+            setup.averaged.install(setup.model, setup.data, run.batch_size, setup.precision, run.seed)
+    state.train_time_s += clock.total
 
 
 def _train_epoch(

@@ -52,6 +52,10 @@ def run_settings(checker: Checker, raw: Any) -> dict[str, Any]:
             "fp32 or bf16 with nproc > 1 and perturbation_scope: local (each rank would decide on its own whether "
             "its unsynchronized first pass overflowed, and the ranks would part ways)",
         )
+    if settings["swa_lr"] is not None and settings["swa_start"] is None:
+        raise checker.fail(
+            "defaults.swa_lr", settings["swa_lr"], "null unless swa_start is set (the rate SWA holds while it averages)"
+        )
     return settings
 
 
@@ -89,6 +93,8 @@ def _setting_checks(checker: Checker) -> dict[str, Callable[[str, Any], Any]]:
     checks["grad_clip_norm"] = _optional(lambda key, value: checker.number(key, value, 0.0, strict=True))
     checks["label_smoothing"] = lambda key, value: checker.number(key, value, 0.0, below=1.0)
     checks["l2_in_loss"] = lambda key, value: checker.number(key, value, 0.0)
+    checks["swa_start"] = _optional(lambda key, value: checker.number(key, value, 0.0, below=1.0))
+    checks["swa_lr"] = _optional(lambda key, value: checker.number(key, value, 0.0, strict=True))
     checks["target_acc"] = _optional(lambda key, value: checker.number(key, value, 0.0, below=1.0 + 1e-9))
     checks["device"] = device
     checks["base_optimizer"] = lambda key, value: base_optimizer(checker, key, value, _inherit(value, "base_optimizer"))
