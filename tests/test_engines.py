@@ -58,10 +58,12 @@ SLURM = "{name: submitit, cluster: slurm, cpus_per_task: 1, timeout_min: 10, arr
 #: The quickstart, one seed and 5 epochs (its runs compared, not its accuracy).
 QUICK = ("--set", "seeds=[0]", "--set", "epochs=5")
 REPRODUCED = ("status", "steps", "grad_evals", "perturbed_steps", "train_loss", "test_loss", "test_acc")
-#: Two runs of about 4 s each on one thread: long enough to cancel, stop or preempt one mid-way.
+#: Two runs long enough to cancel, stop or preempt one mid-way with seconds to spare, under CI load too: on one
+#: thread of this 2-core machine erm trains for about 6 s and sam for about 12 s (100 epochs of 0.06 and 0.12 s; at
+#: 15 epochs sam ended within a second of its second epoch, and the preemption signal once arrived too late).
 LONG = """
     name: {name}
-    defaults: {{epochs: 15, batch_size: 32}}
+    defaults: {{epochs: 100, batch_size: 32}}
     methods: [erm, sam]
     models: [mlp]
     datasets: [digits]
@@ -175,8 +177,8 @@ def test_a_cancelled_task_stays_failed_a_preempted_one_resumes_and_a_rerun_resum
         )
         erm, sam = (_running_task("preempted", index) for index in (0, 1))  # task i trains the suite's i-th run
         assert erm and sam, _jobs("preempted")
+        subprocess.run(["scancel", "--signal=USR2", sam], check=True)  # sam trains longer: signal it first
         subprocess.run(["scancel", erm], check=True)
-        subprocess.run(["scancel", "--signal=USR2", sam], check=True)
         # slurmctld holds a requeued job back (BeginTime, about 2 minutes); a test need not wait that out
         _wait_for(lambda: _state(sam) in ("PENDING", "") or driver.poll() is not None, 120, "sam's job to be requeued")
         subprocess.run(["scontrol", "update", f"jobid={sam}", "StartTime=now"], capture_output=True)
