@@ -151,3 +151,59 @@ def test_a_training_step_without_a_loss_is_refused():
 
     with pytest.raises(harness.errors.UsageError, match=r"training_step must return the loss .* got NoneType"):
         _fit(NoLoss("sam", _network()))
+
+
+def _mlp() -> nn.Module:
+    """No BatchNorm: under DDP each rank normalizes its own half of the batch, which one process cannot repeat."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _examples() -> torch.utils.data.TensorDataset:
+    generator = torch.Generator().manual_seed(2)
+    return torch.utils.data.TensorDataset(
+        torch.randn(STEPS * BATCH, 8, generator=generator), torch.randint(0, 3, (STEPS * BATCH,), generator=generator)
+    )
+
+
+class HalvesOfEachBatch(pl.LightningDataModule):
+    """Rank r reads the examples r, r + 2, ... in order (Lightning's own sampler would shuffle a training set), so the
+    two ranks' batches of ``BATCH // 2`` are the halves of the plain loop's batch of ``BATCH``."""
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        examples = _examples()
+        sampler = torch.utils.data.DistributedSampler(examples, shuffle=False)
+        return torch.utils.data.DataLoader(examples, batch_size=BATCH // 2, sampler=sampler)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_ranks_takes_the_single_process_steps_on_the_whole_batch():
+    """Each step the two ranks hold the halves of the plain loop's batch, and every pass's gradient is averaged over
+    them, so the steps are the single process's on the whole batch (the harness's global perturbation scope). LookSAM
+    (k = 5): its SAM steps (0 and 5) and the steps that reuse its stored gradient component in between."""
+    method = "looksam"
+    module = Classifier(method, _mlp())
+    reference = copy.deepcopy(module.net)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        use_distributed_sampler=False,
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=HalvesOfEachBatch())  # rank 0's weights come back to this process
+
+    optimizer = harness.create_optimizer(method, reference, base=dict(BASE), total_steps=STEPS)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
+    inputs, targets = _examples().tensors
+    for step in range(STEPS):
+        batch = slice(step * BATCH, (step + 1) * BATCH)
+        optimizer.step(harness.BatchClosure(reference, F.cross_entropy, inputs[batch], targets[batch], ()))
+        schedule.step()
+    untrained = _mlp().parameters()
+    assert not any(torch.equal(a, b) for a, b in zip(module.net.parameters(), untrained, strict=True))  # it trained
+    _assert_same_state(module.net, reference)

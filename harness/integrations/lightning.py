@@ -36,8 +36,9 @@ Precision and distribution, through Lightning's own plugins:
   gradient makes the whole step a skipped one (weights restored, no update), and the scale is updated once
   per step: ``harness.run.precision``'s semantics. ``GradScaler.step`` cannot serve a step of several passes,
   so this path calls the optimizer itself (and ``on_before_optimizer_step`` is not called);
-- DDP (``strategy="ddp"``): every pass's ``manual_backward`` prepares DDP's reducer, so the gradients of
-  every pass, the clean one included, are averaged over ranks: the harness's ``perturbation_scope: global``.
+- DDP (``strategy="ddp"`` or ``"ddp_spawn"``): every pass's ``manual_backward`` prepares DDP's reducer, so the
+  gradients of every pass, the clean one included, are averaged over ranks: the harness's
+  ``perturbation_scope: global`` (tested on 2 CPU ranks: the steps of one process on the whole batch).
   The local scope (a clean pass under ``no_sync``, m-sharpness per rank) is not supported.
 
 Not supported: ``accumulate_grad_batches`` and ``gradient_clip_val`` (Lightning refuses both under manual
