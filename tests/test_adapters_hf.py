@@ -3,7 +3,8 @@
 ``SharpnessAwareTrainer`` on a tiny BERT built from a config (no download, dropout off) ends with the weights of a
 plain loop on the same batches from the same initial weights (``create_optimizer`` with the Trainer's AdamW
 settings, the same linear schedule and gradient clipping of the base optimizer's gradient), for SAM and LookSAM;
-gradient accumulation and fp16 are refused; without transformers the import names the extra.
+also in micro-batches (gradient accumulation within a pass); the Trainer's gradient accumulation, fp16 and
+a negative micro-batch size are refused; without transformers the import names the extra.
 """
 
 from __future__ import annotations
@@ -71,17 +72,20 @@ def _arguments(tmp_path, **overrides) -> transformers.TrainingArguments:
     return transformers.TrainingArguments(**{**settings, **overrides})
 
 
-def _plain_loop(method: str, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _plain_loop(method: str, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, int]:
+    """The steps on whole batches; the optimizer and the number of passes its closures ran."""
     base = {"name": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "betas": (0.9, 0.999), "eps": 1e-8}
     optimizer = harness.create_optimizer(method, model, base=base, total_steps=STEPS)
     clip_before_each_step(optimizer.base_optimizer, MAX_GRAD_NORM)
     schedule = transformers.get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=STEPS)
     examples = _examples()
+    passes = []
     model.train()
     for start in range(0, len(examples), BATCH):
         batch = transformers.default_data_collator(examples[start : start + BATCH])
 
         def closure(batch=batch):
+            passes.append(1)
             optimizer.zero_grad(set_to_none=True)
             loss = model(**batch).loss
             loss.backward()
@@ -89,16 +93,31 @@ def _plain_loop(method: str, model: torch.nn.Module) -> torch.optim.Optimizer:
 
         optimizer.step(closure)
         schedule.step()
-    return optimizer
+    return optimizer, len(passes)
 
 
-@pytest.mark.parametrize("method", ["sam", "looksam"])
-def test_the_trainer_takes_the_plain_loops_steps(tmp_path, method):
+class CountingTrainer(SharpnessAwareTrainer):
+    def compute_loss(self, *args, **kwargs):
+        self.losses_computed = getattr(self, "losses_computed", 0) + 1
+        return super().compute_loss(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("method", "micro_batch_size"), [("sam", 0), ("looksam", 0), ("looksam", 3)])
+def test_the_trainer_takes_the_plain_loops_steps(tmp_path, method, micro_batch_size):
+    """micro_batch_size = 3 on batches of 8: micro-batches of 3, 3 and 2 examples in every pass, each loss weighted
+    by its share, accumulate to the whole batch's gradient (BERT has no BatchNorm): the same steps."""
     model = _model()
     reference = copy.deepcopy(model)
-    trainer = SharpnessAwareTrainer(model=model, args=_arguments(tmp_path), train_dataset=_examples(), method=method)
+    trainer = CountingTrainer(
+        model=model,
+        args=_arguments(tmp_path),
+        train_dataset=_examples(),
+        method=method,
+        micro_batch_size=micro_batch_size,
+    )
     trainer.train()
-    optimizer = _plain_loop(method, reference)
+    optimizer, passes = _plain_loop(method, reference)
+    assert trainer.losses_computed == passes * (3 if micro_batch_size else 1)
     assert trainer.state.global_step == STEPS
     stepped = trainer.optimizer.optimizer.sharpness_aware
     assert type(stepped) is type(optimizer) and stepped.steps_taken == optimizer.steps_taken == STEPS
@@ -124,12 +143,14 @@ def test_an_optimizer_passed_in_is_used_and_steps_the_variant(tmp_path):
     [
         ({"gradient_accumulation_steps": 2}, r"gradient_accumulation_steps=2; .* set it to 1"),
         ({"fp16": True}, r"fp16=True; .* use bf16=True"),
+        ({"micro_batch_size": -1}, r"micro_batch_size must be an integer >= 0 .* got -1"),
     ],
 )
 def test_what_a_step_of_several_passes_cannot_do_is_refused(tmp_path, overrides, refusal):
+    settings = {key: overrides.pop(key) for key in list(overrides) if key == "micro_batch_size"}
     try:
         arguments = _arguments(tmp_path, **overrides)
     except ValueError as unavailable:  # fp16 on a machine that has no fp16 device
         pytest.skip(str(unavailable))
     with pytest.raises(UsageError, match=refusal):
-        SharpnessAwareTrainer(model=_model(), args=arguments, train_dataset=_examples(), method="sam")
+        SharpnessAwareTrainer(model=_model(), args=arguments, train_dataset=_examples(), method="sam", **settings)

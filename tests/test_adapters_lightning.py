@@ -75,12 +75,16 @@ def _fit(module: pl.LightningModule, **trainer_options) -> pl.Trainer:
     return trainer
 
 
-def _plain_loop(method: str, net: nn.Module, precision: Precision | None = None) -> torch.optim.Optimizer:
+def _plain_loop(
+    method: str, net: nn.Module, precision: Precision | None = None, micro_batch_size: int = 0
+) -> torch.optim.Optimizer:
     optimizer = harness.create_optimizer(method, net, base=dict(BASE), total_steps=STEPS)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
     bn_modules = harness.batchnorm_modules(net)
     for inputs, targets in _batches():
-        closure = harness.BatchClosure(net, F.cross_entropy, inputs, targets, bn_modules, precision=precision)
+        closure = harness.BatchClosure(
+            net, F.cross_entropy, inputs, targets, bn_modules, precision=precision, micro_batch_size=micro_batch_size
+        )
         optimizer.step(closure)
         closure.finish()
         schedule.step()
@@ -107,6 +111,26 @@ def test_the_trainer_takes_the_plain_loops_steps(method):
     assert lightning_optimizer.last_step.perturbed == optimizer.last_step.perturbed
     assert lightning_optimizer.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"], abs=1e-12)
     assert trainer.callback_metrics["train_loss"].item() == pytest.approx(module.clean_losses[-1], abs=1e-7)
+
+
+@pytest.mark.parametrize("method", ["sam", "looksam"])
+def test_micro_batches_take_the_plain_loops_accumulated_steps_and_log_the_first_micro_batch(method):
+    """micro_batch_size = 8 on batches of 32: four micro-batches per pass, as ``BatchClosure(micro_batch_size=8)``
+    (itself equal to the unsplit step without BatchNorm, ``test_accumulation.py``), BatchNorm included: one
+    running-statistics update per step, to the micro-batches' mean."""
+    module = Classifier(method, _network())
+    module.micro_batch_size = 8
+    reference = copy.deepcopy(module.net)
+    unsplit = copy.deepcopy(module.net)
+    trainer = _fit(module)
+    _plain_loop(method, reference, micro_batch_size=8)
+    _assert_same_state(module.net, reference)
+    assert module.net[1].num_batches_tracked.item() == STEPS
+    _plain_loop(method, unsplit)  # BatchNorm normalizes each micro-batch alone: the step is not the unsplit one
+    assert not torch.allclose(module.net[0].weight, unsplit[0].weight, atol=1e-4)
+    assert len(module.clean_losses) == 4 * STEPS  # every micro-batch of every first pass
+    # logged: the last step's first micro-batch, at the weights before the step
+    assert trainer.callback_metrics["train_loss"].item() == pytest.approx(module.clean_losses[-4], abs=1e-7)
 
 
 @pytest.mark.skipif(not fp16_autocast_available("cpu"), reason="this torch build has no float16 autocast on CPU")
@@ -180,9 +204,11 @@ class HalvesOfEachBatch(pl.LightningDataModule):
 def test_ddp_on_two_cpu_ranks_takes_the_single_process_steps_on_the_whole_batch():
     """Each step the two ranks hold the halves of the plain loop's batch, and every pass's gradient is averaged over
     them, so the steps are the single process's on the whole batch (the harness's global perturbation scope). LookSAM
-    (k = 5): its SAM steps (0 and 5) and the steps that reuse its stored gradient component in between."""
+    (k = 5): its SAM steps (0 and 5) and the steps that reuse its stored gradient component in between. Each rank
+    runs its half in micro-batches of 4 (all-reduced on the last only), which changes no step without BatchNorm."""
     method = "looksam"
     module = Classifier(method, _mlp())
+    module.micro_batch_size = 4
     reference = copy.deepcopy(module.net)
     trainer = pl.Trainer(
         accelerator="cpu",

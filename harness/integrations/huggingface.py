@@ -25,7 +25,15 @@ where the papers clip), not the clean gradient; the ``grad_norm`` the Trainer lo
 
 Supported: fp32 and ``bf16=True`` (accelerate's autocast), DDP through accelerate (every pass's backward
 averages the gradients over ranks: the harness's ``perturbation_scope: global``; untested here), one GPU or
-CPU. Refused with an error: ``gradient_accumulation_steps > 1`` (a step's passes need the whole batch) and
+CPU. Gradient accumulation: ``micro_batch_size=N`` runs every pass of a step in micro-batches of N examples
+(each tensor of the inputs cut along its first dimension; ``harness.run.sub_batches.accumulate``), each
+micro-batch's loss weighted by its share of the examples and backpropagated, so each pass's gradient is the
+whole batch's at one micro-batch's activation memory; BatchNorm's running statistics are updated once per step
+(the mean over the first pass's micro-batches) and DDP all-reduces on the last micro-batch only. The weights are
+exact for a loss averaged over examples (classification); a loss averaged over tokens (language modelling with
+padding) is then weighted by examples, not tokens (``num_items_in_batch`` is not passed to the micro-batches).
+The returned loss is the clean pass's sum of weighted micro-batch losses. Refused with an error:
+``gradient_accumulation_steps > 1`` (a step's passes need the whole batch: use ``micro_batch_size``) and
 ``fp16=True`` (accelerate's ``GradScaler.step`` cannot serve a step of several passes: use ``bf16``).
 Untested: DeepSpeed, FSDP, XLA, ``torch.nn.DataParallel``; ESAM (its per-example losses need
 ``harness.BatchClosure``) fails.
@@ -44,6 +52,7 @@ from harness.errors import UsageError
 from harness.run.build import clip_before_each_step
 from harness.run.closure import RngState, batchnorm_modules, frozen_running_stats
 from harness.run.create import create_optimizer
+from harness.run.sub_batches import accumulate, split_batch
 
 try:
     import transformers
@@ -85,6 +94,7 @@ class SharpnessAwareTrainer(transformers.Trainer):
         None only with ``optimizers=(optimizer, scheduler)``.
     base: the base optimizer's timm settings; None: AdamW from the ``TrainingArguments``.
     method_settings: the variant's settings (``{"rho": 0.1}``), routed as ``create_optimizer`` routes them.
+    micro_batch_size: N > 0 runs every pass in micro-batches of N examples (the module docstring); 0 does not.
     The other arguments are ``Trainer``'s.
     """
 
@@ -94,13 +104,21 @@ class SharpnessAwareTrainer(transformers.Trainer):
         method: str | None = None,
         base: Mapping[str, Any] | None = None,
         method_settings: Mapping[str, Any] | None = None,
+        micro_batch_size: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) or micro_batch_size < 0:
+            raise UsageError(
+                f"SharpnessAwareTrainer: micro_batch_size must be an integer >= 0 (0: no accumulation), got "
+                f"{micro_batch_size!r}"
+            )
+        self.micro_batch_size = micro_batch_size
         if self.args.gradient_accumulation_steps != 1:
             raise UsageError(
                 f"SharpnessAwareTrainer: gradient_accumulation_steps={self.args.gradient_accumulation_steps}; every "
-                "pass of a sharpness-aware step runs on the whole batch: set it to 1 (and the batch size instead)"
+                "pass of a sharpness-aware step runs on the whole batch: set it to 1, and micro_batch_size=N to "
+                "accumulate within each pass"
             )
         if self.args.fp16:
             raise UsageError(
@@ -147,18 +165,29 @@ class SharpnessAwareTrainer(transformers.Trainer):
         bn_modules = batchnorm_modules(model)
         losses: list[torch.Tensor] = []
 
+        pieces = split_batch(inputs, self.micro_batch_size, "SharpnessAwareTrainer") if self.micro_batch_size else ()
+
+        def loss_on(batch: dict[str, Any], items: torch.Tensor | int | None) -> torch.Tensor:
+            with self.compute_loss_context_manager():  # a copy: compute_loss pops "labels" with a label smoother
+                loss = self.compute_loss(model, dict(batch), num_items_in_batch=items)
+            return loss.mean() if self.args.n_gpu > 1 else loss  # torch.nn.DataParallel: one loss per device
+
+        def backward(loss: torch.Tensor) -> torch.Tensor:
+            self.accelerator.backward(loss)
+            return loss.detach()
+
         def closure() -> torch.Tensor:
             if losses:
                 rng.restore()
             model.zero_grad(set_to_none=True)
-            frozen = frozen_running_stats(bn_modules) if losses else nullcontext()
-            with frozen, self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-            if self.args.n_gpu > 1:
-                loss = loss.mean()  # torch.nn.DataParallel: one loss per device
-            self.accelerator.backward(loss)
-            losses.append(loss.detach())
-            return losses[-1]
+            with frozen_running_stats(bn_modules) if losses else nullcontext():
+                if len(pieces) > 1:  # each micro-batch's mean loss weighted by its share of the examples
+                    statistics = () if losses else bn_modules
+                    loss = accumulate(pieces, lambda piece: loss_on(piece, None), backward, model, statistics)
+                else:
+                    loss = backward(loss_on(inputs, num_items_in_batch))
+            losses.append(loss)
+            return loss
 
         self.optimizer.step(closure)  # accelerate's wrapper returns nothing: the clean loss is the first pass's
         return losses[0]

@@ -41,10 +41,19 @@ Precision and distribution, through Lightning's own plugins:
   ``perturbation_scope: global`` (tested on 2 CPU ranks: the steps of one process on the whole batch).
   The local scope (a clean pass under ``no_sync``, m-sharpness per rank) is not supported.
 
-Not supported: ``accumulate_grad_batches`` and ``gradient_clip_val`` (Lightning refuses both under manual
-optimization: clip in the base optimizer, ``harness.run.build.clip_before_each_step``), several optimizers,
-a ``training_step`` that returns None (a step needs a loss in every pass), DeepSpeed, FSDP and XLA strategies
-(untested). The harness's m-sharpness (``closure.chunks``) and ESAM's per-example losses need
+Gradient accumulation: set ``micro_batch_size = N`` (a class attribute, or ``self.micro_batch_size = N`` in
+``__init__``) and every pass runs ``training_step`` on micro-batches of N examples of the batch (each tensor of
+the batch, however nested, cut along its first dimension), each loss weighted by its share of the batch and
+backpropagated, so each pass's gradient is the whole batch's at one micro-batch's activation memory, as the
+harness's ``micro_batch_size`` (``harness.run.sub_batches.accumulate``): BatchNorm's running statistics are
+updated once per step, to the mean over the first pass's micro-batches; under DDP the gradients are all-reduced
+on the last micro-batch only. What is logged, and the step's output, are the first micro-batch's of the first
+pass.
+
+Not supported: ``accumulate_grad_batches`` (use ``micro_batch_size``) and ``gradient_clip_val`` (Lightning
+refuses both under manual optimization: clip in the base optimizer, ``harness.run.build.clip_before_each_step``),
+several optimizers, a ``training_step`` that returns None (a step needs a loss in every pass), DeepSpeed, FSDP
+and XLA strategies (untested). The harness's m-sharpness (``closure.chunks``) and ESAM's per-example losses need
 ``harness.BatchClosure``: variants that ask the closure for them (ESAM) fail here.
 """
 
@@ -60,6 +69,7 @@ import torch
 
 from harness.errors import UsageError
 from harness.run.closure import RngState, batchnorm_modules, frozen_running_stats
+from harness.run.sub_batches import accumulate, split_batch
 
 try:
     import lightning.pytorch as pl
@@ -120,15 +130,45 @@ class _TrainingStepClosure:
         self.module._sharpness_aware_pass = self.calls
         self.calls += 1
         self.module.zero_grad(set_to_none=True)
+        size = self.module.micro_batch_size
         with nullcontext() if first else frozen_running_stats(self.bn_modules):
-            output = self.training_step(self.module, *self.args, **self.kwargs)
-        loss = _loss_of(output)
-        self.module.manual_backward(loss)
+            if size:
+                loss = self._in_micro_batches(size, first)
+            else:
+                loss = self._backward(self._loss_on(self.args[0] if self.args else None, first))
         if self.scaler is not None:
             self._unscale()
-        if first:
+        return loss
+
+    def _loss_on(self, batch: Any, keep_output: bool) -> torch.Tensor:
+        """The user's ``training_step`` on ``batch`` (the step's other arguments as given); its loss."""
+        output = self.training_step(self.module, *((batch,) + self.args[1:] if self.args else ()), **self.kwargs)
+        if keep_output:
             self.output = output
+        return _loss_of(output)
+
+    def _backward(self, loss: torch.Tensor) -> torch.Tensor:
+        self.module.manual_backward(loss)
         return loss.detach()
+
+    def _in_micro_batches(self, size: int, first: bool) -> torch.Tensor:
+        """One pass in micro-batches of ``size`` (``harness.run.sub_batches.accumulate``): only the first
+        micro-batch of the first pass logs and gives the step's output."""
+        if not self.args:
+            raise UsageError(f"{type(self.module).__name__}: micro_batch_size needs training_step(batch, ...)")
+        pieces = split_batch(self.args[0], size, type(self.module).__name__)
+        model = self.module.trainer.strategy.model  # DDP's wrapper under strategy="ddp": it has no_sync
+
+        def loss_on(piece: tuple[int, Any]) -> torch.Tensor:
+            index, batch = piece
+            self.module._sharpness_aware_quiet = index > 0
+            return self._loss_on(batch, first and index == 0)
+
+        indexed = [(examples, (index, batch)) for index, (examples, batch) in enumerate(pieces)]
+        try:
+            return accumulate(indexed, loss_on, self._backward, model, self.bn_modules if first else ())
+        finally:
+            self.module._sharpness_aware_quiet = False
 
     def _unscale(self) -> None:
         """Unscale this pass's gradients; on a non-finite one, drop them all and mark the step overflowed."""
@@ -175,10 +215,14 @@ class SharpnessAwareModule(pl.LightningModule):
     Lightning accepts it). The module docstring lists what is done for it and what is supported.
     """
 
+    #: Gradient accumulation: N > 0 runs every pass of a step in micro-batches of N examples (the module docstring).
+    micro_batch_size: int = 0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False
         self._sharpness_aware_pass: int | None = None
+        self._sharpness_aware_quiet = False  # a micro-batch after a pass's first: it logs nothing
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -188,7 +232,7 @@ class SharpnessAwareModule(pl.LightningModule):
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         """``LightningModule.log``, except from the passes after a step's first (their values are at ``w + e``)."""
-        if not self._sharpness_aware_pass:
+        if not self._sharpness_aware_pass and not self._sharpness_aware_quiet:
             super().log(*args, **kwargs)
 
     def _sharpness_aware_step(self, training_step: TrainingStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -49,6 +49,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from harness.errors import ProtocolError
 from harness.run.precision import Precision
+from harness.run.sub_batches import SubBatchStatistics, accumulate
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -102,47 +103,6 @@ class RngState:
             torch.cuda.set_rng_state(self.cuda, self.device)
 
 
-class _SubBatchStatistics:
-    """BatchNorm running statistics of one m-sharpness step: the mean of what each chunk's clean pass gives.
-
-    Before each chunk's clean pass the buffers go back to the step's starting values; after it they
-    are set to the mean over the chunks seen so far, weighted by chunk size (as ``SAM`` weights the
-    sub-batch gradients), so after the last chunk they hold that mean over all chunks, with
-    ``num_batches_tracked`` advanced once. For the exponential average this equals
-    one update with the chunks' mean batch statistics, as the SAM reference code's cross-device mean of
-    batch statistics gives (003 Sec. 4.1; seed_sam_gsam.md A.2).
-    """
-
-    def __init__(self, modules: Sequence[_BatchNorm]) -> None:
-        self.modules = modules
-        self.start: list[list[torch.Tensor]] | None = None
-        self.total: list[torch.Tensor] = []
-        self.examples = 0
-
-    def _buffers(self) -> list[torch.Tensor]:
-        return [b for m in self.modules for b in (m.running_mean, m.running_var) if b is not None]
-
-    def _counters(self) -> list[torch.Tensor]:
-        return [m.num_batches_tracked for m in self.modules if m.num_batches_tracked is not None]
-
-    @contextmanager
-    def pass_of_one_chunk(self, examples: int) -> Iterator[None]:
-        if not self.modules:
-            yield
-            return
-        buffers = self._buffers()
-        if self.start is None:
-            self.start = [[b.clone() for b in buffers], [c.clone() for c in self._counters()]]
-            self.total = [torch.zeros_like(b) for b in buffers]
-        else:
-            torch._foreach_copy_(buffers, self.start[0])
-            torch._foreach_copy_(self._counters(), self.start[1])
-        yield
-        self.examples += examples
-        torch._foreach_add_(self.total, buffers, alpha=examples)
-        torch._foreach_copy_(buffers, torch._foreach_div(self.total, float(self.examples)))
-
-
 class BatchClosure:
     """Zero gradients, forward and backward on one batch, return the detached loss.
 
@@ -164,7 +124,7 @@ class BatchClosure:
         the second pass accumulates again at the perturbed weights. With DDP, gradients are synchronized on
         the last micro-batch only (``no_sync`` before). BatchNorm normalizes each micro-batch with its own
         statistics (as with smaller batches: the step then differs from the unsplit one), and the first pass
-        updates the running statistics once, to the mean over its micro-batches (``_SubBatchStatistics``,
+        updates the running statistics once, to the mean over its micro-batches (``SubBatchStatistics``,
         as m-sharpness's chunks). 0: every pass on the whole batch.
     """
 
@@ -196,7 +156,7 @@ class BatchClosure:
         self._rng = RngState(inputs.device)
         self._parent: BatchClosure | None = None
         self._first_pass = first_pass
-        self._statistics: _SubBatchStatistics | None = None  # set on the chunks of ``chunks``
+        self._statistics: SubBatchStatistics | None = None  # set on the chunks of ``chunks``
         self._own_calls = 0
         self._found_inf: torch.Tensor | None = None  # fp16: set by any pass with a non-finite gradient
         self._overflow = False
@@ -213,10 +173,10 @@ class BatchClosure:
 
         They share this closure's counters and RNG snapshot. Each chunk's first (clean) pass updates the
         BatchNorm running statistics from the step's starting values, and the statistics end as the mean
-        over chunks (``_SubBatchStatistics``); later passes leave them untouched. A chunk runs whole
+        over chunks (``SubBatchStatistics``); later passes leave them untouched. A chunk runs whole
         (no ``micro_batch_size``): m-sharpness's sub-batches are the small ones already.
         """
-        statistics = _SubBatchStatistics(self.bn_modules)
+        statistics = SubBatchStatistics(self.bn_modules)
         pieces = []
         for start in range(0, self.batch_size, size):
             piece = BatchClosure(
@@ -348,20 +308,21 @@ class BatchClosure:
             loss = self._backward(self._loss_on(self.inputs, self.targets))
             self._unscale_pass()
             return loss
-        statistics = _SubBatchStatistics(self.bn_modules) if update_statistics and self.bn_modules else None
-        no_sync = getattr(self.model, "no_sync", None)  # DDP: all-reduce once, on the last micro-batch
-        total, sample_losses = None, []
-        starts = range(0, self.batch_size, size)
-        for start in starts:
-            inputs, targets = self.inputs[start : start + size], self.targets[start : start + size]
-            share = inputs.shape[0] / self.batch_size
-            last = start == starts[-1]
-            with statistics.pass_of_one_chunk(inputs.shape[0]) if statistics is not None else nullcontext():
-                with no_sync() if no_sync is not None and not last else nullcontext():
-                    loss = self._backward(self._loss_on(inputs, targets) * share)
-            total = loss if total is None else total + loss
+        pieces = [
+            (self.inputs[start : start + size], self.targets[start : start + size])
+            for start in range(0, self.batch_size, size)
+        ]
+        sample_losses = []
+
+        def loss_on(piece: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            loss = self._loss_on(*piece)
             if self._keep_sample_losses:
                 sample_losses.append(self._sample_losses)
+            return loss
+
+        sizes = [int(inputs.shape[0]) for inputs, _ in pieces]
+        statistics = self.bn_modules if update_statistics else ()
+        total = accumulate(list(zip(sizes, pieces, strict=True)), loss_on, self._backward, self.model, statistics)
         if self._keep_sample_losses:
             self._sample_losses = torch.cat(sample_losses)
         self._unscale_pass()
