@@ -138,6 +138,20 @@ def test_an_optimizer_passed_in_is_used_and_steps_the_variant(tmp_path):
     assert trainer.optimizer.optimizer.sharpness_aware is optimizer and optimizer.steps_taken == 2
 
 
+def test_every_pass_gets_the_labels_when_a_label_smoother_pops_them(tmp_path):
+    """With label smoothing ``Trainer.compute_loss`` pops "labels" from the inputs it is given; the second pass
+    (and every micro-batch) must still find them."""
+    for micro_batch_size in (0, 4):
+        model = _model()
+        arguments = _arguments(tmp_path, max_steps=2, label_smoothing_factor=0.1)
+        trainer = SharpnessAwareTrainer(
+            model=model, args=arguments, train_dataset=_examples(), method="sam", micro_batch_size=micro_batch_size
+        )
+        trainer.train()
+        stepped = trainer.optimizer.optimizer.sharpness_aware
+        assert stepped.steps_taken == 2 and stepped.last_step.perturbed
+
+
 @pytest.mark.parametrize(
     ("overrides", "refusal"),
     [
