@@ -12,6 +12,7 @@ from harness.plugins import Registry
 from harness.results.read import read_history, read_runs
 from harness.results.store import HISTORY_SCHEMA
 from harness.run.divergence import CHECK_EVERY
+from harness.run.source import source_commit
 
 from .conftest import write_suite
 
@@ -38,6 +39,7 @@ def test_quickstart_writes_parquet_with_the_required_columns(quickstart_results)
     runs = read_runs(results / "quickstart")
     assert len(runs) == 4 and set(runs["status"]) == {"ok"}
     assert set(REQUIRED_COLUMNS) <= set(runs.columns)
+    assert set(runs["git_commit"].dropna()) <= {source_commit()}  # None: not run from a git checkout
     assert sorted(p.stem for p in (results / "quickstart").glob("*.parquet")) == sorted(runs["run_id"])
     assert not list((results / "quickstart").rglob("*.tmp"))
     assert runs["test_acc"].between(0, 1).all() and (runs["test_acc"] > 0.5).all()

@@ -101,6 +101,9 @@ def test_provenance_per_suite_and_folder_with_no_commit_invented():
     assert (a["host"], a["device"], a["device name"], a["torch"]) == ("n1, n2", "cuda", "NVIDIA H100", "2.4.0")
     assert a["plugins"] == "sam-harness 0.5.0, timm-models 1.0" and a["commit"] == NO_COMMIT
     assert (b["dates (UTC)"], b["device name"], b["harness"]) == ("2026-12-03 10:00 to ?", "-", "0.4.0")
+    frame["git_commit"] = ["abc123", "def456+dirty", None]  # the column of runs since it was recorded
+    a, b = (dict(zip(table.columns, row, strict=True)) for row in provenance_table(frame).rows)
+    assert (a["commit"], b["commit"]) == ("abc123, def456+dirty", NO_COMMIT)
 
 
 def test_the_report_shows_hyperparameters_and_provenance(tmp_path):

@@ -3,8 +3,9 @@ torch, harness and plugin versions the run files record (``harness.results.colum
 ``clock`` columns).
 
 A reader of a paper needs them to know what the numbers were measured on; a report of runs from several
-machines lists each value once (``, ``-joined). The run files hold no commit of the code that ran (no
-``git_commit`` column): the table says so rather than leave a reader to assume one.
+machines lists each value once (``, ``-joined). The commit of the code that ran is the ``git_commit`` column
+(``harness.run.source``); runs from before it was recorded, or not run from a git checkout, have none, and the
+table says so rather than leave a reader to assume one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ LISTED = (
     ("harness", "harness_version"),
 )
 COMMIT = "git_commit"
-NO_COMMIT = "not recorded (the run files have no commit column)"
+NO_COMMIT = "not recorded (not run from a git checkout, or before sam-harness recorded commits)"
 
 
 def provenance_table(runs: pd.DataFrame) -> Table:
@@ -40,7 +41,7 @@ def provenance_table(runs: pd.DataFrame) -> Table:
                 _span(group),
                 *(_distinct(group[column]) if column in group else "-" for _, column in LISTED),
                 _plugins(group["plugin_versions"]) if "plugin_versions" in group else "-",
-                _distinct(group[COMMIT]) if COMMIT in group else NO_COMMIT,
+                _distinct(group[COMMIT], empty=NO_COMMIT) if COMMIT in group else NO_COMMIT,
             ]
         )
     columns = ["suite", "folder", "runs", "dates (UTC)", *(title for title, _ in LISTED), "plugins", "commit"]
@@ -58,9 +59,9 @@ def _span(runs: pd.DataFrame) -> str:
     return " to ".join("?" if pd.isna(t) else f"{t:%Y-%m-%d %H:%M}" for t in (first, last))
 
 
-def _distinct(values: Iterable[object]) -> str:
+def _distinct(values: Iterable[object], empty: str = "-") -> str:
     found = sorted({str(v) for v in values if isinstance(v, str) and v})
-    return ", ".join(found) or "-"
+    return ", ".join(found) or empty
 
 
 def _plugins(texts: Iterable[object]) -> str:

@@ -162,6 +162,12 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("torch_version", pa.string(), "torch version", "environment"),
     Column("harness_version", pa.string(), "sam-harness version", "environment"),
     Column(
+        "git_commit",
+        pa.string(),
+        "the commit of the sam-harness checkout that ran (+dirty: with uncommitted changes; null: not a checkout)",
+        "environment",
+    ),
+    Column(
         "plugin_versions", pa.string(), "providing distribution and version per component kind, as JSON", "environment"
     ),
     Column(

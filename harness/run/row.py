@@ -26,6 +26,7 @@ from harness.contract.run_spec import RunSpec
 from harness.plugins import Registry
 from harness.results.columns import RUN_COLUMNS, identity
 from harness.run.build import resolve_device
+from harness.run.source import source_commit
 
 
 @dataclass
@@ -117,6 +118,7 @@ def result_row(
         "host": socket.gethostname(),
         "torch_version": torch.__version__,
         "harness_version": _harness_version(),
+        "git_commit": source_commit(),
         "plugin_versions": _plugin_versions(run, registry),
         **state.metric_values,
         "started_at": started,
