@@ -61,7 +61,8 @@ class Classifier(SharpnessAwareModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def _fit(module: pl.LightningModule, **trainer_options) -> pl.Trainer:
+def _fit(module: pl.LightningModule, datamodule: pl.LightningDataModule | None = None, **options) -> pl.Trainer:
+    """``STEPS`` steps of a quiet CPU Trainer on ``_batches()`` (or on ``datamodule``'s loader)."""
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=STEPS,
@@ -69,9 +70,12 @@ def _fit(module: pl.LightningModule, **trainer_options) -> pl.Trainer:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        **trainer_options,
+        **options,
     )
-    trainer.fit(module, torch.utils.data.DataLoader(_batches(), batch_size=None))
+    if datamodule is not None:
+        trainer.fit(module, datamodule=datamodule)
+    else:
+        trainer.fit(module, torch.utils.data.DataLoader(_batches(), batch_size=None))
     return trainer
 
 
@@ -210,18 +214,8 @@ def test_ddp_on_two_cpu_ranks_takes_the_single_process_steps_on_the_whole_batch(
     module = Classifier(method, _mlp())
     module.micro_batch_size = 4
     reference = copy.deepcopy(module.net)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        use_distributed_sampler=False,
-        max_steps=STEPS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=HalvesOfEachBatch())  # rank 0's weights come back to this process
+    # rank 0's weights come back to this process
+    _fit(module, HalvesOfEachBatch(), devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
 
     optimizer = harness.create_optimizer(method, reference, base=dict(BASE), total_steps=STEPS)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
